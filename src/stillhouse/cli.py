@@ -1,0 +1,100 @@
+"""The ``stillhouse`` command: ``run``, ``compile``, ``validate``, ``models list``.
+
+Thin by design: each command parses arguments, calls one library function, and prints its result. A
+:class:`StillhouseError` is printed as ``error: ...`` with its fix and exits with status 1 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from stillhouse.errors import StillhouseError
+
+
+def _cmd_run(args) -> int:
+    from stillhouse.runner import run_local
+    from stillhouse.spec import load_spec
+
+    spec = load_spec(args.spec)
+    result = run_local(spec)
+    print(f"\nstillhouse: run finished: {result.run_dir}")
+    print(f"  report:      {result.run_dir / 'report.html'}")
+    print(f"  model card:  {result.run_dir / 'model_card.md'}")
+    print(f"  student tag: {result.model_tag}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from stillhouse.spec import load_spec
+
+    spec = load_spec(args.spec)
+    print(f"spec OK: {spec.name} (hash {spec.spec_hash()[:16]})")
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    from stillhouse.runner import compile_pipeline
+    from stillhouse.spec import load_spec
+
+    spec = load_spec(args.spec)
+    path = compile_pipeline(args.output)
+    print(f"wrote {path}; run it on Kubeflow Pipelines with the parameter spec_json:")
+    print(f"  {spec.model_dump_json()[:120]}...")
+    if args.params:
+        with open(args.params, "w", encoding="utf-8") as handle:
+            json.dump({"spec_json": spec.model_dump_json()}, handle)
+        print(f"wrote run parameters to {args.params}")
+    return 0
+
+
+def _cmd_models_list(args) -> int:
+    from stillhouse.registry import list_students
+
+    rows = list_students()
+    if not rows:
+        print("no packaged students yet (run `stillhouse run SPEC`)")
+        return 0
+    print(f"{'tag':<48} {'created':<20} {'accuracy':>8} {'retention':>9}  spec")
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        ret = f"{r['retention']:.3f}" if r["retention"] is not None else "-"
+        print(f"{r['tag']:<48} {r['created']:<20} {acc:>8} {ret:>9}  {r['spec_hash']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stillhouse", description="Knowledge distillation on Kubeflow, Ray and BentoML.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the distillation pipeline locally (kfp.local + local Ray)")
+    run.add_argument("spec", help="path of the YAML spec, e.g. examples/quickstart.yaml")
+    run.set_defaults(func=_cmd_run)
+    validate = sub.add_parser("validate", help="check a spec without running anything")
+    validate.add_argument("spec")
+    validate.set_defaults(func=_cmd_validate)
+    comp = sub.add_parser("compile", help="write the pipeline as KFP IR YAML for a Kubeflow cluster")
+    comp.add_argument("spec")
+    comp.add_argument("-o", "--output", default="pipeline.yaml")
+    comp.add_argument("--params", help="also write the run parameters (spec_json) to this JSON file")
+    comp.set_defaults(func=_cmd_compile)
+    models = sub.add_parser("models", help="packaged students in the BentoML model store")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="list packaged students").set_defaults(func=_cmd_models_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StillhouseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

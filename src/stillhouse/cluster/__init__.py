@@ -1,0 +1,1 @@
+"""Launchers: local Ray now; KubeRay RayJob submission later."""

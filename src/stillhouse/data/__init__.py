@@ -1,0 +1,1 @@
+"""Data sets: reading, sampling into seed/pool/eval, fingerprints and atomic artifact writes."""

@@ -1,0 +1,1 @@
+"""Distillation: losses (pure), student construction, and the Ray Train loop."""

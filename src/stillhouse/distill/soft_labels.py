@@ -1,0 +1,63 @@
+"""Soft labels: the teacher's logits for every seed and pool row, with their lineage.
+
+Stored as logits, not probabilities, so a later run can change the temperature without asking the
+teacher again. Columns: ``row_id``, ``split`` (seed | pool), ``teacher_logits`` (list of floats, label
+order of ``labels.json``), ``temperature`` (the one the student was configured with), ``teacher_fingerprint``
+(SHA-256 of the teacher folder) and ``input_fingerprint`` (SHA-256 of the row's text).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stillhouse.data.fingerprint import dir_fingerprint, text_fingerprint
+from stillhouse.data.io import atomic_file
+from stillhouse.tasks.classification import encode_texts, load_classifier
+
+SOFT_LABELS_FILE = "soft_labels.parquet"
+
+
+def label_rows(teacher_dir: str | Path, frames: dict[str, pd.DataFrame], temperature: float,
+               batch_size: int = 64, device: str = "cpu") -> pd.DataFrame:
+    """Run the teacher over each named frame (``row_id``, ``text``) and return the soft-label table."""
+    model, tokenizer, info = load_classifier(teacher_dir)
+    fingerprint = dir_fingerprint(teacher_dir)
+    parts = []
+    for split, frame in frames.items():
+        texts = frame["text"].tolist()
+        logits = encode_texts(model, tokenizer, texts, info.max_length, batch_size,
+                              desc=f"teacher: soft-labelling {split} ({len(texts)} rows)", device=device)
+        parts.append(pd.DataFrame({
+            "row_id": frame["row_id"].values, "split": split, "teacher_logits": list(logits),
+            "temperature": temperature, "teacher_fingerprint": fingerprint,
+            "input_fingerprint": [text_fingerprint(t) for t in texts],
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_soft_labels(table: pd.DataFrame, path: str | Path) -> None:
+    with atomic_file(path, "wb") as handle:
+        table.to_parquet(handle, index=False)
+
+
+def read_soft_labels(path: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def attach_teacher_logits(frame: pd.DataFrame, soft_labels: pd.DataFrame, split: str) -> np.ndarray:
+    """Teacher logits ``[len(frame), classes]`` aligned to ``frame`` by row id; checks the input fingerprints
+    so soft labels from another version of the data cannot be joined silently."""
+    table = soft_labels[soft_labels["split"] == split].set_index("row_id")
+    if frame.empty:  # e.g. no unlabelled pool: all rows were labelled
+        return np.zeros((0, len(soft_labels["teacher_logits"].iloc[0])), dtype=np.float32)
+    missing = ~frame["row_id"].isin(table.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} {split} rows have no soft label")
+    rows = table.loc[frame["row_id"]]
+    expected = [text_fingerprint(t) for t in frame["text"]]
+    if list(rows["input_fingerprint"]) != expected:
+        raise ValueError(f"soft labels for {split} were computed on different text (fingerprint mismatch)")
+    return np.stack(rows["teacher_logits"].to_numpy()).astype(np.float32)

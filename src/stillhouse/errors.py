@@ -1,0 +1,27 @@
+"""Errors a user can cause. Each names the problem and the fix in one message."""
+
+from __future__ import annotations
+
+
+class StillhouseError(Exception):
+    """A problem the user can fix (bad spec, bad data, bad request), as opposed to a bug.
+
+    ``str(err)`` is the whole message shown to the user: what is wrong, then how to fix it.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem}\n  fix: {fix}")
+
+
+class SpecError(StillhouseError):
+    """The YAML spec is invalid; raised before anything runs."""
+
+
+class DataError(StillhouseError):
+    """A data file is missing, unreadable, or does not match the spec."""
+
+
+class ModelError(StillhouseError):
+    """A model cannot be found or loaded."""

@@ -1,0 +1,84 @@
+"""Teacher vs distilled student vs hard-label student on the same held-out set.
+
+Writes ``metrics.json`` (the numbers), ``report.html`` (plots, self-contained) and ``model_card.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stillhouse import __version__
+from stillhouse.data.fingerprint import dir_fingerprint
+from stillhouse.data.io import atomic_dir, write_json
+from stillhouse.data.prepare import PreparedData
+from stillhouse.evaluate.metrics import (calibration_bins, classification_metrics, confusion_matrix, softmax)
+from stillhouse.evaluate.model_card import render_model_card
+from stillhouse.evaluate.report import render_report
+from stillhouse.evaluate.speed import measure_speed
+from stillhouse.spec import Spec
+from stillhouse.tasks.classification import count_parameters, encode_texts, load_classifier
+
+MODELS = ("teacher", "student", "baseline")
+MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
+
+
+def _size_on_disk(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _evaluate_model(spec: Spec, folder: str, texts: list[str], y: np.ndarray, reference: np.ndarray | None):
+    model, tokenizer, info = load_classifier(folder)
+    logits = encode_texts(model, tokenizer, texts, info.max_length, batch_size=64)
+    quality = classification_metrics(logits, y, spec.evaluation.calibration_bins, reference)
+    speed = measure_speed(model, tokenizer, texts, info.max_length, spec.evaluation.latency_samples,
+                          spec.evaluation.throughput_batch_size)
+    size = {"parameters": count_parameters(model), "size_mb": _size_on_disk(folder) / 1e6}
+    return logits, {**quality, **speed, **size}
+
+
+def _comparison(models: dict) -> dict:
+    teacher, student, baseline = models["teacher"], models["student"], models["baseline"]
+    return {
+        "student_retention": student["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None,
+        "student_minus_baseline_accuracy": student["accuracy"] - baseline["accuracy"],
+        "parameter_ratio": student["parameters"] / teacher["parameters"],
+        "speedup_batch1_p50": teacher["latency_ms_p50"] / student["latency_ms_p50"],
+        "throughput_ratio": student["throughput_per_s"] / teacher["throughput_per_s"],
+    }
+
+
+def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
+                 out_dir: str) -> dict:
+    """Evaluate the three models and write the evaluation folder; returns the metrics dict."""
+    data = PreparedData.load(data_dir)
+    texts = data.eval["text"].tolist()
+    index = {label: i for i, label in enumerate(data.labels)}
+    y = data.eval["label"].map(index).to_numpy()
+    folders = {"teacher": teacher_dir, "student": student_dir, "baseline": baseline_dir}
+    logits, models = {}, {}
+    for name in MODELS:
+        print(f"evaluate: {MODEL_TITLES[name]} on {len(texts)} held-out rows", flush=True)
+        reference = logits["teacher"].argmax(1) if name != "teacher" else None
+        logits[name], models[name] = _evaluate_model(spec, folders[name], texts, y, reference)
+    metrics = {
+        "run": spec.name, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
+        "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": _comparison(models),
+        "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
+    }
+    plots = {
+        "calibration": {name: calibration_bins(softmax(logits[name]), y, spec.evaluation.calibration_bins)
+                        for name in MODELS},
+        "confusion_student": confusion_matrix(y, logits["student"].argmax(1), len(data.labels)).tolist(),
+    }
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "plots.json", plots)
+        (tmp / "report.html").write_text(render_report(metrics, plots), encoding="utf-8")
+        (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
+    c = metrics["comparison"]
+    print(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
+          f"| hard-label student {models['baseline']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
+          f"| speed-up x{c['speedup_batch1_p50']:.2f}", flush=True)
+    return metrics

@@ -1,0 +1,74 @@
+"""Versioned students with lineage, on the BentoML model store (``$BENTOML_HOME``, default ``~/bentoml``).
+
+Each packaged student is a BentoML model whose folder holds ``student/`` (the classifier folder),
+``metrics.json`` and ``model_card.md``; its labels and metadata carry the lineage: spec hash, data and
+teacher fingerprints, code version. Serving loads it back by tag.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from stillhouse import __version__
+from stillhouse.data.io import read_json
+from stillhouse.spec import Spec
+
+FRAMEWORK_LABEL = "stillhouse"
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str) -> str:
+    """Copy the student and its evaluation into a new BentoML model version; return its tag."""
+    import bentoml
+
+    metrics = read_json(Path(evaluation_dir) / "metrics.json")
+    student = metrics["models"]["student"]
+    metadata = {
+        "spec_hash": metrics["spec_hash"], "teacher_fingerprint": metrics["teacher_fingerprint"],
+        "teacher_model": spec.teacher.model, "code_version": code_version(),
+        "data_fingerprints": metrics["data"]["fingerprints"], "labels": metrics["labels"],
+        "accuracy": student["accuracy"], "macro_f1": student["macro_f1"],
+        "teacher_accuracy": metrics["models"]["teacher"]["accuracy"],
+        "retention": metrics["comparison"]["student_retention"],
+    }
+    labels = {"framework": FRAMEWORK_LABEL, "task": spec.task.type, "run": spec.name}
+    with bentoml.models.create(spec.model_name, labels=labels, metadata=metadata) as model:
+        target = Path(model.path)
+        shutil.copytree(student_dir, target / "student")
+        for name in ("metrics.json", "model_card.md", "report.html"):
+            shutil.copy2(Path(evaluation_dir) / name, target / name)
+    return str(model.tag)
+
+
+def list_students() -> list[dict]:
+    """Packaged students in the local model store, newest first."""
+    import bentoml
+
+    rows = []
+    for model in bentoml.models.list():
+        info = model.info
+        if info.labels.get("framework") != FRAMEWORK_LABEL:
+            continue
+        rows.append({"tag": str(model.tag), "created": info.creation_time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "run": info.labels.get("run", ""), "accuracy": info.metadata.get("accuracy"),
+                     "retention": info.metadata.get("retention"), "spec_hash": info.metadata.get("spec_hash", "")[:12],
+                     "path": model.path})
+    return sorted(rows, key=lambda r: r["created"], reverse=True)
+
+
+def student_folder(tag: str) -> Path:
+    """The classifier folder of a packaged student (for serving and evaluation)."""
+    import bentoml
+
+    return Path(bentoml.models.get(tag).path) / "student"

@@ -1,0 +1,126 @@
+"""Running the distillation pipeline on one machine with Kubeflow's local runner, and compiling it.
+
+``run_local`` executes the very pipeline that ``compile_pipeline`` hands to a Kubeflow cluster, through
+``kfp.local`` with the subprocess runner in the current environment: each step is its own process, as it
+would be its own pod. The run folder ``<output_dir>/<name>/<timestamp>/`` holds::
+
+    spec.yaml       the validated spec (paths resolved)
+    pipeline.yaml   the compiled KFP IR that ran
+    run.log         everything the steps printed
+    run.json        status, model tag, and where each artifact is
+    artifacts/      the KFP pipeline root: every step's outputs (data, teacher, soft labels, student, ...)
+    metrics.json, report.html, model_card.md   copies of the evaluation's outputs, for people
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stillhouse.data.io import write_json
+from stillhouse.errors import StillhouseError
+from stillhouse.spec import Spec
+from stillhouse.steps import ERROR_MARKER
+
+_EVALUATION_FILES = ("metrics.json", "report.html", "model_card.md")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    model_tag: str
+    artifacts: dict[str, str]
+
+
+class _Tee:
+    """Write to the console and the run log; remember the steps' error lines."""
+
+    def __init__(self, console, log):
+        self.console, self.log, self.errors, self._partial = console, log, [], ""
+
+    def write(self, text: str) -> int:
+        self.console.write(text)
+        self.log.write(text)
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        self.errors += [line.split(ERROR_MARKER, 1)[1].strip() for line in lines if ERROR_MARKER in line]
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def compile_pipeline(out_path: str | Path) -> Path:
+    """Write the distillation pipeline's IR YAML (what a Kubeflow Pipelines cluster accepts)."""
+    from kfp import compiler
+
+    from stillhouse.pipelines.distill import distill_pipeline
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(distill_pipeline, package_path=str(out_path))
+    return out_path
+
+
+def new_run_dir(spec: Spec, now: dt.datetime | None = None) -> Path:
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(spec.output_dir) / spec.name / stamp
+    suffix = 1
+    while run_dir.exists():  # two runs in the same second must not share a folder
+        suffix += 1
+        run_dir = Path(spec.output_dir) / spec.name / f"{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir.resolve()
+
+
+def _artifacts(pipeline_root: Path) -> dict[str, str]:
+    """Map each step output (``task/output``) to its path under the pipeline root."""
+    found = {}
+    for run in pipeline_root.iterdir():
+        if not run.is_dir() or run.name.startswith("."):
+            continue
+        for output in sorted(run.glob("*/*")):
+            if not output.name.startswith(".") and "-work" not in output.name:
+                found[f"{output.parent.name}/{output.name}"] = str(output)
+    return found
+
+
+def run_local(spec: Spec) -> RunResult:
+    """Run the distillation pipeline locally; raise :class:`StillhouseError` with the failing step's message."""
+    from kfp import local
+
+    from stillhouse.pipelines.distill import distill_pipeline
+
+    run_dir = new_run_dir(spec)
+    (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+    compile_pipeline(run_dir / "pipeline.yaml")
+    pipeline_root = run_dir / "artifacts"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    status = {"status": "running", "run": spec.name, "spec_hash": spec.spec_hash()}
+    write_json(run_dir / "run.json", status)
+    print(f"stillhouse: run folder {run_dir}", flush=True)
+    with open(run_dir / "run.log", "w", encoding="utf-8") as log:
+        tee = _Tee(sys.stdout, log)
+        try:
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+                task = distill_pipeline(spec_json=spec.model_dump_json())
+        except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+            message = "\n".join(tee.errors) or str(exc).strip().splitlines()[-1]
+            write_json(run_dir / "run.json", {**status, "status": "failed", "error": message,
+                                              "artifacts": _artifacts(pipeline_root)})
+            raise StillhouseError(f"the pipeline failed:\n{message}", f"see {run_dir / 'run.log'}") from None
+    artifacts = _artifacts(pipeline_root)
+    evaluation = next(path for key, path in artifacts.items() if key.endswith("/evaluation"))
+    for name in _EVALUATION_FILES:
+        shutil.copy2(Path(evaluation) / name, run_dir / name)
+    tag = task.output
+    write_json(run_dir / "run.json", {**status, "status": "succeeded", "model_tag": tag, "artifacts": artifacts})
+    return RunResult(run_dir=run_dir, model_tag=tag, artifacts=artifacts)

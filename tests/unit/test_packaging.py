@@ -1,0 +1,23 @@
+"""A plain `pip install .` carries the CLI, the components and the pipelines (not only an editable install)."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_wheel_contains_library_components_pipelines_and_cli(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("stillhouse-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("stillhouse/cli.py", "stillhouse/spec.py", "stillhouse/components/train_teacher.py",
+                   "stillhouse/components/package.py", "stillhouse/pipelines/distill.py"):
+        assert module in names, module
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "stillhouse = stillhouse.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -1,0 +1,91 @@
+"""Spec validation: good specs load, bad ones fail before anything runs, naming the field and the reason."""
+
+from pathlib import Path
+
+import pytest
+
+from stillhouse.errors import SpecError
+from stillhouse.spec import load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = """
+name: demo
+data: {seed: seed.csv, eval: eval.csv}
+teacher: {model: some/model}
+"""
+
+
+def test_every_example_spec_validates():
+    examples = sorted((REPO / "examples").glob("*.yaml"))
+    assert examples, "examples/ has no specs"
+    for path in examples:
+        spec = load_spec(path)
+        assert spec.name and spec.teacher.model
+
+
+def test_minimal_spec_gets_documented_defaults(tmp_path):
+    spec = parse_spec(MINIMAL, base_dir=tmp_path)
+    assert spec.distillation.temperature == 2.0 and spec.distillation.alpha == 0.5
+    assert spec.teacher.pooling == "mean" and spec.teacher.head_init == "logistic_regression"
+    assert spec.student.kind == "layer_subset" and spec.student.layers == 2
+    # Relative data paths resolve against the spec's folder.
+    assert spec.data.seed.path == str(tmp_path / "seed.csv")
+    assert spec.model_name == "stillhouse-demo"
+
+
+def test_spec_hash_is_stable_and_sensitive(tmp_path):
+    a, b = parse_spec(MINIMAL, tmp_path), parse_spec(MINIMAL, tmp_path)
+    c = parse_spec(MINIMAL + "distillation: {temperature: 3}\n", tmp_path)
+    assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+@pytest.mark.parametrize("extra, field, reason", [
+    ("distillation: {temperature: 0}", "distillation.temperature", "greater than 0"),
+    ("distillation: {alpha: 1.5}", "distillation.alpha", "less than or equal to 1"),
+    ("distillation: {temprature: 2}", "distillation.temprature", "unknown field"),
+    ("student: {kind: pretrained}", "student", "needs `model`"),
+    ("student: {kind: config}", "student", "needs `config`"),
+    ("task: {labels: [a, a]}", "task.labels", "unique"),
+    ("runtime: {workers: 0}", "runtime.workers", "greater than 0"),
+])
+def test_bad_field_is_named_with_reason(tmp_path, extra, field, reason):
+    with pytest.raises(SpecError) as err:
+        parse_spec(MINIMAL + extra + "\n", tmp_path)
+    message = str(err.value)
+    assert f"  {field}" in message and reason in message
+
+
+def test_bad_name_and_missing_sections(tmp_path):
+    with pytest.raises(SpecError, match=r"name: .*lowercase"):
+        parse_spec(MINIMAL.replace("name: demo", "name: Demo Run"), tmp_path)
+    with pytest.raises(SpecError, match=r"teacher: Field required"):
+        parse_spec("name: x\ndata: {seed: a.csv, eval: b.csv}\n", tmp_path)
+
+
+def test_evaluation_data_is_required(tmp_path):
+    with pytest.raises(SpecError, match="no evaluation data"):
+        parse_spec("name: x\ndata: {seed: a.csv}\nteacher: {model: m}\n", tmp_path)
+
+
+def test_data_source_needs_exactly_one_origin(tmp_path):
+    with pytest.raises(SpecError, match="exactly one of `path` or `hf_dataset`"):
+        parse_spec("name: x\ndata: {seed: {path: a.csv, hf_dataset: b}, eval: c.csv}\nteacher: {model: m}\n", tmp_path)
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse_spec("name: [unclosed", tmp_path)
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        parse_spec("- a\n- b\n", tmp_path)
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_spec_round_trips_through_json(tmp_path):
+    from stillhouse.spec import spec_from_json
+
+    spec = parse_spec(MINIMAL, tmp_path)
+    assert spec_from_json(spec.model_dump_json()) == spec
