@@ -18,7 +18,7 @@ def _cmd_run(args) -> int:
     from stillhouse.spec import load_spec
 
     spec = load_spec(args.spec)
-    result = run_local(spec)
+    result = run_local(spec, verbose=args.verbose)
     print(f"\nstillhouse: run finished: {result.run_dir}")
     print(f"  report:      {result.run_dir / 'report.html'}")
     print(f"  model card:  {result.run_dir / 'model_card.md'}")
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the distillation pipeline locally (kfp.local + local Ray)")
     run.add_argument("spec", help="path of the YAML spec, e.g. examples/quickstart.yaml")
+    run.add_argument("-v", "--verbose", action="store_true", help="show every step's full output, not only progress")
     run.set_defaults(func=_cmd_run)
     validate = sub.add_parser("validate", help="check a spec without running anything")
     validate.add_argument("spec")

@@ -13,6 +13,15 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 
+# Every line Stillhouse itself prints starts with this tag; `stillhouse run` shows tagged lines (and the
+# pipeline's task status) on the console and keeps everything else in run.log.
+TAG = "[stillhouse]"
+
+
+def say(message: str) -> None:
+    """Print one progress message for the user, tagged so the run console shows it."""
+    print(f"{TAG} {message}", flush=True)
+
 
 class _LineStream:
     """Turns tqdm's ``\\r`` redraws into newline-terminated lines."""
@@ -34,5 +43,5 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
     """``tqdm`` on a terminal; periodic plain lines otherwise."""
     if sys.stdout.isatty():
         return tqdm(iterable, desc=desc, total=total, file=sys.stdout, dynamic_ncols=True)
-    return tqdm(iterable, desc=desc, total=total, file=_LineStream(sys.stdout), mininterval=10, ascii=True,
-                ncols=100)
+    return tqdm(iterable, desc=f"{TAG} {desc}", total=total, file=_LineStream(sys.stdout), mininterval=10,
+                ascii=True, ncols=110)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -23,8 +24,11 @@ from pathlib import Path
 
 from stillhouse.data.io import write_json
 from stillhouse.errors import StillhouseError
+from stillhouse.progress import TAG, say
 from stillhouse.spec import Spec
 from stillhouse.steps import ERROR_MARKER
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 _EVALUATION_FILES = ("metrics.json", "report.html", "model_card.md")
 
@@ -36,18 +40,30 @@ class RunResult:
     artifacts: dict[str, str]
 
 
-class _Tee:
-    """Write to the console and the run log; remember the steps' error lines."""
+# Besides Stillhouse's own tagged lines, the console shows the orchestrator's task status lines.
+_CONSOLE_MARKERS = (TAG, "Executing task", "finished with status", "Pipeline '", "Traceback", "Error:")
 
-    def __init__(self, console, log):
-        self.console, self.log, self.errors, self._partial = console, log, [], ""
+
+class _Tee:
+    """Everything to the run log; to the console, Stillhouse's own lines and task status (or everything,
+    when verbose); remember the steps' error lines."""
+
+    def __init__(self, console, log, verbose: bool):
+        self.console, self.log, self.verbose = console, log, verbose
+        self.errors: list[str] = []
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        self.console.write(text)
         self.log.write(text)
+        if self.verbose:
+            self.console.write(text)
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
-        self.errors += [line.split(ERROR_MARKER, 1)[1].strip() for line in lines if ERROR_MARKER in line]
+        for line in lines:
+            if ERROR_MARKER in line:
+                self.errors.append(line.split(ERROR_MARKER, 1)[1].strip())
+            if not self.verbose and any(marker in line for marker in _CONSOLE_MARKERS):
+                self.console.write(_ANSI.sub("", line).strip() + "\n")
         return len(text)
 
     def flush(self) -> None:
@@ -93,7 +109,7 @@ def _artifacts(pipeline_root: Path) -> dict[str, str]:
     return found
 
 
-def run_local(spec: Spec) -> RunResult:
+def run_local(spec: Spec, verbose: bool = False) -> RunResult:
     """Run the distillation pipeline locally; raise :class:`StillhouseError` with the failing step's message."""
     from kfp import local
 
@@ -106,9 +122,9 @@ def run_local(spec: Spec) -> RunResult:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     status = {"status": "running", "run": spec.name, "spec_hash": spec.spec_hash()}
     write_json(run_dir / "run.json", status)
-    print(f"stillhouse: run folder {run_dir}", flush=True)
+    say(f"run folder {run_dir} (full log: run.log)")
     with open(run_dir / "run.log", "w", encoding="utf-8") as log:
-        tee = _Tee(sys.stdout, log)
+        tee = _Tee(sys.stdout, log, verbose)
         try:
             with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 task = distill_pipeline(spec_json=spec.model_dump_json())

@@ -24,11 +24,12 @@ from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, attach_teacher_logi
 from stillhouse.distill.student import build_student
 from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
+from stillhouse.progress import say
 from stillhouse.spec import Spec, spec_from_json
 from stillhouse.tasks.classification import (ClassifierInfo, TextClassifier, load_classifier, save_classifier)
 from stillhouse.teachers.encoder import init_teacher
 
-ERROR_MARKER = "[stillhouse:error]"
+ERROR_MARKER = "[stillhouse] error:"
 
 # The hard-label baseline sees only the seed set; it gets as many optimiser steps as the distilled student
 # (more epochs over fewer rows), capped so a tiny seed does not mean hundreds of epochs.
@@ -53,7 +54,7 @@ def _device(spec: Spec) -> str:
 def prepare_step(spec_json: str, out_dir: str) -> dict:
     """Read, check and sample the data into seed/pool/eval (see :mod:`stillhouse.data.prepare`)."""
     data = prepare_data(spec_from_json(spec_json), out_dir)
-    print(f"data: {data.report['counts']}", flush=True)
+    say(f"data: {data.report['counts']}")
     return data.report["counts"]
 
 
@@ -178,5 +179,5 @@ def package_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: s
     tag = save_student(spec_from_json(spec_json), data_dir, teacher_dir, student_dir, evaluation_dir)
     with atomic_file(out_path) as handle:
         handle.write(tag + "\n")
-    print(f"packaged student: {tag}", flush=True)
+    say(f"packaged student: {tag}")
     return tag

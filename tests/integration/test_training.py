@@ -29,9 +29,10 @@ def job_files(tmp_path, tiny_model_dir):
 
 
 def _job(folder, epochs, **kw) -> TrainJob:
+    settings = {"workers": 1, "cpus_per_worker": 1, **kw}
     return TrainJob(name="t", init_model_dir=str(folder / "init"), train_file=str(folder / "train.parquet"),
                     storage_dir=str(folder / "ray"), epochs=epochs, batch_size=8, learning_rate=3e-3,
-                    head_learning_rate=3e-2, max_length=16, workers=1, cpus_per_worker=1, **kw)
+                    head_learning_rate=3e-2, max_length=16, **settings)
 
 
 def _accuracy(folder, state, rows) -> float:
@@ -54,3 +55,12 @@ def test_training_learns_and_resumes_after_a_worker_dies(job_files, monkeypatch)
     assert saved["resumed_at"] == [1] and saved["epoch"] == 5
     after = _accuracy(folder, load_trained_state(checkpoint), rows)
     assert after >= 0.9 and after > before
+
+
+def test_two_workers_train_data_parallel_with_gloo(job_files):
+    folder, rows = job_files
+    checkpoint = LocalRayLauncher().fit(_job(folder, epochs=4, workers=2))
+    saved = torch.load(checkpoint / "train_state.pt", weights_only=False)
+    assert saved["epoch"] == 3 and saved["resumed_at"] == []
+    # DDP kept both replicas in step; the one saved (rank 0) learned the task.
+    assert _accuracy(folder, load_trained_state(checkpoint), rows) >= 0.9

@@ -63,7 +63,10 @@ class LocalRayLauncher:
 def _forwarded_env() -> dict[str, str]:
     # Ray workers do not inherit the driver's environment for these; offline mode must hold there too.
     names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "STILLHOUSE_INJECT_FAILURE_AFTER_EPOCH")
-    return {name: os.environ[name] for name in names if name in os.environ}
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    # Ray Train V2 re-routes print() through its logger as well, so each progress line appeared twice.
+    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    return env
 
 
 def default_launcher() -> Launcher:

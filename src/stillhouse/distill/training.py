@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from stillhouse.distill.losses import distillation_loss
+from stillhouse.progress import progress, say
 from stillhouse.tasks.classification import load_classifier, tokenize
 
 _STATE_FILE = "train_state.pt"
@@ -131,12 +132,15 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch = state["epoch"] + 1
         resumed_at = state.get("resumed_at", []) + [start_epoch]
         if rank == 0:
-            print(f"[{job.name}] resuming from the checkpoint of epoch {start_epoch}", flush=True)
+            say(f"{job.name}: resuming from the checkpoint of epoch {start_epoch}")
 
     for epoch in range(start_epoch, job.epochs):
         model.train()
         losses = []
-        for batch in _batches(len(texts), job.batch_size, rank, world, epoch, job.seed):
+        batches = _batches(len(texts), job.batch_size, rank, world, epoch, job.seed)
+        if rank == 0:
+            batches = progress(batches, desc=f"{job.name}: epoch {epoch + 1}/{job.epochs}", total=len(batches))
+        for batch in batches:
             enc = tokenize(tokenizer, [texts[i] for i in batch], job.max_length)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
                 logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
@@ -158,7 +162,7 @@ def train_loop_per_worker(config: dict) -> None:
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "resumed_at": resumed_at},
                            Path(folder) / _STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
-                print(f"[{job.name}] epoch {epoch + 1}/{job.epochs} loss {metrics['loss']:.4f}", flush=True)
+                say(f"{job.name}: epoch {epoch + 1}/{job.epochs} loss {metrics['loss']:.4f}")
             ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_inject_failure(epoch, job.storage_dir)
 

@@ -17,6 +17,7 @@ from stillhouse.evaluate.metrics import (calibration_bins, classification_metric
 from stillhouse.evaluate.model_card import render_model_card
 from stillhouse.evaluate.report import render_report
 from stillhouse.evaluate.speed import measure_speed
+from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.classification import count_parameters, encode_texts, load_classifier
 
@@ -59,7 +60,7 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     folders = {"teacher": teacher_dir, "student": student_dir, "baseline": baseline_dir}
     logits, models = {}, {}
     for name in MODELS:
-        print(f"evaluate: {MODEL_TITLES[name]} on {len(texts)} held-out rows", flush=True)
+        say(f"evaluate: {MODEL_TITLES[name]} on {len(texts)} held-out rows")
         reference = logits["teacher"].argmax(1) if name != "teacher" else None
         logits[name], models[name] = _evaluate_model(spec, folders[name], texts, y, reference)
     metrics = {
@@ -78,7 +79,7 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         (tmp / "report.html").write_text(render_report(metrics, plots), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
     c = metrics["comparison"]
-    print(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
+    say(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
           f"| hard-label student {models['baseline']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
-          f"| speed-up x{c['speedup_batch1_p50']:.2f}", flush=True)
+          f"| speed-up x{c['speedup_batch1_p50']:.2f}")
     return metrics

@@ -87,6 +87,10 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.pooling = pooling
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        if getattr(encoder, "pooler", None) is not None:
+            # BERT-style pooler ([CLS] dense + tanh) is never used by `embed`; frozen, it has no gradient to
+            # miss, which DistributedDataParallel would otherwise reject ("parameters that did not receive grad").
+            encoder.pooler.requires_grad_(False)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``[batch, hidden]``: mean over real tokens, or the first ([CLS]) token."""
