@@ -102,3 +102,16 @@ def test_build_student_kinds_are_smaller_and_fit_the_seed_head(spec, tiny_model_
     assert student_info.labels == info.labels and student_info.max_length == 16
     assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
     assert (encode_texts(student, student_tokenizer, texts, 16).argmax(1) == y).mean() >= 0.9
+
+
+def test_speeds_are_measured_for_every_model_on_the_same_texts(tiny_model_dir):
+    from stillhouse.distill.student import layer_subset
+    from stillhouse.evaluate.speed import Timed, measure_speeds
+
+    encoder, tokenizer = load_encoder(str(tiny_model_dir))
+    teacher = TextClassifier(encoder, 2)
+    models = {"teacher": Timed(teacher, tokenizer, 16), "student": Timed(layer_subset(teacher, 1), tokenizer, 16)}
+    speeds = measure_speeds(models, ["one text", "another text here"], samples=6, batch_size=4)
+    assert set(speeds) == {"teacher", "student"}
+    for s in speeds.values():
+        assert 0 < s["latency_ms_p50"] <= s["latency_ms_p95"] and s["throughput_per_s"] > 0

@@ -16,7 +16,7 @@ from stillhouse.data.prepare import PreparedData
 from stillhouse.evaluate.metrics import (calibration_bins, classification_metrics, confusion_matrix, softmax)
 from stillhouse.evaluate.model_card import render_model_card
 from stillhouse.evaluate.report import render_report
-from stillhouse.evaluate.speed import measure_speed
+from stillhouse.evaluate.speed import Timed, measure_speeds
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.classification import count_parameters, encode_texts, load_classifier
@@ -29,14 +29,9 @@ def _size_on_disk(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def _evaluate_model(spec: Spec, folder: str, texts: list[str], y: np.ndarray, reference: np.ndarray | None):
+def _load(folder: str) -> tuple[Timed, int, float]:
     model, tokenizer, info = load_classifier(folder)
-    logits = encode_texts(model, tokenizer, texts, info.max_length, batch_size=64)
-    quality = classification_metrics(logits, y, spec.evaluation.calibration_bins, reference)
-    speed = measure_speed(model, tokenizer, texts, info.max_length, spec.evaluation.latency_samples,
-                          spec.evaluation.throughput_batch_size)
-    size = {"parameters": count_parameters(model), "size_mb": _size_on_disk(folder) / 1e6}
-    return logits, {**quality, **speed, **size}
+    return Timed(model, tokenizer, info.max_length), count_parameters(model), _size_on_disk(folder) / 1e6
 
 
 def _comparison(models: dict) -> dict:
@@ -58,11 +53,18 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     index = {label: i for i, label in enumerate(data.labels)}
     y = data.eval["label"].map(index).to_numpy()
     folders = {"teacher": teacher_dir, "student": student_dir, "baseline": baseline_dir}
-    logits, models = {}, {}
+    logits, models, timed = {}, {}, {}
     for name in MODELS:
         say(f"evaluate: {MODEL_TITLES[name]} on {len(texts)} held-out rows")
+        timed[name], parameters, size_mb = _load(folders[name])
+        logits[name] = encode_texts(timed[name].model, timed[name].tokenizer, texts, timed[name].max_length)
         reference = logits["teacher"].argmax(1) if name != "teacher" else None
-        logits[name], models[name] = _evaluate_model(spec, folders[name], texts, y, reference)
+        models[name] = {**classification_metrics(logits[name], y, spec.evaluation.calibration_bins, reference),
+                        "parameters": parameters, "size_mb": size_mb}
+    say("evaluate: timing the three models (interleaved, CPU)")
+    speeds = measure_speeds(timed, texts, spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
+    for name in MODELS:
+        models[name].update(speeds[name])
     metrics = {
         "run": spec.name, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
         "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": _comparison(models),
