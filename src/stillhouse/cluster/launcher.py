@@ -25,16 +25,10 @@ class LocalRayLauncher:
     """Ray Train ``TorchTrainer`` on a Ray instance started inside this process (``ray.init``)."""
 
     def fit(self, job: TrainJob) -> Path:
-        import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        if not ray.is_initialized():
-            # Ray Train V2; with V1 a 2-worker run on 2 cores was measured to hang forever.
-            os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-            ray.init(num_cpus=job.workers * job.cpus_per_worker, num_gpus=job.workers if job.use_gpu else 0,
-                     include_dashboard=False, log_to_driver=True, configure_logging=True, logging_level="WARNING",
-                     logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+        _ensure_ray(job)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config=job.to_config(),
@@ -58,6 +52,38 @@ class LocalRayLauncher:
             raise StillhouseError(f"training job `{job.name}` finished without a checkpoint",
                                   "set at least one epoch")
         return Path(result.checkpoint.path)
+
+
+_started_here = False
+
+
+def _ensure_ray(job: TrainJob) -> None:
+    """Start a local Ray sized for ``job``, or check that the running one can hold it.
+
+    Ray Train waits forever for resources it cannot get, so a too-small instance is an error here (or,
+    when this process started it for an earlier, smaller job, it is restarted at the new size).
+    """
+    import ray
+
+    global _started_here
+    cpus = job.workers * job.cpus_per_worker
+    if ray.is_initialized():
+        have = ray.cluster_resources().get("CPU", 0)
+        if have >= cpus and (not job.use_gpu or ray.cluster_resources().get("GPU", 0) >= job.workers):
+            return
+        if not _started_here:
+            raise StillhouseError(f"the Ray instance this process is connected to has {have:g} CPUs; training job "
+                                  f"`{job.name}` needs {cpus} ({job.workers} workers x {job.cpus_per_worker})",
+                                  "lower runtime.workers / runtime.cpus_per_worker, or connect to a larger cluster")
+        ray.shutdown()
+    # Ray Train V2; with V1 a 2-worker run on 2 cores was measured to hang forever.
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    ray.init(num_cpus=cpus, num_gpus=job.workers if job.use_gpu else 0, include_dashboard=False,
+             log_to_driver=True, configure_logging=True, logging_level="WARNING",
+             # Without the dashboard, Ray Train's placement-group cleaner warns every second that the state
+             # API is unavailable (hundreds of lines per run); ERROR keeps real problems visible.
+             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+    _started_here = True
 
 
 def _forwarded_env() -> dict[str, str]:
