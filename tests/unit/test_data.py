@@ -156,3 +156,12 @@ def test_fingerprints_are_order_independent_and_content_sensitive():
     assert rows_fingerprint(["a", "b"], ["x", "y"]) == rows_fingerprint(["b", "a"], ["y", "x"])
     assert rows_fingerprint(["a", "b"], ["x", "y"]) != rows_fingerprint(["a", "b"], ["y", "x"])
     assert text_fingerprint("a") != text_fingerprint("a ") and len(text_fingerprint("a")) == 16
+
+
+def test_hugging_face_source_without_datasets_package_says_how_to_fix(tmp_path, tiny_data, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as on a machine without the `hub` extra
+    spec = spec_for(tmp_path, f"{{seed: {{hf_dataset: banking77}}, eval: {tiny_data['eval']}}}")
+    with pytest.raises(DataError, match=r"needs the `datasets` package.*\n  fix: pip install datasets"):
+        prepare_data(spec, tmp_path / "out")

@@ -14,10 +14,13 @@ def _row(name: str, m: dict) -> str:
 def render_model_card(spec: Spec, metrics: dict) -> str:
     """Markdown model card for the distilled student of one run."""
     models, c, data = metrics["models"], metrics["comparison"], metrics["data"]
+    counts = ", ".join(f"{k} {v}" for k, v in data["counts"].items())
+    sampling = (f" (carved from the seed source: {spec.data.sampling.model_dump(exclude_none=True)})"
+                if spec.data.sampling else "")
     fingerprints = "\n".join(f"- {name}: `{value}`" for name, value in data["fingerprints"].items())
     sources = "\n".join(f"- {name}: `{value}`" for name, value in data["sources"].items())
     student = spec.student
-    student_desc = {"layer_subset": f"the teacher's first {student.layers} layers and its head",
+    student_desc = {"layer_subset": f"the teacher's first {student.layers} layers",
                     "pretrained": f"`{student.model}`", "config": "a small encoder built from a config"}[student.kind]
     return f"""# Model card: {spec.model_name}
 
@@ -31,12 +34,12 @@ without human review.
 ## How it was made
 Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher (`{spec.teacher.model}`,
 {spec.teacher.pooling} pooling, fine-tuned {spec.teacher.epochs} epochs on the seed set) soft-labelled the seed
-set and an unlabelled pool; the student ({student_desc}) learned from them with
-α={spec.distillation.alpha}, T={spec.distillation.temperature} for {spec.distillation.epochs} epochs.
+set and an unlabelled pool; the student ({student_desc}, head initialised by `{student.head_init}`) learned
+from them with α={spec.distillation.alpha}, T={spec.distillation.temperature} for {spec.distillation.epochs} epochs.
 
 - spec hash: `{metrics['spec_hash']}`
 - teacher fingerprint: `{metrics['teacher_fingerprint']}`
-- rows: {data['counts']}
+- rows: {counts}{sampling}
 
 Data sources:
 {sources}
