@@ -65,10 +65,3 @@ def list_students() -> list[dict]:
                      "retention": info.metadata.get("retention"), "spec_hash": info.metadata.get("spec_hash", "")[:12],
                      "path": model.path})
     return sorted(rows, key=lambda r: r["created"], reverse=True)
-
-
-def student_folder(tag: str) -> Path:
-    """The classifier folder of a packaged student (for serving and evaluation)."""
-    import bentoml
-
-    return Path(bentoml.models.get(tag).path) / "student"

@@ -20,7 +20,8 @@ import torch
 from stillhouse.cluster.launcher import default_launcher
 from stillhouse.data.io import atomic_dir, atomic_file
 from stillhouse.data.prepare import PreparedData, prepare_data
-from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, attach_teacher_logits, label_rows, write_soft_labels
+from stillhouse.distill.soft_labels import (SOFT_LABELS_FILE, attach_teacher_logits, label_rows, read_soft_labels,
+                                           write_soft_labels)
 from stillhouse.distill.student import build_student
 from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
@@ -132,7 +133,7 @@ def distill_student_step(spec_json: str, data_dir: str, teacher_dir: str, soft_l
     """Student on seed (hard label + soft label) and pool (soft label only) rows, with the Hinton loss."""
     spec = spec_from_json(spec_json)
     data = PreparedData.load(data_dir)
-    soft = pd.read_parquet(Path(soft_labels_dir) / SOFT_LABELS_FILE)
+    soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
     rows = pd.concat([
         pd.DataFrame({"text": data.seed["text"], "label_idx": _label_idx(data.seed, data.labels),
                       "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed"))}),

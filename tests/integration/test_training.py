@@ -1,6 +1,5 @@
 """Ray Train jobs on a tiny model: training moves the loss, checkpoints every epoch, resumes after a worker dies."""
 
-import os
 
 import numpy as np
 import pandas as pd

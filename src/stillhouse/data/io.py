@@ -59,8 +59,8 @@ def _read_file(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not valid {encoding} text (byte {exc.start}: {exc.reason})",
-                        f"re-save it as UTF-8, or set `encoding:` for this source in the spec "
-                        f"(e.g. `encoding: latin-1`)") from None
+                        "re-save it as UTF-8, or set `encoding:` for this source in the spec "
+                        "(e.g. `encoding: latin-1`)") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"data file has no rows or header: {path}", "provide a header and at least one row") from None
     except (ValueError, pd.errors.ParserError, OSError) as exc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint

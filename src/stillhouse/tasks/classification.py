@@ -14,7 +14,6 @@ loads either the same way.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,10 +133,6 @@ def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, Classif
     model = TextClassifier(AutoModel.from_pretrained(folder / "encoder"), len(info.labels), info.pooling)
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
     return model.eval(), AutoTokenizer.from_pretrained(folder / "tokenizer"), info
-
-
-def copy_classifier(source: str | Path, target: str | Path) -> None:
-    shutil.copytree(source, target, dirs_exist_ok=True)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
