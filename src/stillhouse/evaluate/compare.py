@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
