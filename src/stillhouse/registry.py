@@ -36,7 +36,7 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     student = metrics["models"]["student"]
     metadata = {
         "spec_hash": metrics["spec_hash"], "teacher_fingerprint": metrics["teacher_fingerprint"],
-        "teacher_model": spec.teacher.model, "code_version": code_version(),
+        "teacher": spec.teacher.describe(), "code_version": code_version(),
         "data_fingerprints": metrics["data"]["fingerprints"], "labels": metrics["labels"],
         "accuracy": student["accuracy"], "macro_f1": student["macro_f1"],
         "teacher_accuracy": metrics["models"]["teacher"]["accuracy"],

@@ -9,6 +9,8 @@ would be its own pod. The run folder ``<output_dir>/<name>/<timestamp>/`` holds:
     run.log         everything the steps printed
     run.json        status, model tag, and where each artifact is
     artifacts/      the KFP pipeline root: every step's outputs (data, teacher, soft labels, student, ...)
+    validation/     each Great Expectations suite's results and Data Docs, one folder per validating step
+                    (also after a failed suite: that is where its full results are)
     metrics.json, report.html, model_card.md   copies of the evaluation's outputs, for people
 """
 
@@ -109,6 +111,18 @@ def _artifacts(pipeline_root: Path) -> dict[str, str]:
     return found
 
 
+def _collect_validation(artifacts: dict[str, str], run_dir: Path) -> dict[str, str]:
+    """Copy every step's ``validation`` output (GE results + Data Docs) to ``<run>/validation/<step>/``."""
+    collected = {}
+    for key, path in artifacts.items():
+        task, output = key.split("/", 1)
+        if output == "validation" and Path(path).is_dir() and any(Path(path).iterdir()):
+            target = run_dir / "validation" / task
+            shutil.copytree(path, target, dirs_exist_ok=True)
+            collected[task] = str(target)
+    return collected
+
+
 def run_local(spec: Spec, verbose: bool = False) -> RunResult:
     """Run the distillation pipeline locally; raise :class:`StillhouseError` with the failing step's message."""
     from kfp import local
@@ -130,13 +144,18 @@ def run_local(spec: Spec, verbose: bool = False) -> RunResult:
                 task = distill_pipeline(spec_json=spec.model_dump_json())
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
             message = "\n".join(tee.errors) or str(exc).strip().splitlines()[-1]
-            write_json(run_dir / "run.json", {**status, "status": "failed", "error": message,
-                                              "artifacts": _artifacts(pipeline_root)})
+            artifacts = _artifacts(pipeline_root)
+            validation = _collect_validation(artifacts, run_dir)
+            for task, copy in validation.items():  # point the user at the run folder's copy, not the KFP root
+                message = message.replace(artifacts[f"{task}/validation"], copy)
+            write_json(run_dir / "run.json", {**status, "status": "failed", "error": message, "artifacts": artifacts,
+                                              "validation": validation})
             raise StillhouseError(f"the pipeline failed:\n{message}", f"see {run_dir / 'run.log'}") from None
     artifacts = _artifacts(pipeline_root)
     evaluation = next(path for key, path in artifacts.items() if key.endswith("/evaluation"))
     for name in _EVALUATION_FILES:
         shutil.copy2(Path(evaluation) / name, run_dir / name)
     tag = task.output
-    write_json(run_dir / "run.json", {**status, "status": "succeeded", "model_tag": tag, "artifacts": artifacts})
+    write_json(run_dir / "run.json", {**status, "status": "succeeded", "model_tag": tag, "artifacts": artifacts,
+                                      "validation": _collect_validation(artifacts, run_dir)})
     return RunResult(run_dir=run_dir, model_tag=tag, artifacts=artifacts)

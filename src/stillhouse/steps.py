@@ -18,16 +18,16 @@ import pandas as pd
 import torch
 
 from stillhouse.cluster.launcher import default_launcher
-from stillhouse.data.io import atomic_dir, atomic_file
+from stillhouse.data.io import atomic_dir, atomic_file, write_json
 from stillhouse.data.prepare import PreparedData, prepare_data
-from stillhouse.distill.soft_labels import (SOFT_LABELS_FILE, attach_teacher_logits, label_rows, read_soft_labels,
-                                           write_soft_labels)
+from stillhouse.distill.soft_labels import (SOFT_LABELS_FILE, attach_teacher_logits, read_soft_labels,
+                                           soft_label_table, write_soft_labels)
 from stillhouse.distill.student import build_student
 from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
-from stillhouse.spec import Spec, spec_from_json
-from stillhouse.tasks.classification import (ClassifierInfo, TextClassifier, load_classifier, save_classifier)
+from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec, Spec, TeacherSpec, spec_from_json
+from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_classifier, save_classifier
 from stillhouse.teachers.encoder import init_teacher
 
 ERROR_MARKER = "[stillhouse] error:"
@@ -52,10 +52,10 @@ def _device(spec: Spec) -> str:
     return "cuda" if spec.runtime.use_gpu and torch.cuda.is_available() else "cpu"
 
 
-def prepare_step(spec_json: str, out_dir: str) -> dict:
-    """Read, check and sample the data into seed/pool/eval (see :mod:`stillhouse.data.prepare`)."""
-    data = prepare_data(spec_from_json(spec_json), out_dir)
-    say(f"data: {data.report['counts']}")
+def prepare_step(spec_json: str, out_dir: str, validation_dir: str | None = None) -> dict:
+    """Read, check, sample and validate (GE seed suite) the data into seed/pool/eval (see :mod:`stillhouse.data.prepare`)."""
+    data = prepare_data(spec_from_json(spec_json), out_dir, validation_dir)
+    say(f"data: {data.report['counts']}; seed suite passed")
     return data.report["counts"]
 
 
@@ -90,36 +90,91 @@ def _train(spec: Spec, name: str, model: TextClassifier, tokenizer, info: Classi
     shutil.rmtree(work / "ray", ignore_errors=True)
 
 
-def train_teacher_step(spec_json: str, data_dir: str, out_dir: str) -> dict:
-    """Teacher: pretrained encoder + logistic-regression head, fine-tuned on the seed set with Ray Train."""
-    spec = spec_from_json(spec_json)
-    data = PreparedData.load(data_dir)
-    y = _label_idx(data.seed, data.labels)
-    model, tokenizer, info = init_teacher(spec.teacher, data.seed["text"].tolist(), y, data.labels, spec.runtime.seed)
-    if spec.teacher.epochs == 0:
-        with atomic_dir(out_dir) as tmp:
-            save_classifier(model, tokenizer, info, tmp)
-    else:
+def _build_teacher(spec: Spec, teacher: TeacherSpec, data: PreparedData, out_dir: str | Path) -> None:
+    """Write one teacher to ``out_dir``: fine-tune an encoder (Ray Train), choose a prompted LLM's
+    demonstrations, or build each member of an ensemble into ``member-<i>/``."""
+    from stillhouse.teachers.llm import TEACHER_FILE, save_prompted_teacher
+
+    if isinstance(teacher, EncoderTeacherSpec):
+        y = _label_idx(data.seed, data.labels)
+        model, tokenizer, info = init_teacher(teacher, data.seed["text"].tolist(), y, data.labels, spec.runtime.seed)
+        if teacher.epochs == 0:
+            with atomic_dir(out_dir) as tmp:
+                save_classifier(model, tokenizer, info, tmp)
+            return
         rows = pd.DataFrame({"text": data.seed["text"], "label_idx": y})
-        _train(spec, "teacher", model, tokenizer, info, rows, out_dir, epochs=spec.teacher.epochs,
-               batch_size=spec.teacher.batch_size, lr=spec.teacher.learning_rate,
-               head_lr=spec.teacher.head_learning_rate, freeze_embeddings=spec.teacher.freeze_word_embeddings)
-    return {"base_model": spec.teacher.model, "seed_rows": len(y)}
+        _train(spec, "teacher", model, tokenizer, info, rows, str(out_dir), epochs=teacher.epochs,
+               batch_size=teacher.batch_size, lr=teacher.learning_rate, head_lr=teacher.head_learning_rate,
+               freeze_embeddings=teacher.freeze_word_embeddings)
+        return
+    with atomic_dir(out_dir) as tmp:
+        if isinstance(teacher, EnsembleTeacherSpec):
+            members = [f"member-{i}" for i in range(len(teacher.members))]
+            for name, member in zip(members, teacher.members):
+                _build_teacher(spec, member, data, tmp / name)
+            write_json(tmp / TEACHER_FILE, {"kind": "ensemble", "labels": data.labels, "members": members,
+                                            "weights": teacher.weights or [1.0] * len(members)})
+        else:
+            save_prompted_teacher(teacher, data.labels, data.seed, spec.runtime.seed, tmp)
 
 
-def soft_label_step(spec_json: str, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
-    """Teacher logits for every seed and pool row → ``soft_labels.parquet``."""
+def train_teacher_step(spec_json: str, data_dir: str, out_dir: str) -> dict:
+    """The teacher: a fine-tuned encoder, a prompted LLM (local or endpoint), or an ensemble of them."""
     spec = spec_from_json(spec_json)
     data = PreparedData.load(data_dir)
-    table = label_rows(teacher_dir, {"seed": data.seed, "pool": data.pool}, spec.distillation.temperature,
-                       device=_device(spec))
+    _build_teacher(spec, spec.teacher, data, out_dir)
+    return {"teacher": spec.teacher.kind, "seed_rows": len(data.seed)}
+
+
+def synthesize_step(spec_json: str, data_dir: str, teacher_dir: str, out_dir: str,
+                    validation_dir: str | None = None) -> dict:
+    """Generate, teacher-label, filter and validate synthetic rows (see :mod:`stillhouse.synth.synthesize`)."""
+    from stillhouse.synth.synthesize import synthesize
+
+    spec = spec_from_json(spec_json)
+    report = synthesize(spec, data_dir, teacher_dir, out_dir, validation_dir, device=_device(spec))
+    return {"enabled": report["enabled"], **({"kept": report["filter"]["kept"]} if report["enabled"] else {})}
+
+
+def soft_label_step(spec_json: str, data_dir: str, teacher_dir: str, synthetic_dir: str, out_dir: str,
+                    validation_dir: str | None = None) -> dict:
+    """Teacher logits for the seed and pool rows, plus the synthetic rows' (already computed) → GE soft-label
+    suite → ``soft_labels.parquet``."""
+    from stillhouse.synth.synthesize import load_synthetic
+    from stillhouse.teachers.load import load_teacher
+    from stillhouse.validate.runner import require, run_suite
+    from stillhouse.validate.suites import soft_label_checks, soft_label_frame
+
+    spec = spec_from_json(spec_json)
+    data = PreparedData.load(data_dir)
+    frames = {"seed": data.seed}
+    if "pool" in spec.distillation.sources:
+        frames["pool"] = data.pool
+    table = soft_label_table(load_teacher(teacher_dir, _device(spec)), frames, spec.distillation.temperature)
+    synthetic, _ = load_synthetic(synthetic_dir)
+    if "synthetic" in spec.distillation.sources and len(synthetic):
+        synthetic_rows = synthetic.assign(split="synthetic", temperature=spec.distillation.temperature)
+        table = pd.concat([table, synthetic_rows[table.columns]], ignore_index=True)
+    frame = soft_label_frame(table, data.seed, data.labels)
+    result = run_suite("soft_labels", frame, soft_label_checks(frame, spec.validation.soft_labels), validation_dir)
+    require(result, "check the teacher (its training, prompt or verbalizers), or relax validation.soft_labels")
+    counts = {f"{k}_rows": int(v) for k, v in table["split"].value_counts().items()}
     with atomic_dir(out_dir) as tmp:
         write_soft_labels(table, tmp / SOFT_LABELS_FILE)
-    return {"rows": len(table)}
+        write_json(tmp / "summary.json", {"rows": len(table), **counts, "great_expectations": {
+            "suite": "soft_labels", "expectations": result.evaluated, "rows": result.rows}})
+    return {"rows": len(table), **counts}
 
 
 def _untrained_student(spec: Spec, teacher_dir: str, data: PreparedData):
-    teacher, tokenizer, info = load_classifier(teacher_dir)
+    from stillhouse.teachers.load import encoder_folder
+
+    folder = encoder_folder(teacher_dir)
+    if folder is not None:
+        teacher, tokenizer, info = load_classifier(folder)
+    else:  # a prompted teacher only: the spec guarantees a `pretrained` student with its own tokenizer
+        teacher, tokenizer = None, None
+        info = ClassifierInfo(labels=data.labels, max_length=spec.student.max_length or 128, base_model="")
     return build_student(spec.student, teacher, tokenizer, info, data.seed["text"].tolist(),
                          _label_idx(data.seed, data.labels), spec.runtime.seed)
 
@@ -128,18 +183,34 @@ def _freeze_student(spec: Spec) -> bool:
     return spec.distillation.freeze_word_embeddings and spec.student.kind != "config"
 
 
+def distillation_rows(spec: Spec, data: PreparedData, soft: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
+    """The student's training rows from ``distillation.sources``: seed rows carry their hard label and soft
+    label; pool and synthetic rows only a soft label (``label_idx`` -1: the KL term alone)."""
+    sources = spec.distillation.sources
+    parts = []
+    if "seed" in sources:
+        parts.append(pd.DataFrame({"text": data.seed["text"], "label_idx": _label_idx(data.seed, data.labels),
+                                   "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed"))}))
+    for split, frame in (("pool", data.pool), ("synthetic", synthetic)):
+        if split in sources and len(frame):
+            parts.append(pd.DataFrame({"text": frame["text"], "label_idx": -1,
+                                       "teacher_logits": list(attach_teacher_logits(frame, soft, split))}))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if rows.empty:
+        raise StillhouseError(f"no training rows for the student from distillation.sources {sources} "
+                              "(no pool rows and no synthetic rows kept?)", "add `seed` to distillation.sources")
+    return rows
+
+
 def distill_student_step(spec_json: str, data_dir: str, teacher_dir: str, soft_labels_dir: str,
-                         out_dir: str) -> dict:
-    """Student on seed (hard label + soft label) and pool (soft label only) rows, with the Hinton loss."""
+                         synthetic_dir: str, out_dir: str) -> dict:
+    """Student on seed (hard + soft label), pool and synthetic rows (soft label only), with the Hinton loss."""
+    from stillhouse.synth.synthesize import load_synthetic
+
     spec = spec_from_json(spec_json)
     data = PreparedData.load(data_dir)
     soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
-    rows = pd.concat([
-        pd.DataFrame({"text": data.seed["text"], "label_idx": _label_idx(data.seed, data.labels),
-                      "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed"))}),
-        pd.DataFrame({"text": data.pool["text"], "label_idx": -1,
-                      "teacher_logits": list(attach_teacher_logits(data.pool, soft, "pool"))}),
-    ], ignore_index=True)
+    rows = distillation_rows(spec, data, soft, load_synthetic(synthetic_dir)[0])
     model, tokenizer, info = _untrained_student(spec, teacher_dir, data)
     d = spec.distillation
     _train(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, batch_size=d.batch_size,
@@ -168,11 +239,12 @@ def train_baseline_step(spec_json: str, data_dir: str, teacher_dir: str, out_dir
 
 
 def evaluate_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
-                  out_dir: str) -> dict:
-    """Compare teacher, student and baseline → metrics.json, report.html, model_card.md."""
+                  out_dir: str, synthetic_dir: str | None = None, soft_labels_dir: str | None = None) -> dict:
+    """Compare teacher, student and baseline → metrics.json, report.html (with the data section), model_card.md."""
     from stillhouse.evaluate.compare import evaluate_run
 
-    return evaluate_run(spec_from_json(spec_json), data_dir, teacher_dir, student_dir, baseline_dir, out_dir)
+    return evaluate_run(spec_from_json(spec_json), data_dir, teacher_dir, student_dir, baseline_dir, out_dir,
+                        synthetic_dir, soft_labels_dir)
 
 
 def package_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str,

@@ -27,7 +27,8 @@ def only_run_dir(output: Path) -> Path:
 @pytest.mark.timeout(900)
 def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(tiny_spec_yaml(tiny_model_dir, tiny_data, tmp_path / "runs"))
+    spec.write_text(tiny_spec_yaml(tiny_model_dir, tiny_data, tmp_path / "runs",
+                                   synthesis="synthesis: {generator: augment, per_label: 12}"))
     result = stillhouse("run", str(spec), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / "runs")
@@ -49,8 +50,10 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert metrics["data"]["counts"] == {"seed": 16, "pool": 40, "eval": 20, "labels": 2}
 
     report = (run_dir / "report.html").read_text()
-    # Self-contained: three inlined plots (quality/latency, reliability, confusion), no external files.
-    assert report.count('src="data:image/png;base64,') == 3 and "distilled student" in report
+    # Self-contained: five inlined plots (quality/latency, reliability, confusion; synthetic label distribution,
+    # privacy distances), no external files.
+    assert report.count("data:image/png;base64,") == 5 and "distilled student" in report
+    assert "Validation (Great Expectations)" in report and "Kept rows (with the teacher" in report
     assert 'src="http' not in report
     card = (run_dir / "model_card.md").read_text()
     assert metrics["spec_hash"] in card and metrics["data"]["fingerprints"]["seed"] in card
@@ -59,8 +62,19 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     import pandas as pd
 
     soft = pd.read_parquet(Path(status["artifacts"]["soft-label/soft_labels"]) / "soft_labels.parquet")
-    assert len(soft) == 16 + 40 and set(soft["split"]) == {"seed", "pool"}
-    assert {"row_id", "teacher_logits", "temperature", "teacher_fingerprint", "input_fingerprint"} <= set(soft)
+    synthesis = json.loads((Path(status["artifacts"]["synthesize/synthetic"]) / "synthesis.json").read_text())
+    assert synthesis["generated"] == 24 and sum(synthesis["filter"].values()) == 24
+    kept = synthesis["filter"]["kept"]
+    assert kept > 0, synthesis["filter"]
+    assert len(soft) == 16 + 40 + kept and set(soft["split"]) == {"seed", "pool", "synthetic"}
+    assert {"row_id", "teacher_logits", "temperature", "teacher", "teacher_fingerprint", "input_fingerprint"} <= set(soft)
+    assert soft["teacher"].unique().tolist() == [f"encoder:{tiny_model_dir}"]
+    # Every kept synthetic row respects the privacy distance (the synthetic suite checked it, too).
+    assert synthesis["nearest_seed_distance"]["count"] == 24
+    # Each validating step's GE results and Data Docs are in the run folder.
+    for step, suite in (("prepare-data", "seed"), ("soft-label", "soft_labels"), ("synthesize", "synthetic")):
+        assert json.loads((run_dir / "validation" / step / f"{suite}.json").read_text())["success"] is True
+        assert (run_dir / "validation" / step / "data_docs" / "index.html").is_file()
     assert len(soft["teacher_logits"].iloc[0]) == 2 and (soft["temperature"] == 2.0).all()
     assert soft["teacher_fingerprint"].nunique() == 1 and metrics["teacher_fingerprint"] == soft["teacher_fingerprint"][0]
 
@@ -78,6 +92,42 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert not [p for p in run_dir.rglob(".*tmp-*")]
 
 
+@pytest.mark.timeout(900)
+def test_ensemble_teacher_with_a_prompted_llm_and_llm_synthesis(tmp_path, tiny_model_dir, tiny_causal_lm_dir,
+                                                                tiny_data):
+    teacher = (f"teacher: {{kind: ensemble, weights: [3, 1], members: ["
+               f"{{model: {tiny_model_dir}, epochs: 0, max_length: 16}}, "
+               f"{{kind: llm, model: {tiny_causal_lm_dir}, shots_per_label: 1}}]}}")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec_yaml(
+        tiny_model_dir, tiny_data, tmp_path / "runs", teacher=teacher,
+        synthesis=f"synthesis: {{generator: llm, per_label: 3, max_new_tokens: 12, llm: {{model: {tiny_causal_lm_dir}}}}}",
+        # A random 2-layer LLM knows nothing: its quarter of the ensemble flattens the distributions.
+        validation="validation: {soft_labels: {max_mean_entropy: 1.0}}",
+        evaluation="evaluation: {latency_samples: 3, throughput_batch_size: 2}"))
+    result = stillhouse("run", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "runs")
+    status = json.loads((run_dir / "run.json").read_text())
+    teacher_dir = Path(status["artifacts"]["train-teacher/teacher"])
+    assert json.loads((teacher_dir / "teacher.json").read_text())["members"] == ["member-0", "member-1"]
+    assert (teacher_dir / "member-0" / "classifier.json").is_file()
+    assert len(json.loads((teacher_dir / "member-1" / "teacher.json").read_text())["demonstrations"]) == 2
+
+    import pandas as pd
+
+    soft = pd.read_parquet(Path(status["artifacts"]["soft-label/soft_labels"]) / "soft_labels.parquet")
+    assert soft["teacher"].unique().tolist() == [
+        f"ensemble(encoder:{tiny_model_dir}*0.75, llm:{tiny_causal_lm_dir}*0.25)"]
+    synthesis = json.loads((Path(status["artifacts"]["synthesize/synthetic"]) / "synthesis.json").read_text())
+    assert synthesis["generator"] == "llm" and synthesis["generated"] == 6
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The ensemble's size counts both members; the student is a layer subset of the encoder member.
+    assert metrics["models"]["teacher"]["parameters"] > 2 * metrics["models"]["student"]["parameters"]
+    assert metrics["teacher"].startswith("ensemble averaging the probabilities of encoder")
+    assert "prompted LLM" in (run_dir / "model_card.md").read_text()
+
+
 @pytest.mark.timeout(300)
 def test_bad_seed_label_stops_at_validation_with_one_clear_error(tmp_path, tiny_model_dir, tiny_data):
     tiny_data["seed"] = write_csv(tmp_path / "bad_seed.csv", make_rows(8) + [("lost my card", "complaint")])
@@ -93,6 +143,28 @@ def test_bad_seed_label_stops_at_validation_with_one_clear_error(tmp_path, tiny_
     run_dir = only_run_dir(tmp_path / "runs")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     # Nothing after validation ran, and validation left no partial output.
+    assert not list(run_dir.glob("artifacts/*/train-teacher"))
+    assert not list(run_dir.glob("artifacts/*/prepare-data/data"))
+
+
+@pytest.mark.timeout(300)
+def test_misspelt_seed_label_fails_the_seed_suite_and_no_model_is_trained(tmp_path, tiny_model_dir, tiny_data):
+    # No task.labels: the misspelt label becomes a label of its own, with one example: the GE seed suite's
+    # "at least N examples per label" expectation is what catches it.
+    tiny_data["seed"] = write_csv(tmp_path / "bad_seed.csv", make_rows(8) + [("lovely and great item", "postive")])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec_yaml(tiny_model_dir, tiny_data, tmp_path / "runs"))
+    result = stillhouse("run", str(spec), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "seed validation failed: 1 of 13 expectations" in result.stderr
+    assert "every label has at least 3 seed examples" in result.stderr and "relax validation.seed" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 20
+    run_dir = only_run_dir(tmp_path / "runs")
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "failed" and "prepare-data" in status["validation"]
+    saved = json.loads((run_dir / "validation" / "prepare-data" / "seed.json").read_text())
+    assert saved["success"] is False
+    assert (run_dir / "validation" / "prepare-data" / "data_docs" / "index.html").is_file()
     assert not list(run_dir.glob("artifacts/*/train-teacher"))
     assert not list(run_dir.glob("artifacts/*/prepare-data/data"))
 
@@ -119,9 +191,9 @@ def test_compile_writes_a_valid_pipeline_with_every_component(tmp_path, tiny_mod
     ir = yaml.safe_load((tmp_path / "p.yaml").read_text())
     json_format.ParseDict(ir, pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields would raise
     tasks = set(ir["root"]["dag"]["tasks"])
-    assert tasks == {"prepare-data", "train-teacher", "soft-label", "distill-student", "train-baseline", "evaluate",
-                     "package"}
-    assert len(ir["deploymentSpec"]["executors"]) == 7
+    assert tasks == {"prepare-data", "train-teacher", "synthesize", "soft-label", "distill-student", "train-baseline",
+                     "evaluate", "package"}
+    assert len(ir["deploymentSpec"]["executors"]) == 8
     assert "spec_json" in ir["root"]["inputDefinitions"]["parameters"]
     params = json.loads((tmp_path / "p.json").read_text())
     assert json.loads(params["spec_json"])["name"] == "tiny"

@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 
 from stillhouse.distill.student import build_student, layer_subset
 from stillhouse.errors import ModelError, SpecError
-from stillhouse.spec import StudentSpec, TeacherSpec
+from stillhouse.spec import EncoderTeacherSpec, StudentSpec
 from stillhouse.tasks.classification import (ClassifierInfo, TextClassifier, encode_texts, load_classifier,
                                              load_encoder, save_classifier)
 from stillhouse.tasks.heads import logistic_regression_head
@@ -66,7 +66,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_teacher_head_from_logistic_regression_fits_the_seed(tiny_model_dir):
     rows = make_rows(8)
     texts, y = [t for t, _ in rows], np.array([int(l == "positive") for _, l in rows])
-    model, tokenizer, info = init_teacher(TeacherSpec(model=str(tiny_model_dir), max_length=16), texts, y,
+    model, tokenizer, info = init_teacher(EncoderTeacherSpec(model=str(tiny_model_dir), max_length=16), texts, y,
                                           ["negative", "positive"], seed=0)
     accuracy = (encode_texts(model, tokenizer, texts, 16).argmax(1) == y).mean()
     assert accuracy == 1.0 and info.pooling == "mean"

@@ -31,7 +31,7 @@ class PreparedData:
     report: dict
 
     @classmethod
-    def load(cls, folder: str | Path) -> "PreparedData":
+    def load(cls, folder: str | Path) -> PreparedData:
         folder = Path(folder)
         return cls(
             seed=pd.read_parquet(folder / "seed.parquet"),
@@ -86,7 +86,7 @@ def _split(spec: Spec, seed_frame: pd.DataFrame, report: dict) -> tuple[pd.DataF
     if sampling and sampling.seed_per_label:
         mask = _per_label_sample(seed_frame, sampling.seed_per_label, rng)
         seed_frame, rest = seed_frame[mask], seed_frame[~mask]
-        report["rest_of_seed_file_used_as_pool"] = int(len(rest))
+        report["rest_of_seed_file_used_as_pool"] = len(rest)
     return seed_frame, rest, eval_frame
 
 
@@ -136,11 +136,26 @@ def _prepare_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return seed, pool, eval_frame, labels, report
 
 
-def prepare_data(spec: Spec, out_dir: str | Path) -> PreparedData:
-    """Read, check, sample and write the prepared seed/pool/eval sets to ``out_dir`` (atomically)."""
+def validate_seed(spec: Spec, seed: pd.DataFrame, labels: list[str], validation_dir: str | Path | None) -> dict:
+    """Run the Great Expectations seed suite; raise :class:`ValidationFailed` (nothing written) if it fails."""
+    from stillhouse.validate.runner import require, run_suite
+    from stillhouse.validate.suites import seed_checks
+
+    frame, checks = seed_checks(seed, labels, spec.validation.seed)
+    result = run_suite("seed", frame, checks, validation_dir)
+    require(result, "correct the seed file, or relax validation.seed in the spec if the data is right")
+    return {"suite": "seed", "expectations": result.evaluated, "rows": result.rows}
+
+
+def prepare_data(spec: Spec, out_dir: str | Path, validation_dir: str | Path | None = None) -> PreparedData:
+    """Read, check, sample, validate (GE seed suite) and write the prepared sets to ``out_dir`` (atomically).
+
+    ``validation_dir`` receives the suite's results and Data Docs, whether it passes or fails.
+    """
     seed, pool, eval_frame, labels, report = _prepare_frames(spec)
     seed, pool = _with_ids(seed, "seed", True), _with_ids(pool, "pool", False)
     eval_frame = _with_ids(eval_frame, "eval", True)
+    report["great_expectations"] = [validate_seed(spec, seed, labels, validation_dir)]
     report["counts"] = {"seed": len(seed), "pool": len(pool), "eval": len(eval_frame), "labels": len(labels)}
     report["seed_per_label"] = {k: int(v) for k, v in seed["label"].value_counts().sort_index().items()}
     report["fingerprints"] = {

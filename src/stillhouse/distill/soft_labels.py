@@ -1,8 +1,9 @@
 """Soft labels: the teacher's logits for every seed and pool row, with their lineage.
 
 Stored as logits, not probabilities, so a later run can change the temperature without asking the
-teacher again. Columns: ``row_id``, ``split`` (seed | pool), ``teacher_logits`` (list of floats, label
-order of ``labels.json``), ``temperature`` (the one the student was configured with), ``teacher_fingerprint``
+teacher again. Columns: ``row_id``, ``split`` (seed | pool | synthetic), ``teacher_logits`` (list of floats,
+label order of ``labels.json``), ``temperature`` (the one the student was configured with), ``teacher``
+(which teacher or ensemble of teachers produced them), ``teacher_fingerprint``
 (SHA-256 of the teacher folder) and ``input_fingerprint`` (SHA-256 of the row's text).
 """
 
@@ -13,29 +14,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stillhouse.data.fingerprint import dir_fingerprint, text_fingerprint
+from stillhouse.data.fingerprint import text_fingerprint
 from stillhouse.data.io import atomic_file
-from stillhouse.tasks.classification import encode_texts, load_classifier
+from stillhouse.teachers.load import Teacher
 
 SOFT_LABELS_FILE = "soft_labels.parquet"
 
 
-def label_rows(teacher_dir: str | Path, frames: dict[str, pd.DataFrame], temperature: float,
-               batch_size: int = 64, device: str = "cpu") -> pd.DataFrame:
-    """Run the teacher over each named frame (``row_id``, ``text``) and return the soft-label table."""
-    model, tokenizer, info = load_classifier(teacher_dir)
-    fingerprint = dir_fingerprint(teacher_dir)
+def soft_label_table(teacher: Teacher, frames: dict[str, pd.DataFrame], temperature: float) -> pd.DataFrame:
+    """Run ``teacher`` over each named frame (``row_id``, ``text``) and return the soft-label table."""
     parts = []
     for split, frame in frames.items():
         texts = frame["text"].tolist()
-        logits = encode_texts(model, tokenizer, texts, info.max_length, batch_size,
-                              desc=f"teacher: soft-labelling {split} ({len(texts)} rows)", device=device)
-        parts.append(pd.DataFrame({
-            "row_id": frame["row_id"].values, "split": split, "teacher_logits": list(logits),
-            "temperature": temperature, "teacher_fingerprint": fingerprint,
-            "input_fingerprint": [text_fingerprint(t) for t in texts],
-        }))
+        logits = teacher.logits(texts, desc=f"teacher: soft-labelling {split} ({len(texts)} rows)")
+        parts.append(soft_label_part(frame, split, logits, teacher, temperature))
     return pd.concat(parts, ignore_index=True)
+
+
+def soft_label_part(frame: pd.DataFrame, split: str, logits: np.ndarray, teacher: Teacher,
+                    temperature: float) -> pd.DataFrame:
+    """Soft-label rows for ``frame`` (``row_id``, ``text``) from logits already computed by ``teacher``."""
+    return pd.DataFrame({
+        "row_id": frame["row_id"].values, "split": split, "teacher_logits": list(np.asarray(logits, np.float32)),
+        "temperature": temperature, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint,
+        "input_fingerprint": [text_fingerprint(t) for t in frame["text"]],
+    })
 
 
 def write_soft_labels(table: pd.DataFrame, path: str | Path) -> None:

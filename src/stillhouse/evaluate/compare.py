@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
@@ -14,10 +16,12 @@ from stillhouse.data.prepare import PreparedData
 from stillhouse.evaluate.metrics import (calibration_bins, classification_metrics, confusion_matrix, softmax)
 from stillhouse.evaluate.model_card import render_model_card
 from stillhouse.evaluate.report import render_report
-from stillhouse.evaluate.speed import Timed, measure_speeds
+from stillhouse.evaluate.data_section import data_section
+from stillhouse.evaluate.speed import Timed, TimedTeacher, measure_speeds
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.classification import count_parameters, encode_texts, load_classifier
+from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
 MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
@@ -32,20 +36,37 @@ def _load(folder: str) -> tuple[Timed, int, float]:
     return Timed(model, tokenizer, info.max_length), count_parameters(model), _size_on_disk(folder) / 1e6
 
 
+def _predict(timed: Timed | TimedTeacher, texts: list[str]) -> np.ndarray:
+    if isinstance(timed, TimedTeacher):
+        return timed.teacher.logits(texts)
+    return encode_texts(timed.model, timed.tokenizer, texts, timed.max_length)
+
+
+def _load_any(name: str, folder: str) -> tuple[Timed | TimedTeacher, int | None, float | None]:
+    """A model to evaluate: a classifier folder, or (teacher only) any teacher :func:`load_teacher` reads."""
+    if name != "teacher" or (Path(folder) / "classifier.json").is_file():
+        return _load(folder)
+    teacher = load_teacher(folder)
+    return TimedTeacher(teacher), teacher.parameters, None
+
+
 def _comparison(models: dict) -> dict:
     teacher, student, baseline = models["teacher"], models["student"], models["baseline"]
     return {
         "student_retention": student["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None,
         "student_minus_baseline_accuracy": student["accuracy"] - baseline["accuracy"],
-        "parameter_ratio": student["parameters"] / teacher["parameters"],
+        "parameter_ratio": student["parameters"] / teacher["parameters"] if teacher["parameters"] else None,
         "speedup_batch1_p50": teacher["latency_ms_p50"] / student["latency_ms_p50"],
         "throughput_ratio": student["throughput_per_s"] / teacher["throughput_per_s"],
     }
 
 
 def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
-                 out_dir: str) -> dict:
-    """Evaluate the three models and write the evaluation folder; returns the metrics dict."""
+                 out_dir: str, synthetic_dir: str | None = None, soft_labels_dir: str | None = None) -> dict:
+    """Evaluate the three models and write the evaluation folder; returns the metrics dict.
+
+    ``synthetic_dir`` and ``soft_labels_dir`` feed the report's data section (validation, synthetic rows).
+    """
     data = PreparedData.load(data_dir)
     texts = data.eval["text"].tolist()
     index = {label: i for i, label in enumerate(data.labels)}
@@ -54,8 +75,8 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     logits, models, timed = {}, {}, {}
     for name in MODELS:
         say(f"evaluate: {MODEL_TITLES[name]} on {len(texts)} held-out rows")
-        timed[name], parameters, size_mb = _load(folders[name])
-        logits[name] = encode_texts(timed[name].model, timed[name].tokenizer, texts, timed[name].max_length)
+        timed[name], parameters, size_mb = _load_any(name, folders[name])
+        logits[name] = _predict(timed[name], texts)
         reference = logits["teacher"].argmax(1) if name != "teacher" else None
         models[name] = {**classification_metrics(logits[name], y, spec.evaluation.calibration_bins, reference),
                         "parameters": parameters, "size_mb": size_mb}
@@ -66,8 +87,11 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     metrics = {
         "run": spec.name, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
         "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": _comparison(models),
-        "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
+        "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),
+        "privacy_threshold": spec.validation.synthetic.min_seed_distance,
     }
+    section = data_section(data, synthetic_dir, soft_labels_dir)
+    metrics.update(synthesis=section["synthesis"], soft_labels=section["soft_labels"])
     plots = {
         "calibration": {name: calibration_bins(softmax(logits[name]), y, spec.evaluation.calibration_bins)
                         for name in MODELS},
@@ -76,7 +100,7 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "plots.json", plots)
-        (tmp / "report.html").write_text(render_report(metrics, plots), encoding="utf-8")
+        (tmp / "report.html").write_text(render_report(metrics, plots, section), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
     c = metrics["comparison"]
     say(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "

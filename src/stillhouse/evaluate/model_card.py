@@ -8,7 +8,11 @@ from stillhouse.spec import Spec
 def _row(name: str, m: dict) -> str:
     agreement = f"{m['agreement_with_teacher']:.4f}" if "agreement_with_teacher" in m else "—"
     return (f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} | {agreement} | "
-            f"{m['parameters'] / 1e6:.1f}M | {m['latency_ms_p50']:.2f} ms |")
+            f"{_millions(m['parameters'])} | {m['latency_ms_p50']:.2f} ms |")
+
+
+def _millions(parameters: int | None) -> str:
+    return f"{parameters / 1e6:.1f}M" if parameters is not None else "unknown"
 
 
 def render_model_card(spec: Spec, metrics: dict) -> str:
@@ -32,9 +36,8 @@ Not for: inputs unlike the seed data (other languages, domains or label sets); d
 without human review.
 
 ## How it was made
-Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher (`{spec.teacher.model}`,
-{spec.teacher.pooling} pooling, fine-tuned {spec.teacher.epochs} epochs on the seed set) soft-labelled the seed
-set and an unlabelled pool; the student ({student_desc}, head initialised by `{student.head_init}`) learned
+Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher ({spec.teacher.describe()})
+soft-labelled {_sources(spec, metrics)}; the student ({student_desc}, head initialised by `{student.head_init}`) learned
 from them with α={spec.distillation.alpha}, T={spec.distillation.temperature} for {spec.distillation.epochs} epochs.
 
 - spec hash: `{metrics['spec_hash']}`
@@ -55,7 +58,7 @@ Data fingerprints (SHA-256 over the rows used):
 {_row("hard-label student", models["baseline"])}
 
 Retention of teacher accuracy: {c['student_retention']:.3f}; speed-up at batch 1: {c['speedup_batch1_p50']:.2f}×;
-parameters: {c['parameter_ratio']:.1%} of the teacher's.
+parameters: {_share(c['parameter_ratio'])} of the teacher's.
 
 ## Limitations
 - Measured on one held-out set drawn like the seed data; quality on shifted data is unknown.
@@ -63,3 +66,20 @@ parameters: {c['parameter_ratio']:.1%} of the teacher's.
 - Calibration (ECE above) is for this data; re-check before using probabilities as risk scores.
 - Latency was measured on the machine that ran the pipeline; serving hardware will differ.
 """
+
+
+def _sources(spec: Spec, metrics: dict) -> str:
+    """What the student learned from, in words (``distillation.sources`` and what synthesis kept)."""
+    counts = metrics["data"]["counts"]
+    synthesis = metrics.get("synthesis") or {}
+    parts = {"seed": f"the seed set ({counts['seed']} rows, hard and soft labels)",
+             "pool": f"an unlabelled pool ({counts['pool']} rows)",
+             "synthetic": (f"{synthesis.get('filter', {}).get('kept', 0)} synthetic rows "
+                           f"(generator `{synthesis.get('generator')}`, kept after teacher filtering and privacy "
+                           f"checks)" if synthesis.get("enabled") else "")}
+    used = [parts[s] for s in spec.distillation.sources if parts[s]]
+    return ", ".join(used[:-1]) + (" and " if len(used) > 1 else "") + used[-1] if used else "no rows"
+
+
+def _share(ratio: float | None) -> str:
+    return f"{ratio:.1%}" if ratio is not None else "unknown (the teacher's size is not known here)"

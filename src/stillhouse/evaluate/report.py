@@ -56,12 +56,51 @@ def confusion_plot(matrix: list[list[int]], labels: list[str]) -> str:
 def quality_latency_plot(models: dict) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, m in models.items():
-        ax.scatter(m["latency_ms_p50"], m["accuracy"], s=40 + m["parameters"] / 5e5, color=_COLOURS[name],
-                   label=f"{_TITLES[name]} ({m['parameters'] / 1e6:.1f}M params)", alpha=0.8)
+        size = f"{m['parameters'] / 1e6:.1f}M params" if m["parameters"] else "size unknown"
+        ax.scatter(m["latency_ms_p50"], m["accuracy"], s=40 + (m["parameters"] or 0) / 5e5, color=_COLOURS[name],
+                   label=f"{_TITLES[name]} ({size})", alpha=0.8)
     ax.set(xlabel="CPU latency at batch 1, p50 (ms)", ylabel="accuracy", title="Quality vs latency")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def label_distribution_plot(label_counts: dict) -> str:
+    """Share of each label in the seed vs the kept synthetic rows (the drift the synthetic suite bounds)."""
+    labels = list(label_counts["seed"])
+    shares = {name: np.array([counts.get(label, 0) for label in labels], dtype=float) for name, counts in
+              label_counts.items()}
+    shares = {name: v / max(v.sum(), 1) for name, v in shares.items()}
+    fig, ax = plt.subplots(figsize=(min(12, 3 + 0.15 * len(labels)), 3.5))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, shares["seed"], 0.4, label="seed", color="#1f77b4")
+    ax.bar(x + 0.2, shares["synthetic"], 0.4, label="synthetic (kept)", color="#ff7f0e")
+    if len(labels) <= 30:
+        ax.set_xticks(x, labels, rotation=90, fontsize=7)
+    ax.set(ylabel="share of rows", title="Label distribution: seed vs synthetic")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def privacy_plot(distance: dict, threshold: float | None) -> str:
+    """Histogram of each generated row's distance to its nearest seed row, with the privacy threshold."""
+    edges, counts = np.array(distance["histogram"]["edges"]), distance["histogram"]["counts"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#9467bd", edgecolor="white")
+    if threshold is not None:
+        ax.axvline(threshold, color="#d62728", linestyle="--", label=f"privacy threshold {threshold:g}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="distance to nearest seed row (1 - cosine)", ylabel="generated rows",
+           title="Privacy: nearest-seed distance")
+    return _png(fig)
+
+
+def _data_plots(metrics: dict) -> dict[str, str]:
+    synthesis = metrics.get("synthesis") or {}
+    if not synthesis.get("enabled") or not synthesis.get("generated"):
+        return {}
+    return {"label distribution": label_distribution_plot(synthesis["label_counts"]),
+            "privacy distances": privacy_plot(synthesis["nearest_seed_distance"], metrics.get("privacy_threshold"))}
 
 
 def _table(models: dict) -> str:
@@ -78,12 +117,15 @@ def _table(models: dict) -> str:
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def render_report(metrics: dict, plots: dict) -> str:
+def render_report(metrics: dict, plots: dict, section: dict | None = None) -> str:
     """The whole report as one HTML string (no external files or scripts)."""
+    from stillhouse.evaluate.data_section import render_data_section
+
     c = metrics["comparison"]
     data = metrics["data"]["counts"]
-    summary = (f"The distilled student keeps <b>{c['student_retention']:.1%}</b> of the teacher's accuracy with "
-               f"<b>{c['parameter_ratio']:.1%}</b> of its parameters, answers <b>{c['speedup_batch1_p50']:.2f}×</b> "
+    share = f" with <b>{c['parameter_ratio']:.1%}</b> of its parameters" if c["parameter_ratio"] else ""
+    summary = (f"The distilled student keeps <b>{c['student_retention']:.1%}</b> of the teacher's accuracy"
+               f"{share}, answers <b>{c['speedup_batch1_p50']:.2f}×</b> "
                f"faster at batch 1 on CPU, and is {c['student_minus_baseline_accuracy'] * 100:+.1f} accuracy points "
                f"from the same student trained on hard labels only.")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Stillhouse run {html.escape(metrics['run'])}</title>
@@ -93,6 +135,7 @@ th:first-child{{text-align:left}}img{{max-width:100%}}.plots{{display:flex;gap:1
 code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 <h1>Distillation report: {html.escape(metrics['run'])}</h1>
 <p>{summary}</p>
+<p>Teacher: {html.escape(metrics.get('teacher', ''))}.</p>
 <p>Held-out rows: {metrics['eval_rows']} · seed rows: {data['seed']} · unlabelled pool rows: {data['pool']} ·
 labels: {len(metrics['labels'])} · spec hash <code>{metrics['spec_hash'][:16]}</code> ·
 Stillhouse {html.escape(metrics['stillhouse_version'])}</p>
@@ -101,7 +144,8 @@ Stillhouse {html.escape(metrics['stillhouse_version'])}</p>
 <img alt="quality vs latency" src="{quality_latency_plot(metrics['models'])}">
 <img alt="reliability diagram" src="{reliability_plot(plots['calibration'])}"></div>
 <img alt="confusion matrix" src="{confusion_plot(plots['confusion_student'], metrics['labels'])}">
-<h2>Data</h2><pre>{html.escape(_json(metrics['data']))}</pre>
+{render_data_section(section, _data_plots(metrics)) if section else ""}
+<details><summary>Data preparation (JSON)</summary><pre>{html.escape(_json(metrics['data']))}</pre></details>
 </body></html>"""
 
 

@@ -25,13 +25,30 @@ class Timed:
     tokenizer: object
     max_length: int
 
+    def ready(self) -> None:
+        self.model.to("cpu").eval()
+
     def predict(self, batch: list[str]) -> None:
         enc = tokenize(self.tokenizer, batch, self.max_length)
         self.model(enc["input_ids"], enc["attention_mask"])
 
 
+@dataclass(frozen=True)
+class TimedTeacher:
+    """A teacher that is not a single classifier (a prompted LLM, an endpoint, an ensemble), timed through its
+    ``logits``: for an endpoint, that includes the network."""
+
+    teacher: object
+
+    def ready(self) -> None:
+        pass
+
+    def predict(self, batch: list[str]) -> None:
+        self.teacher.logits(batch)
+
+
 @torch.inference_mode()
-def measure_speeds(models: dict[str, Timed], texts: list[str], samples: int = 100,
+def measure_speeds(models: dict[str, Timed | TimedTeacher], texts: list[str], samples: int = 100,
                    batch_size: int = 32) -> dict[str, dict]:
     """Per model: p50/p95 latency (ms) of single-text predictions, and texts/s at ``batch_size``.
 
@@ -39,7 +56,7 @@ def measure_speeds(models: dict[str, Timed], texts: list[str], samples: int = 10
     pay for allocator and kernel set-up).
     """
     for timed in models.values():
-        timed.model.to("cpu").eval()
+        timed.ready()
         for text in texts[:5]:
             timed.predict([text])
     latencies: dict[str, list[float]] = {name: [] for name in models}

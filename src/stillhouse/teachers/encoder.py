@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stillhouse.spec import TeacherSpec
+from stillhouse.spec import EncoderTeacherSpec
 from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder
 from stillhouse.tasks.heads import init_head_by_logistic_regression
 
 
-def init_teacher(teacher: TeacherSpec, texts: list[str], label_idx: np.ndarray, labels: list[str],
+def init_teacher(teacher: EncoderTeacherSpec, texts: list[str], label_idx: np.ndarray, labels: list[str],
                  seed: int) -> tuple[TextClassifier, object, ClassifierInfo]:
     """The teacher before fine-tuning: pretrained encoder, chosen pooling, initialised head."""
     torch.manual_seed(seed)

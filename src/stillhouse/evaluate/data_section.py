@@ -1,0 +1,95 @@
+"""The report's data section: what was validated, what the teacher said about each split, what synthesis
+generated, kept and dropped, and how synthetic labels and privacy distances are distributed."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stillhouse.data.io import read_json
+from stillhouse.data.prepare import PreparedData
+from stillhouse.evaluate.metrics import softmax
+
+_EXAMPLES = 12
+
+
+def _split_stats(soft: pd.DataFrame, num_labels: int) -> dict:
+    stats = {}
+    for split, part in soft.groupby("split", sort=False):
+        probs = softmax(np.stack(part["teacher_logits"].to_numpy()).astype(np.float64))
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1) / np.log(num_labels)
+        stats[split] = {"rows": int(len(part)), "mean_confidence": float(probs.max(1).mean()),
+                        "mean_entropy": float(entropy.mean())}
+    return stats
+
+
+def data_section(data: PreparedData, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
+    """Numbers and examples for the report (plain data; :func:`render_data_section` turns them into HTML)."""
+    section = {"validation": list(data.report.get("great_expectations", [])), "synthesis": None,
+               "soft_labels": None, "kept_examples": [], "dropped_examples": []}
+    if soft_labels_dir and (Path(soft_labels_dir) / "summary.json").is_file():
+        summary = read_json(Path(soft_labels_dir) / "summary.json")
+        section["validation"].append(summary["great_expectations"])
+        soft = pd.read_parquet(Path(soft_labels_dir) / "soft_labels.parquet")
+        section["soft_labels"] = {"teachers": sorted(soft["teacher"].unique().tolist()) if "teacher" in soft else [],
+                                  "splits": _split_stats(soft, len(data.labels))}
+    if synthetic_dir and (Path(synthetic_dir) / "synthesis.json").is_file():
+        synthesis = read_json(Path(synthetic_dir) / "synthesis.json")
+        section["synthesis"] = synthesis
+        if synthesis.get("enabled"):
+            if "great_expectations" in synthesis:
+                section["validation"].append(synthesis["great_expectations"])
+            kept = pd.read_parquet(Path(synthetic_dir) / "synthetic.parquet")
+            for _, row in kept.head(_EXAMPLES).iterrows():
+                probs = softmax(np.asarray(row["teacher_logits"], dtype=np.float64)[None, :])[0]
+                section["kept_examples"].append({"text": row["text"], "label": row["label"],
+                                                 "teacher_label": data.labels[int(probs.argmax())],
+                                                 "confidence": float(probs.max())})
+            dropped = pd.read_parquet(Path(synthetic_dir) / "dropped.parquet")
+            for _, row in dropped.groupby("reason", sort=True).head(2).iterrows():
+                section["dropped_examples"].append({"text": row["text"], "label": row["label"],
+                                                    "reason": row["reason"]})
+    return section
+
+
+def _rows(items: list[dict], columns: list[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(item.get(key)))}</td>" for key, _ in columns) + "</tr>"
+                   for item in items)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_data_section(section: dict, plots: dict[str, str]) -> str:
+    """HTML for the data section; ``plots`` are data-URI PNGs keyed by name (may be empty)."""
+    parts = ["<h2>Data</h2>", "<h3>Validation (Great Expectations)</h3>",
+             _rows([{**v, "result": "passed"} for v in section["validation"]],
+                   [("suite", "suite"), ("expectations", "expectations"), ("rows", "rows"), ("result", "result")]),
+             "<p>Full results and Data Docs: <code>validation/</code> in the run folder.</p>"]
+    if section["soft_labels"]:
+        splits = [{"split": k, **v} for k, v in section["soft_labels"]["splits"].items()]
+        parts += ["<h3>Soft labels</h3>", f"<p>Teacher(s): {html.escape(', '.join(section['soft_labels']['teachers']))}</p>",
+                  _rows(splits, [("split", "split"), ("rows", "rows"), ("mean_confidence", "mean top probability"),
+                                 ("mean_entropy", "mean entropy / log K")])]
+    synthesis = section["synthesis"]
+    if synthesis and synthesis.get("enabled"):
+        counts = synthesis["filter"]
+        parts += ["<h3>Synthetic data</h3>",
+                  f"<p>Generator <code>{html.escape(str(synthesis['generator']))}</code>: {synthesis['generated']} rows in "
+                  f"{synthesis['seconds']} s ({synthesis['rows_per_s']} rows/s); kept {counts['kept']}.</p>",
+                  _rows([{"reason": k, "rows": v} for k, v in counts.items()], [("reason", "outcome"), ("rows", "rows")]),
+                  "<div class='plots'>" + "".join(f"<img alt='{k}' src='{v}'>" for k, v in plots.items()) + "</div>",
+                  "<h4>Kept rows (with the teacher's soft label)</h4>",
+                  _rows(section["kept_examples"], [("text", "text"), ("label", "written for"),
+                                                   ("teacher_label", "teacher's label"), ("confidence", "confidence")]),
+                  "<h4>Dropped rows (examples per reason)</h4>",
+                  _rows(section["dropped_examples"], [("text", "text"), ("label", "written for"), ("reason", "reason")])]
+    elif synthesis is not None:
+        parts.append("<p>Synthetic data: off for this run.</p>")
+    return "\n".join(parts)

@@ -1,0 +1,1 @@
+"""Synthetic data: generators (LLM, OpenAI-compatible endpoint, augmentation), similarity, filters."""

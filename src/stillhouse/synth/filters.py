@@ -1,0 +1,112 @@
+"""Filters that decide which synthetic rows a student may learn from: pure functions of texts and probabilities.
+
+A generator writes rows *meant* for a label; the teacher then soft-labels them. A row is dropped, for the
+first reason that applies, when it is the wrong length, the teacher is unsure about it (low confidence), the
+teacher reads it as another label than the one intended (disagreement: the generator missed), it repeats an
+earlier row exactly or nearly, or it is too close to a seed row (privacy: a generator that copies its
+few-shot examples leaks seed records into training data). Near-duplicate and privacy thresholds are the
+synthetic suite's (``validation.synthetic``), so what the filter keeps is what the suite accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from stillhouse.synth.similarity import greedy_near_duplicates, nearest_similarity
+
+REASONS = ("length", "low_confidence", "disagrees_with_intended_label", "exact_duplicate", "near_duplicate",
+           "too_close_to_seed")
+
+
+@dataclass(frozen=True)
+class FilterThresholds:
+    """The thresholds :func:`filter_synthetic` applies (from ``synthesis.filters`` and ``validation``)."""
+
+    min_confidence: float = 0.5
+    require_agreement: bool = True
+    max_near_duplicate_similarity: float = 0.9
+    min_seed_distance: float = 0.2
+    min_text_length: int = 2
+    max_text_length: int = 20_000
+
+
+def length_mask(texts: list[str], min_length: int, max_length: int) -> np.ndarray:
+    """``[n]`` bool, True where ``min_length <= len(text) <= max_length`` (after stripping)."""
+    return np.array([min_length <= len(t.strip()) <= max_length for t in texts], dtype=bool)
+
+
+def confidence_mask(probs: np.ndarray, min_confidence: float) -> np.ndarray:
+    """``[n]`` bool, True where the teacher's top probability (``probs`` ``[n, K]``) is at least ``min_confidence``."""
+    return probs.max(axis=1) >= min_confidence
+
+
+def agreement_mask(probs: np.ndarray, intended: np.ndarray) -> np.ndarray:
+    """``[n]`` bool, True where the teacher's top label is the ``[n]`` intended label index."""
+    return probs.argmax(axis=1) == intended
+
+
+def normalise_text(text: str) -> str:
+    """Case- and whitespace-insensitive form used for exact-duplicate detection."""
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def exact_duplicate_mask(texts: list[str], known: list[str] = ()) -> np.ndarray:
+    """``[n]`` bool, True for a text (normalised) seen earlier in ``texts`` or anywhere in ``known``."""
+    seen = {normalise_text(t) for t in known}
+    flagged = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(texts):
+        key = normalise_text(text)
+        flagged[i] = key in seen
+        seen.add(key)
+    return flagged
+
+
+def seed_distance(texts: list[str], seed_texts: list[str]) -> np.ndarray:
+    """``[n]`` distance (1 - cosine of char n-gram TF-IDF) from each text to its nearest seed row."""
+    similarity, _ = nearest_similarity(texts, seed_texts)
+    return 1.0 - similarity
+
+
+def filter_synthetic(texts: list[str], intended: np.ndarray, probs: np.ndarray, distance_to_seed: np.ndarray,
+                     thresholds: FilterThresholds) -> np.ndarray:
+    """The reason each synthetic row is dropped (``""`` where it is kept), ``[n]`` of str.
+
+    ``intended`` ``[n]``: label index the generator was asked for; ``probs`` ``[n, K]``: the teacher's
+    probabilities; ``distance_to_seed`` ``[n]``: from :func:`seed_distance`. Each row gets the first reason in :data:`REASONS` that applies; duplicate checks only
+    compare rows still kept, so the first of a group of near-duplicates survives.
+    """
+    reasons = np.full(len(texts), "", dtype=object)
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        reasons[(reasons == "") & mask] = reason
+
+    drop(~length_mask(texts, thresholds.min_text_length, thresholds.max_text_length), "length")
+    drop(~confidence_mask(probs, thresholds.min_confidence), "low_confidence")
+    if thresholds.require_agreement:
+        drop(~agreement_mask(probs, intended), "disagrees_with_intended_label")
+    # Privacy before duplicates: a copied seed row must be reported as such, not as a duplicate of a copy.
+    drop(distance_to_seed < thresholds.min_seed_distance, "too_close_to_seed")
+    alive = np.flatnonzero(reasons == "")
+    kept_texts = [texts[i] for i in alive]
+    drop(_scatter(exact_duplicate_mask(kept_texts), alive, len(texts)), "exact_duplicate")
+    alive = np.flatnonzero(reasons == "")
+    kept_texts = [texts[i] for i in alive]
+    drop(_scatter(greedy_near_duplicates(kept_texts, thresholds.max_near_duplicate_similarity), alive, len(texts)),
+         "near_duplicate")
+    return reasons
+
+
+def _scatter(mask: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
+    full = np.zeros(size, dtype=bool)
+    full[positions] = mask
+    return full
+
+
+def reason_counts(reasons: np.ndarray) -> dict[str, int]:
+    """``{"kept": n, "<reason>": n, ...}`` for every reason in :data:`REASONS` (zeros included)."""
+    counts = {"kept": int((reasons == "").sum())}
+    counts.update({reason: int((reasons == reason).sum()) for reason in REASONS})
+    return counts

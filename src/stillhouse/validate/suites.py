@@ -1,0 +1,104 @@
+"""The three Great Expectations suites, defined in code: seed, soft labels, synthetic.
+
+Each ``*_checks`` function returns the frame GE validates (the data plus the derived columns some checks
+need) and the list of :class:`~stillhouse.validate.runner.Check`. Derived columns stand in for what GE cannot
+express directly: ``ExpectMulticolumnSumToEqual`` has no tolerance, so a row's probabilities are checked via
+``prob_sum_error = |sum - 1|``; "at least N per label" via each row's ``label_count``; privacy via each
+synthetic row's ``nearest_seed_distance``. Thresholds come from the spec's ``validation`` section.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+
+from stillhouse.evaluate.metrics import softmax
+from stillhouse.spec import SeedChecks, SoftLabelChecks, SyntheticChecks
+from stillhouse.synth.similarity import nearest_other_similarity, nearest_similarity
+from stillhouse.validate.runner import Check
+
+E = gx.expectations
+
+
+def _row_checks(labels: list[str], seed: SeedChecks) -> list[Check]:
+    """Schema, types, nulls, label set, text length and uniqueness: shared by the seed and synthetic suites."""
+    checks = [Check(E.ExpectColumnToExist(column=c), f"column `{c}` is present") for c in ("row_id", "text", "label")]
+    checks += [Check(E.ExpectColumnValuesToBeOfType(column=c, type_="str"), f"`{c}` is text") for c in ("text", "label")]
+    checks += [Check(E.ExpectColumnValuesToNotBeNull(column=c), f"no missing `{c}`") for c in ("text", "label")]
+    return checks + [
+        Check(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)), "labels are in the label set"),
+        Check(E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=seed.min_text_length,
+                                                     max_value=seed.max_text_length),
+              f"text is {seed.min_text_length}-{seed.max_text_length} characters long"),
+        Check(E.ExpectColumnValuesToBeUnique(column="row_id"), "row ids are unique"),
+        Check(E.ExpectColumnValuesToBeUnique(column="text"), "no duplicate texts"),
+    ]
+
+
+def seed_checks(seed_frame: pd.DataFrame, labels: list[str], checks: SeedChecks) -> tuple[pd.DataFrame, list[Check]]:
+    """The seed suite over ``seed_frame`` (row_id, text, label)."""
+    frame = seed_frame.assign(label_count=seed_frame["label"].map(seed_frame["label"].value_counts()).astype(float))
+    return frame, _row_checks(labels, checks) + [
+        Check(E.ExpectColumnValuesToBeBetween(column="label_count", min_value=checks.min_per_label),
+              f"every label has at least {checks.min_per_label} seed examples", show="label"),
+        Check(E.ExpectTableRowCountToBeBetween(min_value=checks.min_rows, max_value=checks.max_rows),
+              f"{checks.min_rows}-{checks.max_rows} seed rows"),
+    ]
+
+
+def soft_label_frame(soft_labels: pd.DataFrame, seed: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Per soft-label row: split, probability min/max, |sum - 1|, entropy / log(K), and (seed rows) whether the
+    teacher's top label is the gold one."""
+    logits = np.stack(soft_labels["teacher_logits"].to_numpy()).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        probs = softmax(logits)
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(1) / np.log(len(labels))
+    gold = soft_labels["row_id"].map(seed.set_index("row_id")["label"].map({l: i for i, l in enumerate(labels)}))
+    correct = np.where(gold.notna(), probs.argmax(1) == gold.fillna(-1).to_numpy(), np.nan)
+    return pd.DataFrame({
+        "row_id": soft_labels["row_id"].values, "split": soft_labels["split"].values,
+        "prob_min": probs.min(1), "prob_max": probs.max(1), "prob_sum_error": np.abs(probs.sum(1) - 1.0),
+        "entropy": entropy, "teacher_correct": correct,
+    })
+
+
+def soft_label_checks(frame: pd.DataFrame, checks: SoftLabelChecks) -> list[Check]:
+    """The soft-label suite over :func:`soft_label_frame`."""
+    return [
+        Check(E.ExpectColumnValuesToNotBeNull(column="prob_sum_error"), "soft labels are finite numbers",
+              show="row_id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="prob_min", min_value=0.0, max_value=1.0),
+              "probabilities are >= 0"),
+        Check(E.ExpectColumnValuesToBeBetween(column="prob_max", min_value=0.0, max_value=1.0),
+              "probabilities are <= 1"),
+        Check(E.ExpectColumnValuesToBeBetween(column="prob_sum_error", max_value=checks.sum_tolerance),
+              f"each row's probabilities sum to 1 (within {checks.sum_tolerance:g})", show="row_id"),
+        Check(E.ExpectColumnMeanToBeBetween(column="entropy", min_value=checks.min_mean_entropy,
+                                            max_value=checks.max_mean_entropy),
+              f"mean normalised entropy is {checks.min_mean_entropy:g}-{checks.max_mean_entropy:g}"),
+        Check(E.ExpectColumnMeanToBeBetween(column="teacher_correct", min_value=checks.min_teacher_seed_accuracy,
+                                            row_condition='split=="seed"', condition_parser="pandas"),
+              f"the teacher gets >= {checks.min_teacher_seed_accuracy:.0%} of its seed rows right"),
+    ]
+
+
+def synthetic_checks(synthetic: pd.DataFrame, seed: pd.DataFrame, labels: list[str], seed_checks_: SeedChecks,
+                     checks: SyntheticChecks) -> tuple[pd.DataFrame, list[Check]]:
+    """The synthetic suite over the kept synthetic rows (row_id, text, label), compared with the seed."""
+    texts = synthetic["text"].astype(str).tolist()
+    to_seed, _ = nearest_similarity(texts, seed["text"].tolist())
+    frame = synthetic[["row_id", "text", "label"]].assign(
+        nearest_seed_distance=1.0 - to_seed, nearest_synthetic_similarity=nearest_other_similarity(texts))
+    shares = seed["label"].value_counts(normalize=True)
+    partition = {"values": list(labels), "weights": [float(shares.get(label, 0.0)) for label in labels]}
+    return frame, _row_checks(labels, seed_checks_) + [
+        Check(E.ExpectColumnValuesToBeBetween(column="nearest_synthetic_similarity",
+                                              max_value=checks.max_near_duplicate_similarity),
+              f"no near-duplicate synthetic rows (similarity <= {checks.max_near_duplicate_similarity:g})", show="text"),
+        Check(E.ExpectColumnKLDivergenceToBeLessThan(column="label", partition_object=partition,
+                                                     threshold=checks.max_label_kl),
+              f"label distribution within KL {checks.max_label_kl:g} of the seed's"),
+        Check(E.ExpectColumnValuesToBeBetween(column="nearest_seed_distance", min_value=checks.min_seed_distance),
+              f"privacy: no synthetic row closer than {checks.min_seed_distance:g} to a seed row", show="text"),
+    ]
