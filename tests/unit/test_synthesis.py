@@ -9,7 +9,7 @@ import pytest
 from stillhouse.spec import AugmentSpec, SynthesisSpec
 from stillhouse.synth.augment import augment, span_mix, word_noise
 from stillhouse.synth.filters import (FilterThresholds, agreement_mask, confidence_mask, exact_duplicate_mask,
-                                      filter_synthetic, length_mask, reason_counts, seed_distance)
+                                      filter_synthetic, length_mask, prompt_echo_mask, reason_counts, seed_distance)
 from stillhouse.synth.prompts import clean_generation, generation_prompt, generation_requests, readable_label
 from stillhouse.synth.similarity import greedy_near_duplicates, nearest_other_similarity, nearest_similarity
 
@@ -55,22 +55,24 @@ def test_seed_distance_is_zero_for_a_copy():
 def test_filter_gives_the_first_reason_per_row_and_counts_them():
     seed = ["i lost my card yesterday", "the transfer failed twice"]
     texts = ["x",                                   # length
+             "a message labelled card",             # prompt echo
              "maybe a card thing",                  # low confidence
              "a transfer question for you",         # teacher says label 1, intended 0
              "i lost my card yesterday",            # copy of a seed row
              "can i get a replacement card soon",   # kept
              "can i get a replacement card soon?",  # near-duplicate of the previous
              "CAN I GET A REPLACEMENT CARD SOON"]   # exact duplicate (normalised)
-    intended = np.array([0, 0, 0, 0, 0, 0, 0])
-    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])
+    intended = np.array([0, 0, 0, 0, 0, 0, 0, 0])
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1],
+                      [0.9, 0.1]])
     thresholds = FilterThresholds(min_confidence=0.6, min_text_length=2)
     reasons = filter_synthetic(texts, intended, probs, seed_distance(texts, seed), thresholds)
-    assert reasons.tolist() == ["length", "low_confidence", "disagrees_with_intended_label", "too_close_to_seed",
-                                "", "near_duplicate", "exact_duplicate"]
+    assert reasons.tolist() == ["length", "prompt_echo", "low_confidence", "disagrees_with_intended_label",
+                                "too_close_to_seed", "", "near_duplicate", "exact_duplicate"]
     counts = reason_counts(reasons)
     assert counts["kept"] == 1 and sum(counts.values()) == len(texts)
     relaxed = FilterThresholds(min_confidence=0.6, min_text_length=2, require_agreement=False)
-    assert filter_synthetic(texts, intended, probs, seed_distance(texts, seed), relaxed)[2] == ""
+    assert filter_synthetic(texts, intended, probs, seed_distance(texts, seed), relaxed)[3] == ""
 
 
 def test_span_mix_and_word_noise():
@@ -100,7 +102,7 @@ def test_prompts_show_examples_of_the_label_only():
     assert requests[0][1].count("\n- card") == 2 and '"card arrival"' in requests[0][1]
     assert "customer messages" in requests[0][1]
     assert readable_label("lost_or_stolen_card") == "lost or stolen card"
-    assert generation_prompt(synthesis, "x", ["a"]).endswith("Reply with the text only.")
+    assert generation_prompt(synthesis, "x", ["a"]).endswith("Reply with the customer message only, without the label.")
 
 
 @pytest.mark.parametrize("raw, clean", [
@@ -111,6 +113,23 @@ def test_prompts_show_examples_of_the_label_only():
 ])
 def test_clean_generation(raw, clean):
     assert clean_generation(raw) == clean
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("Bearish: Stocks slide on rate fears", "Stocks slide on rate fears"),
+    ("BULLISH! Record quarter for $XYZ", "Record quarter for $XYZ"),
+    ("card arrival - where is my card", "where is my card"),
+    ('Here is a new tweet:\n"Oil jumps 5% on supply cut"', "Oil jumps 5% on supply cut"),
+    ("Neutral outlook from the Fed today", "Neutral outlook from the Fed today"),  # a label word, not a prefix
+])
+def test_clean_generation_drops_prefaces_and_label_prefixes(raw, clean):
+    assert clean_generation(raw, ["Bearish", "Bullish", "Neutral", "card_arrival"]) == clean
+
+
+def test_prompt_echo_mask():
+    texts = ["Here's a new tweet labelled Bullish", "Write a tweet that is not labeled as Bullish",
+             "Stocks slide on rate fears", "I will write a letter to the bank"]
+    assert prompt_echo_mask(texts).tolist() == [True, True, False, False]
 
 
 def test_similarity_of_two_texts_does_not_depend_on_the_rest_of_the_batch():

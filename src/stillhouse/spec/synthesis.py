@@ -48,8 +48,8 @@ class SynthesisSpec(_Strict):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(48, gt=0, description="Longest generated example, in tokens.")
     instruction: str = Field(
-        "Here are example {task}s labelled \"{label}\":\n{examples}\nWrite one new, different {task} labelled "
-        "\"{label}\". Reply with the text only.",
+        "Here are example {task}s that are \"{label}\":\n{examples}\nWrite one new {task} that is also "
+        "\"{label}\", in different words. Reply with the {task} only, without the label.",
         description="Prompt template; `{label}` (label with _ as spaces), `{examples}` (one per line) and `{task}`.")
     task_description: str = Field("message", description="What a row is, for `{task}` (e.g. `customer message`).")
     llm: LLMGeneratorSpec = LLMGeneratorSpec()

@@ -1,7 +1,8 @@
 """Filters that decide which synthetic rows a student may learn from: pure functions of texts and probabilities.
 
 A generator writes rows *meant* for a label; the teacher then soft-labels them. A row is dropped, for the
-first reason that applies, when it is the wrong length, the teacher is unsure about it (low confidence), the
+first reason that applies, when it is the wrong length, it talks about the prompt instead of being an example
+("Here is a new tweet labelled ..."), the teacher is unsure about it (low confidence), the
 teacher reads it as another label than the one intended (disagreement: the generator missed), it repeats an
 earlier row exactly or nearly, or it is too close to a seed row (privacy: a generator that copies its
 few-shot examples leaks seed records into training data). Near-duplicate and privacy thresholds are the
@@ -17,7 +18,7 @@ import numpy as np
 
 from stillhouse.synth.similarity import greedy_near_duplicates, nearest_similarity
 
-REASONS = ("length", "low_confidence", "disagrees_with_intended_label", "exact_duplicate", "near_duplicate",
+REASONS = ("length", "prompt_echo", "low_confidence", "disagrees_with_intended_label", "exact_duplicate", "near_duplicate",
            "too_close_to_seed")
 
 
@@ -36,6 +37,17 @@ class FilterThresholds:
 def length_mask(texts: list[str], min_length: int, max_length: int) -> np.ndarray:
     """``[n]`` bool, True where ``min_length <= len(text) <= max_length`` (after stripping)."""
     return np.array([min_length <= len(t.strip()) <= max_length for t in texts], dtype=bool)
+
+
+# A small instruction model often answers about the task instead of doing it ("Here is a new tweet labelled
+# ...", "Write a tweet that is not labelled ..."): such rows describe the prompt, not the domain.
+_ECHO = re.compile(r"\blabell?ed\b|^\s*(?:write|generate)\b", re.I)
+
+
+def prompt_echo_mask(texts: list[str]) -> np.ndarray:
+    """``[n]`` bool, True where a text talks about the prompt ("labelled", or starts "Write ...") rather than
+    being an example."""
+    return np.array([bool(_ECHO.search(t)) for t in texts], dtype=bool)
 
 
 def confidence_mask(probs: np.ndarray, min_confidence: float) -> np.ndarray:
@@ -84,6 +96,7 @@ def filter_synthetic(texts: list[str], intended: np.ndarray, probs: np.ndarray, 
         reasons[(reasons == "") & mask] = reason
 
     drop(~length_mask(texts, thresholds.min_text_length, thresholds.max_text_length), "length")
+    drop(prompt_echo_mask(texts), "prompt_echo")
     drop(~confidence_mask(probs, thresholds.min_confidence), "low_confidence")
     if thresholds.require_agreement:
         drop(~agreement_mask(probs, intended), "disagrees_with_intended_label")

@@ -51,7 +51,7 @@ def generate_synthetic(synthesis: SynthesisSpec, seed: pd.DataFrame, labels: lis
         prompts = [prompt for _, prompt in requests]
         raw = (_llm_texts(synthesis, prompts, seed_value, device) if synthesis.generator == "llm"
                else _endpoint_texts(synthesis, prompts, seed_value))
-        frame = pd.DataFrame({"text": [clean_generation(t) for t in raw], "label": [label for label, _ in requests],
+        frame = pd.DataFrame({"text": [clean_generation(t, labels) for t in raw], "label": [label for label, _ in requests],
                               "generator": synthesis.generator})
     seconds = time.perf_counter() - started
     stats = {"generator": synthesis.generator, "generated": len(frame), "seconds": round(seconds, 2),

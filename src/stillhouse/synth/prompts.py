@@ -42,13 +42,31 @@ def generation_requests(synthesis: SynthesisSpec, seed: pd.DataFrame, labels: li
     return requests
 
 
-def clean_generation(text: str) -> str:
-    """The first non-empty line of a generation, without list markers, "Message:" prefixes or wrapping quotes."""
+_PREFACE = re.compile(r"^(?:here(?:'s| is| are)|sure|certainly|of course|okay)\b", re.I)
+
+
+def clean_generation(text: str, labels: list[str] = ()) -> str:
+    """The first line of actual text in a generation: without a preface line ("Here is a new message:"), list
+    markers, "Message:" prefixes, wrapping quotes, or a leading label name ("Bearish: ..."), which would teach
+    the student to read the label off the text instead of the content."""
+    label_prefix = _label_prefix(labels)
     for line in text.strip().splitlines():
+        line = line.strip()
+        if not line or (_PREFACE.match(line) and (line.endswith(":") or len(line.split()) < 4)):
+            continue
         line = _PREFIX.sub("", line).strip()
+        if label_prefix is not None:
+            line = label_prefix.sub("", line).strip()
         if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'“”":
             line = line[1:-1].strip()
         line = line.strip("\"“”").strip()
         if line:
             return line
     return ""
+
+
+def _label_prefix(labels: list[str]) -> re.Pattern | None:
+    names = sorted({readable_label(label) for label in labels} | set(labels), key=len, reverse=True)
+    if not names:
+        return None
+    return re.compile(r"^(?:" + "|".join(re.escape(n) for n in names) + r")\s*[:!\-–—]+\s*", re.I)
