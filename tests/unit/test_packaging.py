@@ -16,7 +16,9 @@ def test_wheel_contains_library_components_pipelines_and_cli(tmp_path):
                     str(tmp_path), str(REPO)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("stillhouse-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("stillhouse/cli.py", "stillhouse/spec.py", "stillhouse/components/train_teacher.py",
+    for module in ("stillhouse/cli.py", "stillhouse/spec/__init__.py", "stillhouse/spec/teachers.py",
+                   "stillhouse/synth/synthesize.py", "stillhouse/validate/suites.py", "stillhouse/teachers/llm.py",
+                   "stillhouse/components/train_teacher.py", "stillhouse/components/synthesize.py",
                    "stillhouse/components/package.py", "stillhouse/pipelines/distill.py"):
         assert module in names, module
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
