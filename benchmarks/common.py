@@ -36,6 +36,10 @@ def commit() -> str:
         return "unknown"
 
 
+# Taken when the benchmark starts: a long run must record the code it ran, not a commit made while it ran.
+STARTED_AT_COMMIT = commit()
+
+
 def target(name: str, value: float | None, goal: float, op: str) -> dict:
     met = value is not None and (value >= goal if op == ">=" else value > goal if op == ">" else value <= goal)
     return {"name": name, "value": value, "target": goal, "op": op, "met": bool(met)}
@@ -44,7 +48,7 @@ def target(name: str, value: float | None, goal: float, op: str) -> dict:
 def write_result(name: str, config: dict, rows: list[dict], targets: list[dict], out: str | None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "commit": commit(), "machine": machine(), "config": config, "rows": rows,
+    payload = {"benchmark": name, "commit": STARTED_AT_COMMIT, "machine": machine(), "config": config, "rows": rows,
                "targets": targets}
     path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
     return path
