@@ -16,14 +16,14 @@ from stillhouse.evaluate.metrics import softmax
 _EXAMPLES = 12
 
 
-def _split_stats(soft: pd.DataFrame, num_labels: int) -> dict:
-    stats = {}
-    for split, part in soft.groupby("split", sort=False):
-        probs = softmax(np.stack(part["teacher_logits"].to_numpy()).astype(np.float64))
-        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1) / np.log(num_labels)
-        stats[split] = {"rows": int(len(part)), "mean_confidence": float(probs.max(1).mean()),
-                        "mean_entropy": float(entropy.mean())}
-    return stats
+def _split_stats(soft: pd.DataFrame, data: PreparedData) -> dict:
+    """Rows, mean top probability and mean normalised entropy per split, from the soft-label suite's frame."""
+    from stillhouse.validate.suites import soft_label_frame
+
+    frame = soft_label_frame(soft, data.seed, data.labels)
+    return {split: {"rows": int(len(part)), "mean_confidence": float(part["prob_max"].mean()),
+                    "mean_entropy": float(part["entropy"].mean())}
+            for split, part in frame.groupby("split", sort=False)}
 
 
 def data_section(data: PreparedData, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
@@ -35,7 +35,7 @@ def data_section(data: PreparedData, synthetic_dir: str | None, soft_labels_dir:
         section["validation"].append(summary["great_expectations"])
         soft = pd.read_parquet(Path(soft_labels_dir) / "soft_labels.parquet")
         section["soft_labels"] = {"teachers": sorted(soft["teacher"].unique().tolist()) if "teacher" in soft else [],
-                                  "splits": _split_stats(soft, len(data.labels))}
+                                  "splits": _split_stats(soft, data)}
     if synthetic_dir and (Path(synthetic_dir) / "synthesis.json").is_file():
         synthesis = read_json(Path(synthetic_dir) / "synthesis.json")
         section["synthesis"] = synthesis
