@@ -69,20 +69,30 @@ def _clip(text: str, limit: int) -> str:
 
 def normalise_scores(logprobs: np.ndarray, token_counts: np.ndarray, score: str) -> np.ndarray:
     """``[n, K]`` label logits from summed verbalizer log-probs: as they are (``sum``), or per token (``mean``,
-    which stops multi-token labels losing to one-token labels merely for being longer)."""
-    return logprobs / token_counts[None, :] if score == "mean" else logprobs
+    which stops multi-token labels losing to one-token labels merely for being longer). ``token_counts`` is
+    ``[K]`` (one count per verbalizer) or ``[n, K]`` (as an endpoint reports them per request)."""
+    return logprobs / token_counts if score == "mean" else logprobs
 
 
-class PromptedLLMTeacher:
+class _DescribedPromptedTeacher:
+    """What a prompted teacher reads from its ``teacher.json``: spec, label set, demonstrations, fingerprint."""
+
+    spec_model: type = LLMTeacherSpec
+
+    def __init__(self, folder: Path, description: dict):
+        self.spec = self.spec_model.model_validate(description["spec"])
+        self.labels, self.demonstrations = description["labels"], description["demonstrations"]
+        self.fingerprint = dir_fingerprint(folder)
+
+
+class PromptedLLMTeacher(_DescribedPromptedTeacher):
     """A local causal LM scored on verbalizers (see the module docstring)."""
 
     def __init__(self, folder: Path, description: dict, device: str = "cpu"):
         from stillhouse.teachers.causal_lm import load_causal_lm
 
-        self.spec = LLMTeacherSpec.model_validate(description["spec"])
-        self.labels, self.demonstrations = description["labels"], description["demonstrations"]
+        super().__init__(folder, description)
         self.name = f"llm:{self.spec.model}"
-        self.fingerprint = dir_fingerprint(folder)
         self.model, self.tokenizer = load_causal_lm(self.spec.model, self.spec.gguf_file, device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self._verbalizer_ids = [self.tokenizer(v, add_special_tokens=False)["input_ids"]
@@ -100,16 +110,16 @@ class PromptedLLMTeacher:
         return normalise_scores(out, counts, self.spec.score).astype(np.float32)
 
 
-class EndpointLLMTeacher:
+class EndpointLLMTeacher(_DescribedPromptedTeacher):
     """The same verbalizer scoring over an OpenAI-compatible endpoint (completions with echo + logprobs)."""
+
+    spec_model = EndpointTeacherSpec
 
     def __init__(self, folder: Path, description: dict, device: str = "cpu"):
         from stillhouse.teachers.endpoint import OpenAIEndpoint
 
-        self.spec = EndpointTeacherSpec.model_validate(description["spec"])
-        self.labels, self.demonstrations = description["labels"], description["demonstrations"]
+        super().__init__(folder, description)
         self.name = f"endpoint:{self.spec.endpoint.model}@{self.spec.endpoint.url}"
-        self.fingerprint = dir_fingerprint(folder)
         self.parameters = None  # behind the endpoint: unknown here
         self.endpoint = OpenAIEndpoint(self.spec.endpoint)
 
@@ -120,10 +130,10 @@ class EndpointLLMTeacher:
         if desc:
             say(f"{desc}: {len(jobs)} requests to {self.spec.endpoint.url}")
         values = self.endpoint.map(lambda job: self.endpoint.continuation_logprob(prompts[job[0]], names[job[1]]), jobs)
-        scores = np.array([v for v, _ in values], dtype=np.float64).reshape(len(texts), len(names))
-        if self.spec.score == "mean":
-            scores = scores / np.array([n for _, n in values], dtype=np.float64).reshape(len(texts), len(names))
-        return scores.astype(np.float32)
+        shape = (len(texts), len(names))
+        scores = np.array([v for v, _ in values], dtype=np.float64).reshape(shape)
+        counts = np.array([n for _, n in values], dtype=np.float64).reshape(shape)
+        return normalise_scores(scores, counts, self.spec.score).astype(np.float32)
 
 
 class EnsembleTeacher:
