@@ -185,16 +185,20 @@ def _freeze_student(spec: Spec) -> bool:
 
 def distillation_rows(spec: Spec, data: PreparedData, soft: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
     """The student's training rows from ``distillation.sources``: seed rows carry their hard label and soft
-    label; pool and synthetic rows only a soft label (``label_idx`` -1: the KL term alone)."""
+    label; pool and synthetic rows only a soft label (``label_idx`` -1: the KL term alone). ``weight`` is each
+    row's loss weight (``distillation.synthetic_weight`` for synthetic rows, 1 otherwise)."""
     sources = spec.distillation.sources
     parts = []
     if "seed" in sources:
         parts.append(pd.DataFrame({"text": data.seed["text"], "label_idx": _label_idx(data.seed, data.labels),
-                                   "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed"))}))
+                                   "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed")),
+                                   "weight": 1.0}))
+    weights = {"pool": 1.0, "synthetic": spec.distillation.synthetic_weight}
     for split, frame in (("pool", data.pool), ("synthetic", synthetic)):
         if split in sources and len(frame):
             parts.append(pd.DataFrame({"text": frame["text"], "label_idx": -1,
-                                       "teacher_logits": list(attach_teacher_logits(frame, soft, split))}))
+                                       "teacher_logits": list(attach_teacher_logits(frame, soft, split)),
+                                       "weight": weights[split]}))
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if rows.empty:
         raise StillhouseError(f"no training rows for the student from distillation.sources {sources} "

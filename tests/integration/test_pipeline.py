@@ -77,6 +77,11 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
         assert (run_dir / "validation" / step / "data_docs" / "index.html").is_file()
     assert len(soft["teacher_logits"].iloc[0]) == 2 and (soft["temperature"] == 2.0).all()
     assert soft["teacher_fingerprint"].nunique() == 1 and metrics["teacher_fingerprint"] == soft["teacher_fingerprint"][0]
+    # The student's training rows (kept for audit) count each synthetic row at distillation.synthetic_weight.
+    student_dir = Path(status["artifacts"]["distill-student/student"])
+    trained_on = pd.read_parquet(student_dir.parent / "student-work" / "train.parquet")
+    assert len(trained_on) == 16 + 40 + kept
+    assert sorted(trained_on["weight"].value_counts().items()) == [(0.3, kept), (1.0, 16 + 40)]
 
     listing = stillhouse("models", "list", cwd=tmp_path)
     assert listing.returncode == 0 and tag in listing.stdout

@@ -61,3 +61,13 @@ def test_gradient_pushes_student_toward_teacher():
     distillation_loss(student, torch.tensor([-1]), TEACHER, 0.5, 2.0).backward()
     # Teacher prefers class 1: descending the gradient raises the student's class-1 logit.
     assert student.grad[0, 1] < 0 < student.grad[0, 0]
+
+
+def test_row_weights_scale_each_row_and_keep_the_row_count_as_denominator():
+    labels = torch.tensor([0, -1])
+    weighted = distillation_loss(STUDENT.repeat(2, 1), labels, TEACHER.repeat(2, 1), 0.5, 2.0,
+                                 weights=torch.tensor([1.0, 0.3]))
+    assert weighted.item() == pytest.approx((0.5 * CE + 0.5 * KL_T2 + 0.3 * KL_T2) / 2, abs=1e-6)  # 0.32996797
+    # A batch of down-weighted rows alone is not renormalised back to full weight.
+    alone = distillation_loss(STUDENT, torch.tensor([-1]), TEACHER, 0.5, 2.0, weights=torch.tensor([0.3]))
+    assert alone.item() == pytest.approx(0.3 * KL_T2, abs=1e-6)

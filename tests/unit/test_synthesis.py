@@ -9,7 +9,8 @@ import pytest
 from stillhouse.spec import AugmentSpec, SynthesisSpec
 from stillhouse.synth.augment import augment, span_mix, word_noise
 from stillhouse.synth.filters import (FilterThresholds, agreement_mask, confidence_mask, exact_duplicate_mask,
-                                      filter_synthetic, length_mask, prompt_echo_mask, reason_counts, seed_distance)
+                                      filter_synthetic, label_mention_mask, length_mask, prompt_echo_mask, reason_counts,
+                                      seed_distance)
 from stillhouse.synth.prompts import clean_generation, generation_prompt, generation_requests, readable_label
 from stillhouse.synth.similarity import greedy_near_duplicates, nearest_other_similarity, nearest_similarity
 
@@ -40,6 +41,15 @@ def test_length_confidence_and_agreement_masks():
     probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.2, 0.8]])
     assert confidence_mask(probs, 0.6).tolist() == [True, False, True]
     assert agreement_mask(probs, np.array([0, 1, 1])).tolist() == [True, False, True]
+
+
+def test_label_mention_mask_matches_the_intended_label_as_whole_words():
+    labels = ["Bearish", "card_arrival", "top-up"]
+    texts = ["A bearish update on oil", "Bearishness is not the label", "my card arrival is late",
+             "card-arrival was slow", "where is my card", "please top up", "not bearish at all"]
+    intended = np.array([0, 0, 1, 1, 1, 2, 1])
+    # The last text names "bearish", but it was written for card_arrival: only the intended label counts.
+    assert label_mention_mask(texts, intended, labels).tolist() == [True, False, True, True, False, True, False]
 
 
 def test_exact_duplicates_ignore_case_and_spacing_and_include_known_rows():
@@ -73,6 +83,17 @@ def test_filter_gives_the_first_reason_per_row_and_counts_them():
     assert counts["kept"] == 1 and sum(counts.values()) == len(texts)
     relaxed = FilterThresholds(min_confidence=0.6, min_text_length=2, require_agreement=False)
     assert filter_synthetic(texts, intended, probs, seed_distance(texts, seed), relaxed)[3] == ""
+
+
+def test_filter_drops_rows_naming_their_label_only_when_given_labels_and_enabled():
+    texts, intended = ["a card thing happened to me", "great news for my card"], np.array([0, 1])
+    probs, distance = np.array([[0.9, 0.1], [0.1, 0.9]]), np.ones(2)
+    labels = ["card", "news"]
+    assert filter_synthetic(texts, intended, probs, distance, FilterThresholds(), labels).tolist() == [
+        "names_its_label", "names_its_label"]
+    assert filter_synthetic(texts, intended, probs, distance, FilterThresholds()).tolist() == ["", ""]
+    off = FilterThresholds(drop_label_mentions=False)
+    assert filter_synthetic(texts, intended, probs, distance, off, labels).tolist() == ["", ""]
 
 
 def test_span_mix_and_word_noise():

@@ -23,7 +23,7 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None,
-                      alpha: float, temperature: float) -> torch.Tensor:
+                      alpha: float, temperature: float, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over rows of the Hinton loss, with rows that have no hard label handled apart.
 
     - labelled row (``label >= 0``):  ``α·CE(y, softmax(z_s)) + (1−α)·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``
@@ -31,6 +31,10 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
       to trade it against, so it is not scaled by ``1−α``.
     - ``teacher_logits is None``: plain cross-entropy on the labelled rows (teacher fine-tuning, and the
       hard-label baseline student).
+
+    ``weights`` ``[batch]`` (optional) scales each row's term; the mean still divides by the number of rows,
+    so a weight below 1 makes a row count for less (e.g. synthetic rows, ``distillation.synthetic_weight``)
+    instead of being renormalised away in a batch of such rows alone.
 
     Shapes: ``student_logits`` ``[batch, classes]``, ``labels`` ``[batch]`` (long, −1 = no label),
     ``teacher_logits`` ``[batch, classes]`` or None → scalar.
@@ -43,4 +47,6 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
         return ce[labelled].mean()
     kl = soft_kl(student_logits, teacher_logits, temperature)
     per_row = torch.where(labelled, alpha * ce + (1 - alpha) * kl, kl)
+    if weights is not None:
+        per_row = per_row * weights
     return per_row.mean()

@@ -1,7 +1,8 @@
 """The one training loop for teachers and students, run per worker by Ray Train's ``TorchTrainer``.
 
 A :class:`TrainJob` says what to train (a classifier folder to start from), on what (a Parquet file of
-``text``, ``label_idx`` (−1 = no hard label) and optionally ``teacher_logits``), and how (loss weights,
+``text``, ``label_idx`` (−1 = no hard label) and optionally ``teacher_logits`` and a per-row loss
+``weight``), and how (loss weights,
 optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster.
 
 Each epoch ends with a checkpoint (model, optimiser, scheduler, epoch); when a worker dies, Ray Train
@@ -111,6 +112,7 @@ def train_loop_per_worker(config: dict) -> None:
     labels = torch.tensor(frame["label_idx"].to_numpy(), dtype=torch.long)
     teacher = (torch.tensor(np.stack(frame["teacher_logits"].to_numpy()), dtype=torch.float32)
                if job.use_teacher_logits else None)
+    weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
 
     if job.freeze_word_embeddings:
         # The vocabulary matrix is most of a small encoder's parameters: its dense gradient and Adam update
@@ -146,7 +148,8 @@ def train_loop_per_worker(config: dict) -> None:
                 logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
             loss = distillation_loss(logits.float(), labels[batch].to(device),
                                      teacher[batch].to(device) if teacher is not None else None,
-                                     job.alpha, job.temperature)
+                                     job.alpha, job.temperature,
+                                     weights[batch].to(device) if weights is not None else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

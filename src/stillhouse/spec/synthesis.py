@@ -34,6 +34,10 @@ class SynthesisFilterSpec(_Strict):
     min_confidence: float = Field(0.5, ge=0, le=1, description="Drop rows whose top teacher probability is lower.")
     require_agreement: bool = Field(
         True, description="Drop rows the teacher assigns to a different label than the one they were written for.")
+    drop_label_mentions: bool = Field(
+        True, description="Drop prompted rows (generators `llm`, `endpoint`) that name the label they were written "
+        "for: the prompt's label word leaking into the text. Turn off when label names are ordinary words that "
+        "real examples use.")
 
 
 class SynthesisSpec(_Strict):

@@ -2,9 +2,10 @@
 
 A generator writes rows *meant* for a label; the teacher then soft-labels them. A row is dropped, for the
 first reason that applies, when it is the wrong length, it talks about the prompt instead of being an example
-("Here is a new tweet labelled ..."), the teacher is unsure about it (low confidence), the
-teacher reads it as another label than the one intended (disagreement: the generator missed), it repeats an
-earlier row exactly or nearly, or it is too close to a seed row (privacy: a generator that copies its
+("Here is a new tweet labelled ..."), it names the label it was written for (the prompt's label word leaking
+into the text: "A Bearish news update: ..." teaches the student a cue real rows rarely carry), the teacher is
+unsure about it (low confidence), the teacher reads it as another label than the one intended (disagreement:
+the generator missed), it repeats an earlier row exactly or nearly, or it is too close to a seed row (privacy: a generator that copies its
 few-shot examples leaks seed records into training data). Near-duplicate and privacy thresholds are the
 synthetic suite's (``validation.synthetic``), so what the filter keeps is what the suite accepts.
 """
@@ -18,8 +19,8 @@ import numpy as np
 
 from stillhouse.synth.similarity import greedy_near_duplicates, nearest_similarity
 
-REASONS = ("length", "prompt_echo", "low_confidence", "disagrees_with_intended_label", "exact_duplicate", "near_duplicate",
-           "too_close_to_seed")
+REASONS = ("length", "prompt_echo", "names_its_label", "low_confidence", "disagrees_with_intended_label",
+           "exact_duplicate", "near_duplicate", "too_close_to_seed")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class FilterThresholds:
 
     min_confidence: float = 0.5
     require_agreement: bool = True
+    drop_label_mentions: bool = True
     max_near_duplicate_similarity: float = 0.9
     min_seed_distance: float = 0.2
     min_text_length: int = 2
@@ -48,6 +50,14 @@ def prompt_echo_mask(texts: list[str]) -> np.ndarray:
     """``[n]`` bool, True where a text talks about the prompt ("labelled", or starts "Write ...") rather than
     being an example."""
     return np.array([bool(_ECHO.search(t)) for t in texts], dtype=bool)
+
+
+def label_mention_mask(texts: list[str], intended: np.ndarray, labels: list[str]) -> np.ndarray:
+    """``[n]`` bool, True where a text contains the name of the label it was written for (``intended`` ``[n]``
+    indexes ``labels``) as whole words, ignoring case; ``_`` and ``-`` in a label name match a space."""
+    words = [re.split(r"[\s_-]+", label.strip()) for label in labels]
+    patterns = [re.compile(r"\b" + r"[\s_-]+".join(map(re.escape, w)) + r"\b", re.I) for w in words]
+    return np.array([bool(patterns[i].search(t)) for t, i in zip(texts, intended)], dtype=bool)
 
 
 def confidence_mask(probs: np.ndarray, min_confidence: float) -> np.ndarray:
@@ -83,12 +93,14 @@ def seed_distance(texts: list[str], seed_texts: list[str]) -> np.ndarray:
 
 
 def filter_synthetic(texts: list[str], intended: np.ndarray, probs: np.ndarray, distance_to_seed: np.ndarray,
-                     thresholds: FilterThresholds) -> np.ndarray:
+                     thresholds: FilterThresholds, labels: list[str] | None = None) -> np.ndarray:
     """The reason each synthetic row is dropped (``""`` where it is kept), ``[n]`` of str.
 
     ``intended`` ``[n]``: label index the generator was asked for; ``probs`` ``[n, K]``: the teacher's
-    probabilities; ``distance_to_seed`` ``[n]``: from :func:`seed_distance`. Each row gets the first reason in :data:`REASONS` that applies; duplicate checks only
-    compare rows still kept, so the first of a group of near-duplicates survives.
+    probabilities; ``distance_to_seed`` ``[n]``: from :func:`seed_distance`; ``labels``: the label names, for
+    the label-mention check (skipped when None or ``thresholds.drop_label_mentions`` is off). Each row gets
+    the first reason in :data:`REASONS` that applies; duplicate checks only compare rows still kept, so the
+    first of a group of near-duplicates survives.
     """
     reasons = np.full(len(texts), "", dtype=object)
 
@@ -97,6 +109,8 @@ def filter_synthetic(texts: list[str], intended: np.ndarray, probs: np.ndarray, 
 
     drop(~length_mask(texts, thresholds.min_text_length, thresholds.max_text_length), "length")
     drop(prompt_echo_mask(texts), "prompt_echo")
+    if labels is not None and thresholds.drop_label_mentions:
+        drop(label_mention_mask(texts, intended, labels), "names_its_label")
     drop(~confidence_mask(probs, thresholds.min_confidence), "low_confidence")
     if thresholds.require_agreement:
         drop(~agreement_mask(probs, intended), "disagrees_with_intended_label")

@@ -37,7 +37,9 @@ _COLUMNS = ["row_id", "text", "label", "generator", "teacher_logits", "teacher",
 def thresholds(spec: Spec) -> FilterThresholds:
     """The filter's thresholds: confidence and agreement from ``synthesis.filters``, the rest from ``validation``."""
     f, v = spec.synthesis.filters, spec.validation
+    # The augmentation generator never sees label names: a label word in its rows comes from real seed text.
     return FilterThresholds(min_confidence=f.min_confidence, require_agreement=f.require_agreement,
+                            drop_label_mentions=f.drop_label_mentions and spec.synthesis.generator != "augment",
                             max_near_duplicate_similarity=v.synthetic.max_near_duplicate_similarity,
                             min_seed_distance=v.synthetic.min_seed_distance, min_text_length=v.seed.min_text_length,
                             max_text_length=v.seed.max_text_length)
@@ -80,7 +82,7 @@ def synthesize(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str, valida
     probs = softmax(logits)
     intended = generated["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()
     distances = seed_distance(texts, data.seed["text"].tolist())
-    reasons = filter_synthetic(texts, intended, probs, distances, thresholds(spec))
+    reasons = filter_synthetic(texts, intended, probs, distances, thresholds(spec), data.labels)
     keep = reasons == ""
     kept = generated[keep].reset_index(drop=True)
     kept.insert(0, "row_id", [f"synthetic-{i:07d}" for i in range(len(kept))])
