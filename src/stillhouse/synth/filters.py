@@ -5,9 +5,10 @@ first reason that applies, when it is the wrong length, it talks about the promp
 ("Here is a new tweet labelled ..."), it names the label it was written for (the prompt's label word leaking
 into the text: "A Bearish news update: ..." teaches the student a cue real rows rarely carry), the teacher is
 unsure about it (low confidence), the teacher reads it as another label than the one intended (disagreement:
-the generator missed), it repeats an earlier row exactly or nearly, or it is too close to a seed row (privacy: a generator that copies its
-few-shot examples leaks seed records into training data). Near-duplicate and privacy thresholds are the
-synthetic suite's (``validation.synthetic``), so what the filter keeps is what the suite accepts.
+the generator missed), it repeats an earlier row exactly or nearly, or it is too close to a seed row
+(privacy: a generator that copies its few-shot examples leaks seed records into training data).
+Near-duplicate and privacy thresholds are the synthetic suite's (``validation.synthetic``), so what the filter
+keeps is what the suite accepts.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def exact_duplicate_mask(texts: list[str], known: list[str] = ()) -> np.ndarray:
 
 
 def seed_distance(texts: list[str], seed_texts: list[str]) -> np.ndarray:
-    """``[n]`` distance (1 - cosine of char n-gram TF-IDF) from each text to its nearest seed row."""
+    """``[n]`` distance from each text to its nearest seed row: 1 - cosine of character 3–5-gram count vectors
+    (:mod:`stillhouse.synth.similarity`)."""
     similarity, _ = nearest_similarity(texts, seed_texts)
     return 1.0 - similarity
 
