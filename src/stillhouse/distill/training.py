@@ -1,9 +1,8 @@
 """The one training loop for teachers and students, run per worker by Ray Train's ``TorchTrainer``.
 
 A :class:`TrainJob` says what to train (a classifier folder to start from), on what (a Parquet file of
-``text``, ``label_idx`` (−1 = no hard label) and optionally ``teacher_logits`` and a per-row loss
-``weight``), and how (loss weights,
-optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster.
+``text``, ``label_idx`` (−1 = no hard label) and optionally ``teacher_logits`` and a per-row loss ``weight``),
+and how (loss weights, optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster.
 
 Each epoch ends with a checkpoint (model, optimiser, scheduler, epoch); when a worker dies, Ray Train
 restarts the worker group (``FailureConfig.max_failures``) and the loop resumes from the last checkpoint.
