@@ -41,6 +41,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHARED_DATA, print_table, target, write_result  # noqa: E402
 
+from stillhouse.evaluate.metrics import accuracy  # noqa: E402
+
 DATASETS = {
     "banking77": {"folder": "banking77", "seed": "train.csv", "eval": "test.csv", "label": "category",
                   "per_label": 10, "task": "customer message to a bank"},
@@ -79,9 +81,9 @@ def predictions(model_dir: str, data) -> np.ndarray:
     return encode_texts(model, tokenizer, data.eval["text"].tolist(), info.max_length).argmax(1)
 
 
-def accuracy(predicted: np.ndarray, data) -> float:
-    gold = data.eval["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()
-    return float((predicted == gold).mean())
+def eval_label_idx(data) -> np.ndarray:
+    """``[n_eval]`` gold label index of every evaluation row."""
+    return data.eval["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()
 
 
 def run_dataset(name: str, cfg: dict, work: Path, synth_per_label: int, pool_size: int, repeats: int = 3,
@@ -119,13 +121,13 @@ def run_dataset(name: str, cfg: dict, work: Path, synth_per_label: int, pool_siz
               data_dir=str(base / "data"), teacher_dir=str(base / "teacher"),
               synthetic_dir=str(base / f"synthetic-{generator}"), out_dir=str(base / f"soft-{generator}"),
               validation_dir=str(base / "validation" / f"soft-{generator}"))
-    teacher_predicted = predictions(str(base / "teacher"), data)
-    rows = [{"dataset": name, "model": "teacher", "accuracy": accuracy(teacher_predicted, data),
+    gold, teacher_predicted = eval_label_idx(data), predictions(str(base / "teacher"), data)
+    rows = [{"dataset": name, "model": "teacher", "accuracy": accuracy(gold, teacher_predicted),
              "seed_rows": len(data.seed), "pool_rows": len(data.pool)}]
     timed("hard-label baseline", steps.train_baseline_step, spec_json=spec_json, data_dir=str(base / "data"),
           teacher_dir=str(base / "teacher"), out_dir=str(base / "baseline"))
     rows.append({"dataset": name, "model": "student-hard", "regime": "seed (hard labels)",
-                 "accuracy": accuracy(predictions(str(base / "baseline"), data), data)})
+                 "accuracy": accuracy(gold, predictions(str(base / "baseline"), data))})
     default_weight = llm_spec.distillation.synthetic_weight
     plan = [(regime, sources, "llm", default_weight) for regime, sources in REGIMES.items()]
     # The same rows at full weight: what the default `distillation.synthetic_weight` changes, on every data set.
@@ -146,8 +148,8 @@ def run_dataset(name: str, cfg: dict, work: Path, synth_per_label: int, pool_siz
                            teacher_dir=str(base / "teacher"), soft_labels_dir=str(base / f"soft-{generator}"),
                            synthetic_dir=str(base / f"synthetic-{generator}"), out_dir=str(out))
             predicted = predictions(str(out), data)
-            runs.append(accuracy(predicted, data))
-            agreement.append(float((predicted == teacher_predicted).mean()))
+            runs.append(accuracy(gold, predicted))
+            agreement.append(accuracy(teacher_predicted, predicted))
         rows.append({"dataset": name, "model": "student-kd", "regime": regime, "train_rows": result["train_rows"],
                      "accuracy": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs,
                      "teacher_agreement": float(np.mean(agreement))})
@@ -172,7 +174,7 @@ def llm_teacher_rows_for(name: str, cfg: dict, base: Path, data, limit: int) -> 
     spec = LLMTeacherSpec(kind="llm", shots_per_label=1, task_description=cfg["task"])
     save_prompted_teacher(spec, data.labels, data.seed, 13, base / "teacher-llm")
     texts = data.eval["text"].tolist()[:limit]
-    gold = data.eval["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()[:limit]
+    gold = eval_label_idx(data)[:limit]
     start = time.perf_counter()
     llm = load_described_teacher(base / "teacher-llm").logits(texts, desc=f"LLM teacher on {len(texts)} rows")
     seconds = time.perf_counter() - start
@@ -181,7 +183,7 @@ def llm_teacher_rows_for(name: str, cfg: dict, base: Path, data, limit: int) -> 
     for model, logits in (("teacher-encoder", encoder), ("teacher-llm", llm),
                           ("teacher-ensemble", ensemble_logits([encoder, llm], np.array([0.5, 0.5])))):
         rows.append({"dataset": name, "model": model, "eval_rows": len(texts),
-                     "accuracy": float((logits.argmax(1) == gold).mean())})
+                     "accuracy": accuracy(gold, logits.argmax(1))})
     rows[1]["rows_per_s"] = round(len(texts) / seconds, 2)
     return rows
 
