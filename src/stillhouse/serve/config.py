@@ -1,0 +1,102 @@
+"""The serving configuration: which student, and the limits, tokens, audit log and feedback store around it.
+
+Read from the YAML file named by ``$STILLHOUSE_SERVE_CONFIG`` (``stillhouse serve`` writes one from its flags);
+every field has a default fit for a regulated deployment: authentication on, raw inputs never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from stillhouse.errors import ServeConfigError
+from stillhouse.serve.tokens import TokenTable
+from stillhouse.spec.base import _Strict
+
+CONFIG_ENV = "STILLHOUSE_SERVE_CONFIG"
+
+
+class AuthConfig(_Strict):
+    """Bearer-token authentication; health and readiness probes stay open."""
+
+    enabled: bool = Field(True, description="Require `Authorization: Bearer TOKEN` on every API route.")
+    tokens_file: str | None = Field(None, description="File of `TOKEN_ID sha256:HEX` lines (a mounted Secret).")
+    tokens_env: str = Field("STILLHOUSE_TOKEN_HASHES",
+                            description="Environment variable with the same entries (lines or commas).")
+    open_paths: list[str] = Field(["/healthz", "/livez", "/readyz"],
+                                  description="Paths served without a token (probes). `/metrics` is not open by "
+                                  "default: give Prometheus a token, or add it here behind a network policy.")
+
+    def token_table(self) -> TokenTable:
+        if self.tokens_file:
+            path = Path(self.tokens_file)
+            if not path.is_file():
+                raise ServeConfigError(f"auth.tokens_file {path} does not exist",
+                                       "mount the token Secret there, or point tokens_file at it")
+            return TokenTable.parse(path.read_text(encoding="utf-8"), str(path))
+        if os.environ.get(self.tokens_env):
+            return TokenTable.parse(os.environ[self.tokens_env], f"${self.tokens_env}")
+        raise ServeConfigError(
+            f"authentication is on but no tokens are configured (auth.tokens_file, ${self.tokens_env})",
+            f"`stillhouse token new NAME` prints a token and its hash line for ${self.tokens_env} or a tokens file; "
+            "for local experiments only, serve with --no-auth")
+
+
+class LimitsConfig(_Strict):
+    """Bad requests are refused before they reach the model: 413 for the body, 422 for its content."""
+
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Request body size (413 above it).")
+    max_texts: int = Field(64, gt=0, description="Texts in one request (422 above it).")
+    max_text_chars: int = Field(4000, gt=0, description="Characters in one text (422 above it).")
+
+
+class BatchingConfig(_Strict):
+    """BentoML adaptive batching of `/classify` across concurrent requests."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(128, gt=0, description="Texts in one model call.")
+    # Generous on purpose: BentoML sheds load (503) when its latency estimate exceeds this (DESIGN: measured).
+    max_latency_ms: int = Field(10_000, gt=0, description="Longest a batch may wait and run.")
+
+
+class AuditConfig(_Strict):
+    path: str = Field("audit.jsonl", description="JSON-lines audit log (one line per request).")
+    log_inputs: bool = Field(False, description="Also log the request's texts (PII-redacted). Off by default.")
+
+
+class FeedbackConfig(_Strict):
+    path: str = Field("feedback.sqlite", description="SQLite database (WAL mode) for feedback.")
+    keep_requests: int = Field(100_000, ge=0, description="Recent requests whose texts are kept so that feedback "
+                               "can cite a request id (0: feedback must carry the text itself).")
+
+
+class ServeConfig(_Strict):
+    model: str = Field(description="BentoML model tag of the student, e.g. `quickstart-student:latest`.")
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    batching: BatchingConfig = BatchingConfig()
+    audit: AuditConfig = AuditConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+    warmup_texts: list[str] = Field(["warm-up"], min_length=1,
+                                    description="Classified once at start-up; /readyz answers 200 only after.")
+
+
+def load_serve_config(path: str | Path | None = None) -> ServeConfig:
+    """The config at ``path`` (default: ``$STILLHOUSE_SERVE_CONFIG``); errors name the field and the fix."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ServeConfigError(f"no serving config: ${CONFIG_ENV} is not set",
+                               f"start the service with `stillhouse serve TAG`, or set ${CONFIG_ENV} to a YAML file")
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return ServeConfig.model_validate(raw)
+    except FileNotFoundError:
+        raise ServeConfigError(f"serving config {path} does not exist", f"check ${CONFIG_ENV}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ServeConfigError(f"serving config {path}: {where}: {first['msg']}",
+                               "see `stillhouse serve --help` and the README's Serving section") from None

@@ -1,0 +1,108 @@
+"""Request and response schemas of the student and chain services, and the checks that guard them.
+
+The checks run on the raw body before BentoML parses it (``serving/middleware.py``), so a bad request gets
+one clear 422 naming the field and the limit, and no validation error that quotes the input reaches a log.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, Field
+
+from stillhouse.errors import RequestError
+from stillhouse.serve.config import LimitsConfig
+
+
+class ClassifyRequest(BaseModel):
+    texts: list[str] = Field(description="Texts to classify, in order.")
+
+
+class Prediction(BaseModel):
+    label: str
+    confidence: float = Field(description="Probability of `label`.")
+    probabilities: dict[str, float] = Field(description="Probability of every label (sums to 1).")
+
+
+class ClassifyResponse(BaseModel):
+    results: list[Prediction]
+    model_tag: str = Field(description="BentoML model tag, name:version.")
+    model_version: str
+
+
+class FeedbackRequest(BaseModel):
+    label: str = Field(description="The correct label.")
+    request_id: str | None = Field(None, description="X-Request-ID of the answer being corrected.")
+    index: int = Field(0, ge=0, description="Position of the corrected text in that request.")
+    text: str | None = Field(None, description="The input itself, instead of a request id.")
+    comment: str | None = Field(None, description="Free text for the reviewer (stored, never logged).")
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    status: str = "stored"
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise RequestError("the body is not valid JSON", "send a JSON object with Content-Type: application/json")
+    if not isinstance(payload, dict):
+        raise RequestError("the body is not a JSON object", "send an object such as {\"texts\": [\"...\"]}")
+    return payload
+
+
+def _check_text(value: object, what: str, limits: LimitsConfig) -> None:
+    if not isinstance(value, str):
+        raise RequestError(f"{what} is not a string", "send every text as a JSON string")
+    if not value.strip():
+        raise RequestError(f"{what} is empty", "send non-empty texts")
+    if len(value) > limits.max_text_chars:
+        raise RequestError(f"{what} has {len(value)} characters; the limit is {limits.max_text_chars}",
+                           "shorten or split the text")
+
+
+def texts_of(payload: dict, limits: LimitsConfig) -> list[str]:
+    """The checked ``texts`` of a classify request (``payload`` already a JSON object)."""
+    texts = payload.get("texts")
+    if not isinstance(texts, list):
+        raise RequestError("`texts` is missing or not a list", "send {\"texts\": [\"first text\", ...]}")
+    if not texts:
+        raise RequestError("`texts` is empty", "send at least one text")
+    if len(texts) > limits.max_texts:
+        raise RequestError(f"{len(texts)} texts in one request; the limit is {limits.max_texts}",
+                           "split the texts over several requests")
+    for i, text in enumerate(texts):
+        _check_text(text, f"texts[{i}]", limits)
+    return texts
+
+
+def check_classify(body: bytes, limits: LimitsConfig) -> list[str]:
+    payload = _json_object(body)
+    unknown = sorted(set(payload) - {"texts"})
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}", "send only `texts`")
+    return texts_of(payload, limits)
+
+
+def check_feedback(body: bytes, limits: LimitsConfig) -> list[str]:
+    payload = _json_object(body)
+    unknown = sorted(set(payload) - set(FeedbackRequest.model_fields))
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}", f"send only {sorted(FeedbackRequest.model_fields)}")
+    if not isinstance(payload.get("label"), str) or not payload["label"]:
+        raise RequestError("`label` is missing or not a string", "send the correct label")
+    if payload.get("request_id") is not None and not isinstance(payload["request_id"], str):
+        raise RequestError("`request_id` is not a string", "send the X-Request-ID value as a string")
+    index = payload.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise RequestError("`index` is not a non-negative integer", "send the text's position, from 0")
+    for field in ("text", "comment"):
+        if payload.get(field) is not None:
+            _check_text(payload[field], f"`{field}`", limits)
+    return [payload["text"]] if payload.get("text") else []
+
+
+#: Routes whose bodies are checked before they reach BentoML, and their checks (each returns the input texts).
+CHECKS = {"/classify": check_classify, "/feedback": check_feedback}

@@ -1,0 +1,149 @@
+"""Serving decisions without a server: redaction, tokens, config, request checks, feedback store, audit lines."""
+
+import csv
+import json
+
+import pytest
+
+from stillhouse.errors import DataError, RequestError, ServeConfigError
+from stillhouse.serve.audit import AuditLog, output_summary, request_id
+from stillhouse.serve.config import AuthConfig, LimitsConfig, load_serve_config
+from stillhouse.serve.feedback import FeedbackStore, export_feedback
+from stillhouse.serve.redact import redact
+from stillhouse.serve.schemas import check_classify, check_feedback
+from stillhouse.serve.tokens import TokenTable, hash_token, new_token
+
+PII = {
+    "EMAIL": "jane.doe@bank.co.uk",
+    "IBAN": "DE89 3704 0044 0532 0130 00",
+    "CARD": "4111 1111 1111 1111",
+    "PHONE": "+44 20 7946 0958",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PII))
+def test_redaction_masks_each_kind_and_keeps_the_rest(kind):
+    text = f"please check {PII[kind]} about my 3 cards today"
+    assert redact(text) == f"please check [{kind}] about my 3 cards today"
+
+
+def test_redaction_masks_compact_forms_and_leaves_plain_numbers():
+    assert redact("iban gb82west12345698765432 / 4111-1111-1111-1111") == "iban [IBAN] / [CARD]"
+    assert redact("order 12345 in 2024 for 120 dollars") == "order 12345 in 2024 for 120 dollars"
+
+
+def test_tokens_verify_by_hash_and_name_the_principal():
+    alice, bob = new_token(), new_token()
+    table = TokenTable.parse(f"# team tokens\nalice {hash_token(alice)}\nbob {hash_token(bob)}  # ci\n", "tokens")
+    assert table.principal(alice) == "alice" and table.principal(bob) == "bob"
+    assert table.principal("wrong") is None and table.principal(alice + "x") is None
+    assert TokenTable.parse(f"alice {hash_token(alice)},bob {hash_token(bob)}", "$ENV").principal(bob) == "bob"
+
+
+@pytest.mark.parametrize("text", ["alice plain-token", f"alice {hash_token('t')[:-2]}", "", "# only a comment"])
+def test_bad_token_tables_are_clear_errors(text):
+    with pytest.raises(ServeConfigError, match="stillhouse token new"):
+        TokenTable.parse(text, "tokens.txt")
+
+
+def test_auth_without_tokens_says_how_to_configure(monkeypatch, tmp_path):
+    monkeypatch.delenv("STILLHOUSE_TOKEN_HASHES", raising=False)
+    with pytest.raises(ServeConfigError, match="no tokens are configured"):
+        AuthConfig().token_table()
+    with pytest.raises(ServeConfigError, match="does not exist"):
+        AuthConfig(tokens_file=str(tmp_path / "missing")).token_table()
+    monkeypatch.setenv("STILLHOUSE_TOKEN_HASHES", f"ci {hash_token('secret')}")
+    assert AuthConfig().token_table().principal("secret") == "ci"
+
+
+def test_serve_config_loads_and_names_bad_fields(tmp_path, monkeypatch):
+    path = tmp_path / "serve.yaml"
+    path.write_text("model: demo:latest\nlimits: {max_texts: 8}\n")
+    monkeypatch.setenv("STILLHOUSE_SERVE_CONFIG", str(path))
+    config = load_serve_config()
+    assert config.model == "demo:latest" and config.limits.max_texts == 8 and config.auth.enabled
+    path.write_text("model: demo\nlimits: {max_txts: 8}\n")
+    with pytest.raises(ServeConfigError, match="limits.max_txts"):
+        load_serve_config(path)
+    with pytest.raises(ServeConfigError, match="does not exist"):
+        load_serve_config(tmp_path / "nope.yaml")
+
+
+LIMITS = LimitsConfig(max_texts=3, max_text_chars=20)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"text": "hi"}', "unknown field"),
+    (b'{"texts": "hi"}', "not a list"),
+    (b'{"texts": []}', "is empty"),
+    (b'{"texts": ["a", "b", "c", "d"]}', "4 texts in one request; the limit is 3"),
+    (b'{"texts": ["ok", 5]}', r"texts\[1\] is not a string"),
+    (b'{"texts": ["ok", "   "]}', r"texts\[1\] is empty"),
+    (b'{"texts": ["jane.doe@bank.co.uk wrote a long text"]}', r"texts\[0\] has 37 characters; the limit is 20"),
+])
+def test_classify_checks_name_the_problem_without_echoing_the_input(body, message):
+    with pytest.raises(RequestError, match=message) as err:
+        check_classify(body, LIMITS)
+    assert "jane.doe" not in str(err.value)
+
+
+def test_classify_and_feedback_checks_pass_good_bodies():
+    assert check_classify(b'{"texts": ["a", "b"]}', LIMITS) == ["a", "b"]
+    assert check_feedback(b'{"label": "x", "text": "a text"}', LIMITS) == ["a text"]
+    assert check_feedback(b'{"label": "x", "request_id": "r1", "index": 1}', LIMITS) == []
+    for body in (b'{"text": "a"}', b'{"label": "x", "index": -1}', b'{"label": "x", "colour": 1}',
+                 b'{"label": "x", "comment": "' + b"c" * 21 + b'"}'):
+        with pytest.raises(RequestError):
+            check_feedback(body, LIMITS)
+
+
+def test_feedback_by_text_or_request_id_and_export_as_seed(tmp_path):
+    store = FeedbackStore(tmp_path / "fb.sqlite", keep_requests=2)
+    labels = ["billing", "card_lost"]
+    store.remember_request("r1", ["lost my card", "wrong charge"], "student:v1")
+    first = store.add("card_lost", labels, request_id="r1", index=0, principal="alice")
+    store.add("billing", labels, text="double charge", comment="reviewed")
+    store.add("billing", labels, request_id="r1", index=0)  # the reviewer changes their mind: latest wins
+    assert first == 1
+    with pytest.raises(RequestError, match="not one of the model's 2 labels"):
+        store.add("refund", labels, text="x")
+    with pytest.raises(RequestError, match="exactly one of"):
+        store.add("billing", labels)
+    with pytest.raises(RequestError, match="outside the request's 2 text"):
+        store.add("billing", labels, request_id="r1", index=2)
+    store.remember_request("r2", ["a"], "t")
+    store.remember_request("r3", ["b"], "t")  # keeps the last 2: r1 is forgotten
+    with pytest.raises(RequestError, match="unknown request_id"):
+        store.add("billing", labels, request_id="r1")
+    count = export_feedback(tmp_path / "fb.sqlite", tmp_path / "seed.csv", label_field="intent")
+    rows = list(csv.DictReader(open(tmp_path / "seed.csv", encoding="utf-8")))
+    assert count == 2 and [(r["text"], r["intent"]) for r in rows] == [("double charge", "billing"),
+                                                                         ("lost my card", "billing")]
+    assert rows[1]["model_tag"] == "student:v1" and rows[0]["comment"] == "reviewed"
+    with pytest.raises(DataError, match="does not exist"):
+        export_feedback(tmp_path / "none.sqlite", tmp_path / "x.csv")
+
+
+def test_audit_lines_hold_no_raw_text_unless_enabled_and_then_redacted(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl")
+    summary = output_summary({"results": [{"label": "billing", "confidence": 0.91234567, "probabilities": {}}],
+                              "model_tag": "s:v"})
+    log.write(request_id="r1", principal="alice", method="POST", endpoint="/classify", status=200,
+              latency_ms=3.14159, input_sha256="ab" * 32, model_tag="s:v", model_version="v", summary=summary,
+              inputs=["mail jane.doe@bank.co.uk"])
+    AuditLog(tmp_path / "audit.jsonl", log_inputs=True).write(
+        request_id="r2", principal=None, method="POST", endpoint="/classify", status=422, latency_ms=1.0,
+        input_sha256=None, inputs=["mail jane.doe@bank.co.uk"])
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert lines[0]["output_summary"] == {"labels": ["billing"], "confidence": [0.9123]}
+    assert "inputs" not in lines[0] and lines[0]["latency_ms"] == 3.14
+    assert lines[1]["inputs"] == ["mail [EMAIL]"]
+    assert "jane.doe" not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_request_ids_from_clients_are_kept_only_when_plain():
+    assert request_id("abc-123_X.y") == "abc-123_X.y"
+    generated = {request_id(value) for value in (None, "", "has space", "x" * 65, "jane@bank.com")}
+    assert len(generated) == 5 and all(len(v) == 32 for v in generated)
