@@ -104,3 +104,21 @@ def tiny_causal_lm_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_student_tag(tiny_model_dir, tmp_path_factory) -> str:
+    """A tiny random-init two-label student (negative/positive) packaged in the test's BentoML model store."""
+    import bentoml
+    import torch
+
+    from stillhouse.registry import FRAMEWORK_LABEL
+    from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
+
+    torch.manual_seed(0)
+    encoder, tokenizer = load_encoder(str(tiny_model_dir))
+    with bentoml.models.create("tiny-student", labels={"framework": FRAMEWORK_LABEL, "task": "classification"},
+                               metadata={"labels": ["negative", "positive"]}) as model:
+        save_classifier(TextClassifier(encoder, 2), tokenizer,
+                        ClassifierInfo(labels=["negative", "positive"], max_length=32), Path(model.path) / "student")
+    return str(model.tag)

@@ -1,4 +1,5 @@
-"""The ``stillhouse`` command: ``run``, ``compile``, ``validate``, ``models list``, ``llm-serve``.
+"""The ``stillhouse`` command: ``run``, ``compile``, ``validate``, ``models list``, ``serve``, ``token new``,
+``feedback export``, ``llm-serve``.
 
 Thin by design: each command parses arguments, calls one library function, and prints its result. A
 :class:`StillhouseError` is printed as ``error: ...`` with its fix and exits with status 1 (no traceback).
@@ -9,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from stillhouse.errors import StillhouseError
+from stillhouse.errors import ServeConfigError, StillhouseError
 
 
 def _cmd_run(args) -> int:
@@ -72,6 +74,49 @@ def _cmd_llm_serve(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    import subprocess
+
+    from stillhouse.serve.config import ServeConfig, load_serve_config
+    from stillhouse.serve.launch import check_config, serve_command, write_config
+
+    base = load_serve_config(args.config).model_dump() if args.config else {}
+    folder = Path(args.dir)
+    overrides = {"model": args.tag or base.get("model"),
+                 "auth": {**base.get("auth", {}), **({"enabled": False} if args.no_auth else {}),
+                          **({"tokens_file": args.tokens_file} if args.tokens_file else {})},
+                 "audit": {**base.get("audit", {"path": str(folder / "audit.jsonl")})},
+                 "feedback": {**base.get("feedback", {"path": str(folder / "feedback.sqlite")})},
+                 "batching": {**base.get("batching", {}), **({"enabled": False} if args.no_batching else {})}}
+    if not overrides["model"]:
+        raise ServeConfigError("no student to serve", "give a model tag (`stillhouse models list`) or --config")
+    config = ServeConfig.model_validate({**base, **overrides})
+    check_config(config)
+    command, env = serve_command(write_config(config, folder), args.host, args.port, args.ssl_certfile,
+                                 args.ssl_keyfile)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"serving {config.model} on {scheme}://{args.host}:{args.port} (auth {'on' if config.auth.enabled else 'OFF'};"
+          f" audit log {config.audit.path}; feedback {config.feedback.path})", flush=True)
+    return subprocess.call(command, env=env)
+
+
+def _cmd_token_new(args) -> int:
+    from stillhouse.serve.tokens import hash_token, new_token
+
+    token = new_token()
+    print(f"token (give it to the client once; it is not stored):\n  {token}")
+    print(f"hash line (for the tokens file or $STILLHOUSE_TOKEN_HASHES):\n  {args.token_id} {hash_token(token)}")
+    return 0
+
+
+def _cmd_feedback_export(args) -> int:
+    from stillhouse.serve.feedback import export_feedback
+
+    count = export_feedback(args.db, args.output, args.text_field, args.label_field)
+    print(f"wrote {count} corrected examples to {args.output} (use it as data.seed for a re-distillation)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stillhouse", description="Knowledge distillation on Kubeflow, Ray and BentoML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--gguf-file", help="GGUF file inside the model folder (default: the only one)")
     serve.add_argument("--name", help="model name clients send (default: the model reference)")
     serve.set_defaults(func=_cmd_llm_serve)
+    srv = sub.add_parser("serve", help="serve a packaged student with BentoML (auth, limits, audit log, feedback)")
+    srv.add_argument("tag", nargs="?", help="BentoML model tag of the student (see `stillhouse models list`)")
+    srv.add_argument("--config", help="serving config YAML (see the README); flags override it")
+    srv.add_argument("--dir", default="stillhouse-serve", help="folder for the config, audit log and feedback")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    srv.add_argument("--port", type=int, default=3000)
+    srv.add_argument("--ssl-certfile", help="TLS certificate (PEM); with --ssl-keyfile serves HTTPS only")
+    srv.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+    srv.add_argument("--tokens-file", help="file of `TOKEN_ID sha256:HEX` lines (default: $STILLHOUSE_TOKEN_HASHES)")
+    srv.add_argument("--no-auth", action="store_true", help="serve without tokens (local experiments only)")
+    srv.add_argument("--no-batching", action="store_true", help="turn adaptive batching off")
+    srv.set_defaults(func=_cmd_serve)
+    token = sub.add_parser("token", help="bearer tokens for served students")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_new = token_sub.add_parser("new", help="print a new token and the hash line that admits it")
+    token_new.add_argument("token_id", help="who holds the token (logged as the principal), e.g. crm-app")
+    token_new.set_defaults(func=_cmd_token_new)
+    feedback = sub.add_parser("feedback", help="feedback collected by served students")
+    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
+    export = feedback_sub.add_parser("export", help="write feedback as a seed data set (CSV)")
+    export.add_argument("db", help="the service's feedback database (feedback.sqlite)")
+    export.add_argument("output", help="CSV to write")
+    export.add_argument("--text-field", default="text")
+    export.add_argument("--label-field", default="label")
+    export.set_defaults(func=_cmd_feedback_export)
     return parser
 
 

@@ -41,6 +41,8 @@ class FeedbackRequest(BaseModel):
 class FeedbackResponse(BaseModel):
     feedback_id: int
     status: str = "stored"
+    model_tag: str
+    model_version: str
 
 
 def _json_object(body: bytes) -> dict:

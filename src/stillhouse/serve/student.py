@@ -20,20 +20,29 @@ class ServedStudent:
     tag: str
     version: str
 
-    @classmethod
-    def from_store(cls, tag: str) -> ServedStudent:
-        """Load the student with BentoML model tag ``tag`` (``name`` alone or ``name:latest`` = newest)."""
+    @staticmethod
+    def check_tag(tag: str):
+        """The stored BentoML model ``tag`` (``name`` alone or ``name:latest`` = newest), or a clear error."""
         import bentoml
-        from bentoml.exceptions import NotFound
-
-        from stillhouse.tasks.classification import load_classifier
+        from bentoml.exceptions import BentoMLException
 
         try:
             stored = bentoml.models.get(tag)
-        except NotFound:
+        except BentoMLException:  # NotFound, or a malformed tag
             raise ModelError(f"no model `{tag}` in the BentoML model store",
                              "`stillhouse models list` shows the packaged students; run a distillation first") \
                 from None
+        if not (Path(stored.path) / "student" / "classifier.json").is_file():
+            raise ModelError(f"model `{tag}` is not a packaged Stillhouse student (no student/ folder)",
+                             "serve a tag written by `stillhouse run`")
+        return stored
+
+    @classmethod
+    def from_store(cls, tag: str) -> ServedStudent:
+        """Load the student with BentoML model tag ``tag``."""
+        from stillhouse.tasks.classification import load_classifier
+
+        stored = cls.check_tag(tag)
         folder = Path(stored.path) / "student"
         model, tokenizer, info = load_classifier(folder)
         return cls(model, tokenizer, info.labels, info.max_length, str(stored.tag), stored.tag.version or "")

@@ -1,0 +1,102 @@
+"""The student service: ``/classify`` and ``/feedback`` for one packaged student, behind the security middleware.
+
+Two BentoML services, so that the model scales on its own (and chains reuse it): ``StudentModel`` holds the
+student and batches concurrent calls (adaptive batching); ``Student`` is the public front (validation,
+feedback, audit) and calls it through ``bentoml.depends``. Configured by the YAML file in
+``$STILLHOUSE_SERVE_CONFIG`` (see ``stillhouse.serve.config``)::
+
+    stillhouse serve quickstart-student:latest            # writes the config, runs `bentoml serve` on it
+    bentoml serve stillhouse.serving.student_service:Student   # the same, given $STILLHOUSE_SERVE_CONFIG
+"""
+
+from __future__ import annotations
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from stillhouse.errors import RequestError
+from stillhouse.serve.audit import REQUEST_ID_HEADER
+from stillhouse.serve.config import BatchingConfig, ServeConfig, load_serve_config
+from stillhouse.serve.feedback import FeedbackStore
+from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction
+from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware
+
+CONFIG: ServeConfig = load_serve_config()
+TRAFFIC = {"timeout": 60}
+
+
+def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
+    """A BentoML service holding the student ``tag``; chains build one per step."""
+
+    @bentoml.service(name=name, traffic=TRAFFIC)
+    class StudentModel:
+        def __init__(self) -> None:
+            from stillhouse.serve.student import ServedStudent
+
+            self.student = ServedStudent.from_store(tag)
+            self.student.predict(warmup)  # first call pays tokenizer and allocator set-up, not a user
+
+        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
+                     max_latency_ms=batching.max_latency_ms)
+        def predict(self, texts: list[str]) -> list[dict]:
+            return self.student.predict(texts)
+
+        @bentoml.api
+        def describe(self) -> dict:
+            return {"tag": self.student.tag, "version": self.student.version, "labels": self.student.labels}
+
+    return StudentModel
+
+
+StudentModel = student_model_service("stillhouse-student-model", CONFIG.model, CONFIG.batching, CONFIG.warmup_texts)
+
+
+def unprocessable(err: RequestError, ctx: bentoml.Context) -> JSONResponse:
+    ctx.response.status_code = 422  # BentoML sets a returned response's status from the context
+    return JSONResponse({"error": err.problem, "fix": err.fix}, status_code=422)
+
+
+@bentoml.service(name="stillhouse-student", traffic=TRAFFIC)
+class Student:
+    model = bentoml.depends(StudentModel)
+
+    def __init__(self) -> None:
+        self.feedback_store = FeedbackStore(CONFIG.feedback.path, CONFIG.feedback.keep_requests)
+        self.info: dict | None = None
+
+    async def __is_ready__(self) -> bool:
+        # Ready once the model service answers (it warmed up in its __init__); until then /readyz is 503.
+        if self.info is None:
+            try:
+                self.info = await self.model.to_async.describe()
+            except Exception:  # noqa: BLE001 - not reachable yet is exactly "not ready"
+                return False
+        return True
+
+    async def _describe(self) -> dict:
+        if self.info is None:
+            self.info = await self.model.to_async.describe()
+        return self.info
+
+    @bentoml.api(route="/classify")
+    async def classify(self, texts: list[str], ctx: bentoml.Context) -> ClassifyResponse:
+        info = await self._describe()
+        results = await self.model.to_async.predict(texts)
+        self.feedback_store.remember_request(ctx.request.headers.get(REQUEST_ID_HEADER, ""), texts, info["tag"])
+        return ClassifyResponse(results=[Prediction(**r) for r in results], model_tag=info["tag"],
+                                model_version=info["version"])
+
+    @bentoml.api(route="/feedback")
+    async def feedback(self, label: str, ctx: bentoml.Context, request_id: str | None = None, index: int = 0,
+                       text: str | None = None, comment: str | None = None) -> FeedbackResponse:
+        info = await self._describe()
+        try:
+            feedback_id = self.feedback_store.add(
+                label, info["labels"], text=text, request_id=request_id, index=index, comment=comment,
+                principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None, model_tag=info["tag"])
+        except RequestError as err:
+            return unprocessable(err, ctx)
+        return FeedbackResponse(feedback_id=feedback_id, model_tag=info["tag"], model_version=info["version"])
+
+
+Student.add_asgi_middleware(SecurityMiddleware, config=CONFIG)

@@ -1,0 +1,127 @@
+"""A real `stillhouse serve` (→ `bentoml serve`, front + model service) on 127.0.0.1 with TLS and tokens.
+
+The server is killed with SIGKILL in the last test, right after an acknowledged feedback write, which must
+still be in the database.
+"""
+
+import datetime
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stillhouse.serve.tokens import hash_token
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "e2e-token-of-ci"
+EMAIL = "jane.doe@bank.co.uk"
+
+
+def self_signed(folder):
+    """A certificate for 127.0.0.1 and its key, written as PEM files (the test's own CA-less certificate)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_student_tag, tmp_path_factory):
+    import httpx
+
+    folder = tmp_path_factory.mktemp("e2e")
+    cert, key = self_signed(folder)
+    (folder / "tokens").write_text(f"ci {hash_token(TOKEN)}\n")
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stillhouse.cli", "serve", tiny_student_tag, "--dir", str(folder / "serve"),
+         "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+         "--tokens-file", str(folder / "tokens")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"https://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, verify=str(cert), timeout=30)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("server did not become ready:\n" + (folder / "server.log").read_text()[-3000:])
+        time.sleep(1)
+    yield {"client": client, "process": process, "folder": folder, "port": port}
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    log.close()
+
+
+def auth():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_tls_serves_and_plain_http_to_the_tls_port_fails(server):
+    import httpx
+
+    response = server["client"].post("/classify", json={"texts": [f"write to {EMAIL}", "great"]}, headers=auth())
+    assert response.status_code == 200 and len(response.json()["results"]) == 2
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{server['port']}/readyz", timeout=10)
+
+
+def test_security_answers_over_the_real_server(server):
+    client = server["client"]
+    assert client.post("/classify", json={"texts": ["hi"]}).status_code == 401
+    assert client.post("/classify", content=b"x" * 2_000_000, headers=auth()).status_code == 413
+    too_long = client.post("/classify", json={"texts": [EMAIL * 1000]}, headers=auth())
+    assert too_long.status_code == 422 and "characters; the limit is" in too_long.json()["error"]
+    assert client.get("/metrics", headers=auth()).status_code == 200
+
+
+def test_acknowledged_feedback_survives_sigkill_and_no_log_holds_pii_or_token(server):
+    client, folder = server["client"], server["folder"]
+    acked = client.post("/feedback", json={"text": f"card stolen, mail {EMAIL}", "label": "negative"},
+                        headers=auth())
+    assert acked.status_code == 200
+    os.killpg(server["process"].pid, signal.SIGKILL)  # front, model service and supervisor, no clean-up
+    server["process"].wait(30)
+    rows = sqlite3.connect(folder / "serve" / "feedback.sqlite").execute(
+        "SELECT id, text, label FROM feedback").fetchall()
+    assert (acked.json()["feedback_id"], f"card stolen, mail {EMAIL}", "negative") in rows
+    audit = [json.loads(line) for line in (folder / "serve" / "audit.jsonl").read_text().splitlines()]
+    assert {"/classify", "/feedback", "/metrics"} <= {line["endpoint"] for line in audit}
+    logs = (folder / "serve" / "audit.jsonl").read_text() + (folder / "server.log").read_text()
+    assert EMAIL not in logs and TOKEN not in logs and "card stolen" not in logs
