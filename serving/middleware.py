@@ -13,6 +13,8 @@ import hashlib
 import json
 import time
 
+from starlette.responses import JSONResponse
+
 from stillhouse.errors import RequestError
 from stillhouse.serve.audit import REQUEST_ID_HEADER, AuditLog, output_summary, request_id
 from stillhouse.serve.config import ServeConfig
@@ -25,6 +27,12 @@ _SUMMARY_MAX_BYTES = 4 << 20  # larger responses are audited without an output s
 
 class BodyTooLarge(Exception):
     pass
+
+
+def unprocessable(err: RequestError, ctx) -> JSONResponse:
+    """The 422 answer of a service method to a request the middleware could not check (e.g. an unknown label)."""
+    ctx.response.status_code = 422  # BentoML sets a returned response's status from the context
+    return JSONResponse({"error": err.problem, "fix": err.fix}, status_code=422)
 
 
 async def _send_json(send, status: int, payload: dict, rid: str, extra: list | None = None) -> bytes:

@@ -12,48 +12,19 @@ feedback, audit) and calls it through ``bentoml.depends``. Configured by the YAM
 from __future__ import annotations
 
 import bentoml
-from starlette.responses import JSONResponse
 
 from stillhouse.errors import RequestError
 from stillhouse.serve.audit import REQUEST_ID_HEADER
-from stillhouse.serve.config import BatchingConfig, ServeConfig, load_serve_config
+from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction
-from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware
+from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware, unprocessable
+from stillhouse.serving.model_service import TRAFFIC, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
-TRAFFIC = {"timeout": 60}
-
-
-def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
-    """A BentoML service holding the student ``tag``; chains build one per step."""
-
-    @bentoml.service(name=name, traffic=TRAFFIC)
-    class StudentModel:
-        def __init__(self) -> None:
-            from stillhouse.serve.student import ServedStudent
-
-            self.student = ServedStudent.from_store(tag)
-            self.student.predict(warmup)  # first call pays tokenizer and allocator set-up, not a user
-
-        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
-                     max_latency_ms=batching.max_latency_ms)
-        def predict(self, texts: list[str]) -> list[dict]:
-            return self.student.predict(texts)
-
-        @bentoml.api
-        def describe(self) -> dict:
-            return {"tag": self.student.tag, "version": self.student.version, "labels": self.student.labels}
-
-    return StudentModel
 
 
 StudentModel = student_model_service("stillhouse-student-model", CONFIG.model, CONFIG.batching, CONFIG.warmup_texts)
-
-
-def unprocessable(err: RequestError, ctx: bentoml.Context) -> JSONResponse:
-    ctx.response.status_code = 422  # BentoML sets a returned response's status from the context
-    return JSONResponse({"error": err.problem, "fix": err.fix}, status_code=422)
 
 
 @bentoml.service(name="stillhouse-student", traffic=TRAFFIC)
@@ -88,9 +59,12 @@ class Student:
 
     @bentoml.api(route="/feedback")
     async def feedback(self, label: str, ctx: bentoml.Context, request_id: str | None = None, index: int = 0,
-                       text: str | None = None, comment: str | None = None) -> FeedbackResponse:
+                       text: str | None = None, comment: str | None = None,
+                       step: str | None = None) -> FeedbackResponse:
         info = await self._describe()
         try:
+            if step is not None:
+                raise RequestError("`step` is for chains; this service serves one student", "leave `step` out")
             feedback_id = self.feedback_store.add(
                 label, info["labels"], text=text, request_id=request_id, index=index, comment=comment,
                 principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None, model_tag=info["tag"])

@@ -106,19 +106,24 @@ def tiny_causal_lm_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_student_tag(tiny_model_dir, tmp_path_factory) -> str:
-    """A tiny random-init two-label student (negative/positive) packaged in the test's BentoML model store."""
+def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: int = 0) -> str:
+    """A tiny random-init student with ``labels``, packaged in the test's BentoML model store; its tag."""
     import bentoml
     import torch
 
     from stillhouse.registry import FRAMEWORK_LABEL
     from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
 
-    torch.manual_seed(0)
-    encoder, tokenizer = load_encoder(str(tiny_model_dir))
-    with bentoml.models.create("tiny-student", labels={"framework": FRAMEWORK_LABEL, "task": "classification"},
-                               metadata={"labels": ["negative", "positive"]}) as model:
-        save_classifier(TextClassifier(encoder, 2), tokenizer,
-                        ClassifierInfo(labels=["negative", "positive"], max_length=32), Path(model.path) / "student")
+    torch.manual_seed(seed)
+    encoder, tokenizer = load_encoder(str(model_dir))
+    with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": "classification"},
+                               metadata={"labels": labels}) as model:
+        save_classifier(TextClassifier(encoder, len(labels)), tokenizer,
+                        ClassifierInfo(labels=labels, max_length=32), Path(model.path) / "student")
     return str(model.tag)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_tag(tiny_model_dir) -> str:
+    """A tiny two-label student (negative/positive) in the test's model store."""
+    return package_tiny_student("tiny-student", ["negative", "positive"], tiny_model_dir)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from stillhouse.errors import ServeConfigError, StillhouseError
+from stillhouse.errors import StillhouseError
 
 
 def _cmd_run(args) -> int:
@@ -77,26 +76,18 @@ def _cmd_llm_serve(args) -> int:
 def _cmd_serve(args) -> int:
     import subprocess
 
-    from stillhouse.serve.config import ServeConfig, load_serve_config
-    from stillhouse.serve.launch import check_config, serve_command, write_config
+    from stillhouse.serve.launch import (CHAIN_SERVICE, STUDENT_SERVICE, check_config, config_from_flags,
+                                         serve_command, write_config)
 
-    base = load_serve_config(args.config).model_dump() if args.config else {}
-    folder = Path(args.dir)
-    overrides = {"model": args.tag or base.get("model"),
-                 "auth": {**base.get("auth", {}), **({"enabled": False} if args.no_auth else {}),
-                          **({"tokens_file": args.tokens_file} if args.tokens_file else {})},
-                 "audit": {**base.get("audit", {"path": str(folder / "audit.jsonl")})},
-                 "feedback": {**base.get("feedback", {"path": str(folder / "feedback.sqlite")})},
-                 "batching": {**base.get("batching", {}), **({"enabled": False} if args.no_batching else {})}}
-    if not overrides["model"]:
-        raise ServeConfigError("no student to serve", "give a model tag (`stillhouse models list`) or --config")
-    config = ServeConfig.model_validate({**base, **overrides})
+    config = config_from_flags(args.config, args.dir, args.tag, args.chain, args.tokens_file, args.no_auth,
+                               args.no_batching)
     check_config(config)
-    command, env = serve_command(write_config(config, folder), args.host, args.port, args.ssl_certfile,
-                                 args.ssl_keyfile)
+    command, env = serve_command(write_config(config, args.dir), args.host, args.port, args.ssl_certfile,
+                                 args.ssl_keyfile, CHAIN_SERVICE if config.chain else STUDENT_SERVICE)
     scheme = "https" if args.ssl_certfile else "http"
-    print(f"serving {config.model} on {scheme}://{args.host}:{args.port} (auth {'on' if config.auth.enabled else 'OFF'};"
-          f" audit log {config.audit.path}; feedback {config.feedback.path})", flush=True)
+    print(f"serving {config.chain or config.model} on {scheme}://{args.host}:{args.port} (auth "
+          f"{'on' if config.auth.enabled else 'OFF'}; audit log {config.audit.path}; feedback {config.feedback.path})",
+          flush=True)
     return subprocess.call(command, env=env)
 
 
@@ -145,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_llm_serve)
     srv = sub.add_parser("serve", help="serve a packaged student with BentoML (auth, limits, audit log, feedback)")
     srv.add_argument("tag", nargs="?", help="BentoML model tag of the student (see `stillhouse models list`)")
+    srv.add_argument("--chain", help="serve a chain of students from this chain spec YAML instead of one tag")
     srv.add_argument("--config", help="serving config YAML (see the README); flags override it")
     srv.add_argument("--dir", default="stillhouse-serve", help="folder for the config, audit log and feedback")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

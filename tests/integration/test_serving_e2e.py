@@ -8,15 +8,12 @@ import datetime
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 
 from stillhouse.serve.tokens import hash_token
+from tests.serving_helpers import start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -49,44 +46,16 @@ def self_signed(folder):
     return folder / "cert.pem", folder / "key.pem"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_student_tag, tmp_path_factory):
-    import httpx
-
     folder = tmp_path_factory.mktemp("e2e")
     cert, key = self_signed(folder)
     (folder / "tokens").write_text(f"ci {hash_token(TOKEN)}\n")
-    port = free_port()
-    log = open(folder / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stillhouse.cli", "serve", tiny_student_tag, "--dir", str(folder / "serve"),
-         "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
-         "--tokens-file", str(folder / "tokens")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"https://127.0.0.1:{port}"
-    client = httpx.Client(base_url=url, verify=str(cert), timeout=30)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if client.get("/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("server did not become ready:\n" + (folder / "server.log").read_text()[-3000:])
-        time.sleep(1)
+    process, client, port = start_server(
+        [tiny_student_tag, "--dir", str(folder / "serve"), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+         "--tokens-file", str(folder / "tokens")], folder, cert=cert)
     yield {"client": client, "process": process, "folder": folder, "port": port}
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-    log.close()
+    stop_server(process)
 
 
 def auth():

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from stillhouse.errors import ServeConfigError
 from stillhouse.serve.tokens import TokenTable
@@ -74,7 +74,8 @@ class FeedbackConfig(_Strict):
 
 
 class ServeConfig(_Strict):
-    model: str = Field(description="BentoML model tag of the student, e.g. `quickstart-student:latest`.")
+    model: str | None = Field(None, description="BentoML model tag of the student, e.g. `quickstart-student:latest`.")
+    chain: str | None = Field(None, description="Instead of `model`: a chain spec YAML (see stillhouse.serve.chain).")
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     batching: BatchingConfig = BatchingConfig()
@@ -83,6 +84,36 @@ class ServeConfig(_Strict):
     warmup_texts: list[str] = Field(["warm-up"], min_length=1,
                                     description="Classified once at start-up; /readyz answers 200 only after.")
 
+    @model_validator(mode="after")
+    def _one_target(self) -> ServeConfig:
+        if (self.model is None) == (self.chain is None):
+            raise ValueError("give exactly one of `model` (a student tag) and `chain` (a chain spec file)")
+        return self
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The YAML mapping in ``path``, unvalidated (the command line may still add the target)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ServeConfigError(f"serving config {path} does not exist", f"check the path (or ${CONFIG_ENV})") from None
+    except yaml.YAMLError as exc:
+        raise ServeConfigError(f"serving config {path} is not valid YAML: {str(exc).splitlines()[0]}",
+                               "fix the file's syntax") from None
+    if not isinstance(raw, dict):
+        raise ServeConfigError(f"serving config {path} is not a mapping", "write `key: value` lines")
+    return raw
+
+
+def validate_config(raw: dict, source: str) -> ServeConfig:
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ServeConfigError(f"serving config {source}: {where}: {first['msg']}",
+                               "see `stillhouse serve --help` and the README's Serving section") from None
+
 
 def load_serve_config(path: str | Path | None = None) -> ServeConfig:
     """The config at ``path`` (default: ``$STILLHOUSE_SERVE_CONFIG``); errors name the field and the fix."""
@@ -90,13 +121,4 @@ def load_serve_config(path: str | Path | None = None) -> ServeConfig:
     if not path:
         raise ServeConfigError(f"no serving config: ${CONFIG_ENV} is not set",
                                f"start the service with `stillhouse serve TAG`, or set ${CONFIG_ENV} to a YAML file")
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        return ServeConfig.model_validate(raw)
-    except FileNotFoundError:
-        raise ServeConfigError(f"serving config {path} does not exist", f"check ${CONFIG_ENV}") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ServeConfigError(f"serving config {path}: {where}: {first['msg']}",
-                               "see `stillhouse serve --help` and the README's Serving section") from None
+    return validate_config(read_config_file(path), str(path))

@@ -77,7 +77,7 @@ class FeedbackStore:
                 if not 0 <= index < len(texts):
                     raise RequestError(f"index is outside the request's {len(texts)} text(s)",
                                        "give the position of the corrected text in that request, from 0")
-                text, model_tag = texts[index], row[1] or model_tag
+                text, model_tag = texts[index], model_tag or row[1]
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cursor = self._db.execute(

@@ -16,18 +16,44 @@ import yaml
 
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import ServeConfigError
-from stillhouse.serve.config import CONFIG_ENV, ServeConfig
+from stillhouse.serve.config import CONFIG_ENV, ServeConfig, read_config_file, validate_config
 
 STUDENT_SERVICE = "stillhouse.serving.student_service:Student"
+CHAIN_SERVICE = "stillhouse.serving.chain_service:Chain"
+
+
+def config_from_flags(config_file: str | None, folder: str | Path, model: str | None = None,
+                      chain: str | None = None, tokens_file: str | None = None, no_auth: bool = False,
+                      no_batching: bool = False) -> ServeConfig:
+    """The config file (if any) with the command line's choices on top; logs default into ``folder``."""
+    raw = read_config_file(config_file) if config_file else {}
+    if model or chain:  # the command line names what to serve: it replaces the file's target
+        raw.update(model=model, chain=str(Path(chain).resolve()) if chain else None)
+    if not raw.get("model") and not raw.get("chain"):
+        raise ServeConfigError("nothing to serve", "give a student's model tag (`stillhouse models list`), "
+                               "--chain FILE, or --config FILE")
+    auth = raw.setdefault("auth", {})
+    if no_auth:
+        auth["enabled"] = False
+    if tokens_file:
+        auth["tokens_file"] = str(Path(tokens_file).resolve())
+    if no_batching:
+        raw.setdefault("batching", {})["enabled"] = False
+    raw.setdefault("audit", {}).setdefault("path", str(Path(folder, "audit.jsonl").resolve()))
+    raw.setdefault("feedback", {}).setdefault("path", str(Path(folder, "feedback.sqlite").resolve()))
+    return validate_config(raw, config_file or "(command line)")
 
 
 def check_config(config: ServeConfig) -> None:
     """Fail before serving on what a worker would only find at start-up."""
+    from stillhouse.serve.chain import load_chain
     from stillhouse.serve.student import ServedStudent
 
     if config.auth.enabled:
         config.auth.token_table()
-    ServedStudent.check_tag(config.model)
+    tags = [step.model for step in load_chain(config.chain).steps] if config.chain else [config.model]
+    for tag in tags:
+        ServedStudent.check_tag(tag)
 
 
 def write_config(config: ServeConfig, folder: str | Path) -> Path:

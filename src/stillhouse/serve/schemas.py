@@ -30,12 +30,27 @@ class ClassifyResponse(BaseModel):
     model_version: str
 
 
+class StepResult(BaseModel):
+    step: str
+    model_tag: str
+    model_version: str
+    results: list[Prediction | None] = Field(description="One per input text; null where the step did not run.")
+
+
+class ChainResponse(BaseModel):
+    chain: str
+    steps: list[StepResult]
+    model_tag: str = Field(description="Every step's model tag, comma-separated, in step order.")
+    model_version: str
+
+
 class FeedbackRequest(BaseModel):
     label: str = Field(description="The correct label.")
     request_id: str | None = Field(None, description="X-Request-ID of the answer being corrected.")
     index: int = Field(0, ge=0, description="Position of the corrected text in that request.")
     text: str | None = Field(None, description="The input itself, instead of a request id.")
     comment: str | None = Field(None, description="Free text for the reviewer (stored, never logged).")
+    step: str | None = Field(None, description="Chains only: the step whose answer is corrected.")
 
 
 class FeedbackResponse(BaseModel):
@@ -95,8 +110,9 @@ def check_feedback(body: bytes, limits: LimitsConfig) -> list[str]:
         raise RequestError(f"unknown field(s) {unknown}", f"send only {sorted(FeedbackRequest.model_fields)}")
     if not isinstance(payload.get("label"), str) or not payload["label"]:
         raise RequestError("`label` is missing or not a string", "send the correct label")
-    if payload.get("request_id") is not None and not isinstance(payload["request_id"], str):
-        raise RequestError("`request_id` is not a string", "send the X-Request-ID value as a string")
+    for field in ("request_id", "step"):
+        if payload.get(field) is not None and not isinstance(payload[field], str):
+            raise RequestError(f"`{field}` is not a string", f"send `{field}` as a JSON string")
     index = payload.get("index", 0)
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise RequestError("`index` is not a non-negative integer", "send the text's position, from 0")
