@@ -73,3 +73,13 @@ def test_conditions_on_labels_a_step_never_outputs_are_refused():
     spec.check_labels(labels)
     with pytest.raises(ServeConfigError, match=r"waits for label\(s\) \['complaint'\]"):
         spec.check_labels({**labels, "intent": ["question", "other"]})
+
+
+def test_shipped_serving_examples_load():
+    from stillhouse.serve.launch import config_from_flags
+    from tests.conftest import REPO
+
+    chain = load_chain(REPO / "examples" / "serving" / "chain.yaml")
+    assert [s.name for s in chain.steps] == ["intent", "sentiment"]
+    config = config_from_flags(str(REPO / "examples" / "serving" / "serve.yaml"), "out", model="student:latest")
+    assert config.model == "student:latest" and config.auth.enabled and not config.audit.log_inputs
