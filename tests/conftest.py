@@ -107,20 +107,20 @@ def tiny_causal_lm_dir(tmp_path_factory) -> Path:
 
 
 def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: int = 0) -> str:
-    """A tiny random-init student with ``labels``, packaged in the test's BentoML model store; its tag."""
-    import bentoml
+    """A tiny random-init student with ``labels`` and a model card, in the test's BentoML model store; its tag."""
     import torch
 
-    from stillhouse.registry import FRAMEWORK_LABEL
+    from stillhouse.registry import store_classifier
     from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
 
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(str(model_dir))
-    with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": "classification"},
-                               metadata={"labels": labels}) as model:
-        save_classifier(TextClassifier(encoder, len(labels)), tokenizer,
-                        ClassifierInfo(labels=labels, max_length=32), Path(model.path) / "student")
-    return str(model.tag)
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    save_classifier(TextClassifier(encoder, len(labels)), tokenizer, ClassifierInfo(labels=labels, max_length=32),
+                    folder / "student")
+    (folder / "model_card.md").write_text(f"# {name}\n\nA tiny test student ({', '.join(labels)}).\n")
+    return store_classifier(name, folder / "student", {"model_card.md": folder / "model_card.md"},
+                            metadata={"labels": labels})
 
 
 @pytest.fixture(scope="session")

@@ -20,25 +20,30 @@ def free_port() -> int:
 def start_server(args: list[str], folder: Path, cert: Path | None = None, env: dict | None = None,
                  timeout_s: float = 180):
     """(process, httpx client, port) for `stillhouse serve ARGS --port P`, once /readyz answers 200."""
-    import httpx
-
     port = free_port()
     log = open(folder / "server.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "stillhouse.cli", "serve", *args, "--port", str(port)],
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, **(env or {})})
     scheme = "https" if cert else "http"
-    client = httpx.Client(base_url=f"{scheme}://127.0.0.1:{port}", verify=str(cert) if cert else True, timeout=30)
+    return process, wait_ready(process, f"{scheme}://127.0.0.1:{port}", folder / "server.log", cert, timeout_s), port
+
+
+def wait_ready(process, url: str, log: Path, cert: Path | None = None, timeout_s: float = 180):
+    """An httpx client for ``url`` once its /readyz answers 200; fails the test with the log's tail otherwise."""
+    import httpx
+
+    client = httpx.Client(base_url=url, verify=str(cert) if cert else True, timeout=30)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             if client.get("/readyz").status_code == 200:
-                return process, client, port
+                return client
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             stop_server(process, signal.SIGKILL)
-            pytest.fail("server did not become ready:\n" + (folder / "server.log").read_text()[-3000:])
+            pytest.fail("server did not become ready:\n" + log.read_text()[-3000:])
         time.sleep(1)
 
 

