@@ -1,5 +1,6 @@
 """The student service over HTTP through its ASGI app (real BentoML app, middleware, model store, SQLite)."""
 
+import importlib
 import json
 import logging
 import os
@@ -28,9 +29,11 @@ def served(tiny_student_tag, tmp_path_factory):
     }))
     (folder / "tokens").write_text(f"alice {hash_token(TOKEN)}\n")
     os.environ["STILLHOUSE_SERVE_CONFIG"] = str(config)
-    from stillhouse.serving.student_service import Student
+    import stillhouse.serving.student_service as module
 
-    with TestClient(Student.to_asgi()) as client:
+    module = importlib.reload(module)  # the service reads its config on import; another test may have imported it
+
+    with TestClient(module.Student.to_asgi()) as client:
         yield client, folder
     os.environ.pop("STILLHOUSE_SERVE_CONFIG")
 
