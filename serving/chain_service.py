@@ -18,7 +18,7 @@ from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.schemas import ChainResponse, FeedbackResponse, Prediction, StepResult
 from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware, unprocessable
-from stillhouse.serving.model_service import TRAFFIC, student_model_service
+from stillhouse.serving.model_service import TRAFFIC, call_model, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
 CHAIN = load_chain(CONFIG.chain)
@@ -36,7 +36,8 @@ class ChainBase:
 
     async def _describe(self) -> dict[str, dict]:
         if self.info is None:
-            infos = await asyncio.gather(*(self.step_model(s.name).to_async.describe() for s in CHAIN.steps))
+            infos = await asyncio.gather(*(call_model(self.step_model(step.name).to_async.describe)
+                                           for step in CHAIN.steps))
             info = {step.name: answer for step, answer in zip(CHAIN.steps, infos)}
             CHAIN.check_labels({name: answer["labels"] for name, answer in info.items()})
             self.info = info
@@ -54,7 +55,7 @@ class ChainBase:
         info = await self._describe()
 
         async def predict(step: str, chosen: list[str]) -> list[dict]:
-            return await self.step_model(step).to_async.predict(chosen)
+            return await call_model(self.step_model(step).to_async.predict, chosen)
 
         outputs = await run_chain(CHAIN, texts, predict)
         tags = [info[s.name]["tag"] for s in CHAIN.steps]

@@ -11,12 +11,35 @@ import bentoml
 from stillhouse.serve.config import BatchingConfig
 
 TRAFFIC = {"timeout": 60}
+# How callers connect to a model service. BentoML >= 1.4.30 replaces its client session every 100 requests and
+# closes the old one with calls still in flight (bentoml/BentoML#5540, #5544): at concurrency 4 about 1 % of calls
+# failed or hung until the 60 s timeout. Replaced only by age (new replicas still get traffic after 5 min).
+RUNNER_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 300.0}
+
+
+async def call_model(method, *args):
+    """Call a dependency's API, once more if BentoML's proxy dropped the connection under the call.
+
+    When BentoML replaces its session to a dependency (see RUNNER_CONNECTION) calls still on the old one fail
+    with a connection error ("Server disconnected", "Connector is closed", "Session is closed"). Classification
+    is idempotent, so calling again on the fresh session is safe.
+    """
+    import aiohttp
+
+    try:
+        return await method(*args)
+    except aiohttp.ClientConnectionError:
+        return await method(*args)
+    except RuntimeError as exc:
+        if "Session is closed" not in str(exc):
+            raise
+        return await method(*args)
 
 
 def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
     """A BentoML service holding the student ``tag``; chains build one per step."""
 
-    @bentoml.service(name=name, traffic=TRAFFIC)
+    @bentoml.service(name=name, traffic=TRAFFIC, runner_connection=RUNNER_CONNECTION)
     class StudentModel:
         def __init__(self) -> None:
             from stillhouse.serve.student import ServedStudent

@@ -19,7 +19,7 @@ from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction
 from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware, unprocessable
-from stillhouse.serving.model_service import TRAFFIC, student_model_service
+from stillhouse.serving.model_service import TRAFFIC, call_model, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
 
@@ -39,20 +39,20 @@ class Student:
         # Ready once the model service answers (it warmed up in its __init__); until then /readyz is 503.
         if self.info is None:
             try:
-                self.info = await self.model.to_async.describe()
+                self.info = await call_model(self.model.to_async.describe)
             except Exception:  # noqa: BLE001 - not reachable yet is exactly "not ready"
                 return False
         return True
 
     async def _describe(self) -> dict:
         if self.info is None:
-            self.info = await self.model.to_async.describe()
+            self.info = await call_model(self.model.to_async.describe)
         return self.info
 
     @bentoml.api(route="/classify")
     async def classify(self, texts: list[str], ctx: bentoml.Context) -> ClassifyResponse:
         info = await self._describe()
-        results = await self.model.to_async.predict(texts)
+        results = await call_model(self.model.to_async.predict, texts)
         self.feedback_store.remember_request(ctx.request.headers.get(REQUEST_ID_HEADER, ""), texts, info["tag"])
         return ClassifyResponse(results=[Prediction(**r) for r in results], model_tag=info["tag"],
                                 model_version=info["version"])

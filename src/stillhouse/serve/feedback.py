@@ -31,11 +31,11 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def connect(path: str | Path, synchronous: str = "FULL") -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.executescript(SCHEMA)
     return db
 
@@ -45,16 +45,19 @@ class FeedbackStore:
         self.path = Path(path)
         self.keep_requests = keep_requests
         self._db = connect(self.path)
-        self._lock = threading.Lock()  # one connection shared by the service's threads
+        # Remembering every request's texts must not cost an fsync per /classify: in WAL mode NORMAL survives a
+        # killed process (only a power cut can lose the newest entries, which are a cache for feedback by id).
+        self._recent = connect(self.path, synchronous="NORMAL")
+        self._lock = threading.Lock()  # the connections are shared by the service's threads
 
     def remember_request(self, request_id: str, texts: list[str], model_tag: str) -> None:
         if self.keep_requests <= 0:
             return
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO requests (request_id, received_at, texts, model_tag) "
-                             "VALUES (?, ?, ?, ?)", (request_id, time.time(), json.dumps(texts), model_tag))
-            self._db.execute("DELETE FROM requests WHERE seq <= (SELECT MAX(seq) FROM requests) - ?",
-                             (self.keep_requests,))
+            self._recent.execute("INSERT OR REPLACE INTO requests (request_id, received_at, texts, model_tag) "
+                                 "VALUES (?, ?, ?, ?)", (request_id, time.time(), json.dumps(texts), model_tag))
+            self._recent.execute("DELETE FROM requests WHERE seq <= (SELECT MAX(seq) FROM requests) - ?",
+                                 (self.keep_requests,))
 
     def add(self, label: str, labels: list[str], *, text: str | None = None, request_id: str | None = None,
             index: int = 0, comment: str | None = None, principal: str | None = None,
@@ -92,6 +95,7 @@ class FeedbackStore:
 
     def close(self) -> None:
         self._db.close()
+        self._recent.close()
 
 
 def export_feedback(db_path: str | Path, out: str | Path, text_field: str = "text",
