@@ -155,8 +155,9 @@ class DistillationSpec(_Strict):
         description="Rows the student learns from: the labelled seed (hard + soft labels), the soft-labelled pool, "
         "and the kept synthetic rows (soft labels only).")
     # benchmarks/synthetic.py (SmolLM2 rows, mean of 3 student seeds): against seed only, weight 1.0 gives +0.46
-    # points on Banking77 and -3.2 on Twitter, weight 0.3 +0.66 and -2.3. A small generator's text is unlike the
-    # real data; its rows should steer the student, not outweigh the real rows. Raise it for a strong generator.
+    # points on Banking77 and -0.41 on Twitter (MPNet teacher), weight 0.3 +0.66 and +2.33 (MiniLM teacher on
+    # Twitter: -3.2 and -2.3). A small generator's text is unlike the real data; its rows should steer the
+    # student, not outweigh the real rows. Raise it for a strong generator.
     synthetic_weight: float = Field(
         0.3, gt=0, le=1, description="Loss weight of each synthetic row relative to a real one (1 = equal). Low "
         "by default: rows from a small generator read unlike real data; raise it for a strong generator.")
