@@ -5,7 +5,7 @@ student and batches concurrent calls (adaptive batching); ``Student`` is the pub
 feedback, audit) and calls it through ``bentoml.depends``. Configured by the YAML file in
 ``$STILLHOUSE_SERVE_CONFIG`` (see ``stillhouse.serve.config``)::
 
-    stillhouse serve quickstart-student:latest            # writes the config, runs `bentoml serve` on it
+    stillhouse serve stillhouse-quickstart-sentiment:latest   # writes the config, runs `bentoml serve` on it
     bentoml serve stillhouse.serving.student_service:Student   # the same, given $STILLHOUSE_SERVE_CONFIG
 """
 

@@ -74,7 +74,8 @@ class FeedbackConfig(_Strict):
 
 
 class ServeConfig(_Strict):
-    model: str | None = Field(None, description="BentoML model tag of the student, e.g. `quickstart-student:latest`.")
+    model: str | None = Field(None, description="BentoML model tag of the student, e.g. "
+                              "`stillhouse-quickstart-sentiment:latest`.")
     chain: str | None = Field(None, description="Instead of `model`: a chain spec YAML (see stillhouse.serve.chain).")
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
