@@ -35,13 +35,11 @@ def unprocessable(err: RequestError, ctx) -> JSONResponse:
     return JSONResponse({"error": err.problem, "fix": err.fix}, status_code=422)
 
 
-async def _send_json(send, status: int, payload: dict, rid: str, extra: list | None = None) -> bytes:
-    body = json.dumps(payload).encode()
+async def _send_json(send, status: int, body: bytes, rid: str, extra: list | None = None) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (REQUEST_ID_HEADER.encode(), rid.encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-    return body
 
 
 async def _read_body(receive, limit: int) -> bytes:
@@ -73,9 +71,11 @@ class SecurityMiddleware:
         path, method = scope["path"], scope["method"]
         headers = {k.lower(): v for k, v in scope["headers"]}
         rid = request_id(headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
-        state = {"status": 500, "body": bytearray(), "sha": None, "principal": None, "texts": None}
+        state = {"status": 500, "body": bytearray(), "sha": None, "principal": None, "texts": None, "audited": False}
 
         def audit():
+            # Written before the response's last byte leaves: whoever got an answer can find its audit line.
+            state["audited"] = True
             try:
                 payload = json.loads(bytes(state["body"])) if state["body"] else None
             except (UnicodeDecodeError, json.JSONDecodeError):
@@ -88,8 +88,10 @@ class SecurityMiddleware:
                              inputs=state["texts"])
 
         async def reject(status: int, payload: dict, extra=None):
-            state["status"], state["body"] = status, bytearray(await _send_json(send, status, payload, rid, extra))
+            body = json.dumps(payload).encode()
+            state["status"], state["body"] = status, bytearray(body)
             audit()
+            await _send_json(send, status, body, rid, extra)
 
         open_path = path in self.config.auth.open_paths
         if self.tokens is not None and not open_path:
@@ -112,8 +114,9 @@ class SecurityMiddleware:
                 state["texts"] = check(body, self.config.limits)
             except RequestError as err:
                 return await reject(422, {"error": err.problem, "fix": err.fix})
-        scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k.lower() not in _INTERNAL] + [
-            (REQUEST_ID_HEADER.encode(), rid.encode()), (PRINCIPAL_HEADER.encode(), (state["principal"] or "").encode())])
+        internal = [(REQUEST_ID_HEADER.encode(), rid.encode()),
+                    (PRINCIPAL_HEADER.encode(), (state["principal"] or "").encode())]
+        scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k.lower() not in _INTERNAL] + internal)
         replayed = False
 
         async def replay():
@@ -128,12 +131,17 @@ class SecurityMiddleware:
                 state["status"] = message["status"]
                 message = dict(message, headers=[*message.get("headers", []),
                                                  (REQUEST_ID_HEADER.encode(), rid.encode())])
-            elif message["type"] == "http.response.body" and len(state["body"]) < _SUMMARY_MAX_BYTES:
-                state["body"] += message.get("body", b"")
+            elif message["type"] == "http.response.body":
+                if len(state["body"]) < _SUMMARY_MAX_BYTES:
+                    state["body"] += message.get("body", b"")
+                if not message.get("more_body") and not open_path:
+                    audit()
             await send(message)
 
         try:
             await self.app(scope, replay, capture)
         finally:
-            if not open_path:  # probes every few seconds would drown the audit trail; they carry no input
+            # Probes every few seconds would drown the audit trail (they carry no input); an app that failed
+            # before answering is still audited.
+            if not open_path and not state["audited"]:
                 audit()
