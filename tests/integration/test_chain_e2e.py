@@ -63,3 +63,17 @@ def test_chain_feedback_names_the_step(chain_client, tiny_student_tag):
     wrong = client.post("/feedback", json={"text": "x", "step": "urgency", "label": "negative"}, headers=AUTH)
     assert wrong.status_code == 422 and "labels" in wrong.json()["error"]
     assert client.post("/classify", json={"texts": TEXTS}).status_code == 401
+
+
+def test_a_chain_waiting_for_labels_its_step_never_outputs_fails_before_serving(tiny_student_tag, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "chain.yaml").write_text(json.dumps({"name": "bad", "steps": [
+        {"name": "sentiment", "model": tiny_student_tag},
+        {"name": "again", "model": tiny_student_tag, "when": {"step": "sentiment", "labels": ["complaint"]}}]}))
+    command = [sys.executable, "-m", "stillhouse.cli", "serve", "--chain", str(tmp_path / "chain.yaml"), "--no-auth",
+               "--dir", str(tmp_path / "serve")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "waits for label(s) ['complaint'] that step `sentiment` never outputs" in result.stderr

@@ -51,9 +51,11 @@ def check_config(config: ServeConfig) -> None:
 
     if config.auth.enabled:
         config.auth.token_table()
-    tags = [step.model for step in load_chain(config.chain).steps] if config.chain else [config.model]
-    for tag in tags:
-        ServedStudent.check_tag(tag)
+    if config.chain:
+        chain = load_chain(config.chain)
+        chain.check_labels({step.name: ServedStudent.labels_of(step.model) for step in chain.steps})
+    else:
+        ServedStudent.check_tag(config.model)
 
 
 def write_config(config: ServeConfig, folder: str | Path) -> Path:

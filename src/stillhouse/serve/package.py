@@ -3,8 +3,9 @@
 The Bento carries the installed ``stillhouse`` package itself (copied into its source folder, so this works
 after a plain ``pip install .`` with no checkout), the student model by exact tag, the student's model card as
 the Bento's description and as ``MODEL_CARD.md``, and the serving config as the Bento argument
-``stillhouse_serve_config`` (``$STILLHOUSE_SERVE_CONFIG`` still wins where set). Python requirements are the package's own, unlocked (``lock_packages: false``), so the CPU torch pin stays
-as written and no CUDA build gets locked in. At run time the container needs ``$STILLHOUSE_TOKEN_HASHES``
+``stillhouse_serve_config`` (``$STILLHOUSE_SERVE_CONFIG`` still wins where set). Python requirements are the
+package's own, unlocked (``lock_packages: false``), so the CPU torch pin stays as written and no CUDA build gets
+locked in. At run time the container needs ``$STILLHOUSE_TOKEN_HASHES``
 (a Kubernetes Secret), or a serving config with auth off.
 """
 

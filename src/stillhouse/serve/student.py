@@ -38,6 +38,14 @@ class ServedStudent:
         return stored
 
     @classmethod
+    def labels_of(cls, tag: str) -> list[str]:
+        """The labels of the stored student ``tag``, without loading its weights."""
+        import json
+
+        stored = cls.check_tag(tag)
+        return json.loads((Path(stored.path) / "student" / "classifier.json").read_text(encoding="utf-8"))["labels"]
+
+    @classmethod
     def from_store(cls, tag: str) -> ServedStudent:
         """Load the student with BentoML model tag ``tag``."""
         from stillhouse.tasks.classification import load_classifier
