@@ -83,3 +83,16 @@ def test_shipped_serving_examples_load():
     assert [s.name for s in chain.steps] == ["intent", "sentiment"]
     config = config_from_flags(str(REPO / "examples" / "serving" / "serve.yaml"), "out", model="student:latest")
     assert config.model == "student:latest" and config.auth.enabled and not config.audit.log_inputs
+
+
+def test_config_flags_override_the_file_and_empty_sections_are_defaults(tmp_path):
+    from stillhouse.serve.launch import config_from_flags
+
+    path = tmp_path / "serve.yaml"
+    path.write_text("model: a:1\nauth:\naudit: {log_inputs: true}\n")
+    config = config_from_flags(str(path), tmp_path / "out", no_auth=True, no_batching=True)
+    assert config.model == "a:1" and not config.auth.enabled and not config.batching.enabled
+    assert config.audit.log_inputs and config.audit.path == str((tmp_path / "out" / "audit.jsonl").resolve())
+    path.write_text("model: a:1\naudit: yes\n")
+    with pytest.raises(ServeConfigError, match="audit"):
+        config_from_flags(str(path), tmp_path / "out")

@@ -32,15 +32,17 @@ def config_from_flags(config_file: str | None, folder: str | Path, model: str | 
     if not raw.get("model") and not raw.get("chain"):
         raise ServeConfigError("nothing to serve", "give a student's model tag (`stillhouse models list`), "
                                "--chain FILE, or --config FILE")
-    auth = raw.setdefault("auth", {})
-    if no_auth:
-        auth["enabled"] = False
-    if tokens_file:
-        auth["tokens_file"] = str(Path(tokens_file).resolve())
-    if no_batching:
-        raw.setdefault("batching", {})["enabled"] = False
-    raw.setdefault("audit", {}).setdefault("path", str(Path(folder, "audit.jsonl").resolve()))
-    raw.setdefault("feedback", {}).setdefault("path", str(Path(folder, "feedback.sqlite").resolve()))
+    overrides = {
+        "auth": {**({"enabled": False} if no_auth else {}),
+                 **({"tokens_file": str(Path(tokens_file).resolve())} if tokens_file else {})},
+        "batching": {"enabled": False} if no_batching else {},
+    }
+    defaults = {"audit": {"path": str(Path(folder, "audit.jsonl").resolve())},
+                "feedback": {"path": str(Path(folder, "feedback.sqlite").resolve())}}
+    for key in ("auth", "batching", "audit", "feedback"):
+        section = raw.get(key) or {}  # `auth:` left empty in YAML reads as null
+        if isinstance(section, dict):  # anything else is reported by validation, naming the field
+            raw[key] = {**defaults.get(key, {}), **section, **overrides.get(key, {})}
     return validate_config(raw, config_file or "(command line)")
 
 
