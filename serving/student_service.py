@@ -37,11 +37,10 @@ class Student:
 
     async def __is_ready__(self) -> bool:
         # Ready once the model service answers (it warmed up in its __init__); until then /readyz is 503.
-        if self.info is None:
-            try:
-                self.info = await call_model(self.model.to_async.describe)
-            except Exception:  # noqa: BLE001 - not reachable yet is exactly "not ready"
-                return False
+        try:
+            await self._describe()
+        except Exception:  # noqa: BLE001 - not reachable yet is exactly "not ready"
+            return False
         return True
 
     async def _describe(self) -> dict:

@@ -19,11 +19,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from stillhouse.errors import ServeConfigError
-from stillhouse.spec.base import _Strict
+from stillhouse.serve.config import README_SERVING, read_yaml_mapping
+from stillhouse.spec.base import _Strict, validation_problems
 
 Predict = Callable[[str, list[str]], Awaitable[list[dict]]]
 
@@ -75,14 +75,10 @@ class ChainSpec(_Strict):
 
 def load_chain(path: str | Path) -> ChainSpec:
     try:
-        return ChainSpec.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-    except FileNotFoundError:
-        raise ServeConfigError(f"chain spec {path} does not exist", "check the path") from None
+        return ChainSpec.model_validate(read_yaml_mapping(path, "chain spec"))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ServeConfigError(f"chain spec {path}: {where}: {first['msg']}",
-                               "see the README's Chains section") from None
+        raise ServeConfigError(f"chain spec {path}: {'; '.join(validation_problems(exc, README_SERVING))}",
+                               "see the README's Chains paragraph under Serving") from None
 
 
 def selected(step: ChainStep, outputs: dict[str, list[dict | None]], n: int) -> list[int]:

@@ -14,9 +14,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from stillhouse.errors import ServeConfigError
 from stillhouse.serve.tokens import TokenTable
-from stillhouse.spec.base import _Strict
+from stillhouse.spec.base import _Strict, validation_problems
 
 CONFIG_ENV = "STILLHOUSE_SERVE_CONFIG"
+README_SERVING = "the README's Serving section"
 
 
 class AuthConfig(_Strict):
@@ -92,27 +93,30 @@ class ServeConfig(_Strict):
         return self
 
 
-def read_config_file(path: str | Path) -> dict:
-    """The YAML mapping in ``path``, unvalidated (the command line may still add the target)."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """The YAML mapping in ``path`` (a serving config or a chain spec, named by ``what``), unvalidated."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ServeConfigError(f"serving config {path} does not exist", f"check the path (or ${CONFIG_ENV})") from None
+        raise ServeConfigError(f"{what} {path} does not exist", "check the path") from None
     except yaml.YAMLError as exc:
-        raise ServeConfigError(f"serving config {path} is not valid YAML: {str(exc).splitlines()[0]}",
+        raise ServeConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}",
                                "fix the file's syntax") from None
     if not isinstance(raw, dict):
-        raise ServeConfigError(f"serving config {path} is not a mapping", "write `key: value` lines")
+        raise ServeConfigError(f"{what} {path} is not a mapping", "write `key: value` lines")
     return raw
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The serving config in ``path``, unvalidated (the command line may still add the target)."""
+    return read_yaml_mapping(path, "serving config")
 
 
 def validate_config(raw: dict, source: str) -> ServeConfig:
     try:
         return ServeConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ServeConfigError(f"serving config {source}: {where}: {first['msg']}",
+        raise ServeConfigError(f"serving config {source}: {'; '.join(validation_problems(exc, README_SERVING))}",
                                "see `stillhouse serve --help` and the README's Serving section") from None
 
 

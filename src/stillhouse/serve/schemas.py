@@ -14,10 +14,6 @@ from stillhouse.errors import RequestError
 from stillhouse.serve.config import LimitsConfig
 
 
-class ClassifyRequest(BaseModel):
-    texts: list[str] = Field(description="Texts to classify, in order.")
-
-
 class Prediction(BaseModel):
     label: str
     confidence: float = Field(description="Probability of `label`.")

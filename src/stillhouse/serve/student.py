@@ -40,10 +40,9 @@ class ServedStudent:
     @classmethod
     def labels_of(cls, tag: str) -> list[str]:
         """The labels of the stored student ``tag``, without loading its weights."""
-        import json
+        from stillhouse.tasks.classification import read_classifier_info
 
-        stored = cls.check_tag(tag)
-        return json.loads((Path(stored.path) / "student" / "classifier.json").read_text(encoding="utf-8"))["labels"]
+        return read_classifier_info(Path(cls.check_tag(tag).path) / "student").labels
 
     @classmethod
     def from_store(cls, tag: str) -> ServedStudent:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from stillhouse.errors import SpecError
-from stillhouse.spec.base import EndpointSpec, _Strict
+from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.synthesis import AugmentSpec, LLMGeneratorSpec, SynthesisFilterSpec, SynthesisSpec
 from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
                                       TeacherSpec, _with_kind, encoder_teacher)
@@ -251,14 +251,7 @@ class Spec(_Strict):
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = [f"invalid spec {origin}:"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see the spec reference in the README)"
-        lines.append(f"  {path}: {msg}")
-    return "\n".join(lines)
+    return "\n".join([f"invalid spec {origin}:", *(f"  {line}" for line in validation_problems(err))])
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+def validation_problems(err: ValidationError, reference: str = "the spec reference in the README") -> list[str]:
+    """One ``field.path: message`` line per error of a pydantic validation (specs, serving configs, chains);
+    an unknown field points the reader at ``reference``."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field (check the spelling; see {reference})"
+        lines.append(f"{path}: {msg}")
+    return lines
 
 
 class _Strict(BaseModel):

@@ -131,18 +131,24 @@ def save_classifier(model: TextClassifier, tokenizer, info: ClassifierInfo, fold
     (folder / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
+def read_classifier_info(folder: str | Path) -> ClassifierInfo:
+    """The ``classifier.json`` of a saved classifier folder, without loading any weights."""
+    folder = Path(folder)
+    if not (folder / "classifier.json").is_file():
+        raise ModelError(f"{folder} is not a Stillhouse classifier (no classifier.json)",
+                         "point to a folder written by a Stillhouse run (teacher/ or student/)")
+    meta = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
+    return ClassifierInfo(labels=meta["labels"], pooling=meta["pooling"], max_length=meta["max_length"],
+                          base_model=meta.get("base_model", ""))
+
+
 def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, ClassifierInfo]:
     """Load a saved classifier folder → (model in eval mode, tokenizer, info)."""
     from transformers import AutoModel, AutoTokenizer
 
     quiet_transformers()
     folder = Path(folder)
-    if not (folder / "classifier.json").is_file():
-        raise ModelError(f"{folder} is not a Stillhouse classifier (no classifier.json)",
-                         "point to a folder written by a Stillhouse run (teacher/ or student/)")
-    meta = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
-    info = ClassifierInfo(labels=meta["labels"], pooling=meta["pooling"], max_length=meta["max_length"],
-                          base_model=meta.get("base_model", ""))
+    info = read_classifier_info(folder)
     model = TextClassifier(AutoModel.from_pretrained(folder / "encoder"), len(info.labels), info.pooling)
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
     return model.eval(), AutoTokenizer.from_pretrained(folder / "tokenizer"), info
