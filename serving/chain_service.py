@@ -59,7 +59,8 @@ class ChainBase:
 
         outputs = await run_chain(CHAIN, texts, predict)
         tags = [info[s.name]["tag"] for s in CHAIN.steps]
-        self.feedback_store.remember_request(ctx.request.headers.get(REQUEST_ID_HEADER, ""), texts, ",".join(tags))
+        await asyncio.to_thread(self.feedback_store.remember_request, ctx.request.headers.get(REQUEST_ID_HEADER, ""),
+                                texts, ",".join(tags))
         steps = [StepResult(step=name, model_tag=info[name]["tag"], model_version=info[name]["version"],
                             results=[Prediction(**r) if r else None for r in results])
                  for name, results in outputs.items()]
@@ -75,9 +76,10 @@ class ChainBase:
             if step not in info:
                 raise RequestError("`step` is missing or not a step of this chain",
                                    f"name the corrected step: one of {list(info)}")
-            feedback_id = self.feedback_store.add(
-                label, info[step]["labels"], text=text, request_id=request_id, index=index, comment=comment,
-                principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None, model_tag=info[step]["tag"])
+            feedback_id = await asyncio.to_thread(
+                self.feedback_store.add, label, info[step]["labels"], text=text, request_id=request_id, index=index,
+                comment=comment, principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None,
+                model_tag=info[step]["tag"])
         except RequestError as err:
             return unprocessable(err, ctx)
         return FeedbackResponse(feedback_id=feedback_id, model_tag=info[step]["tag"],

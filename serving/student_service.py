@@ -11,6 +11,8 @@ feedback, audit) and calls it through ``bentoml.depends``. Configured by the YAM
 
 from __future__ import annotations
 
+import asyncio
+
 import bentoml
 
 from stillhouse.errors import RequestError
@@ -52,7 +54,9 @@ class Student:
     async def classify(self, texts: list[str], ctx: bentoml.Context) -> ClassifyResponse:
         info = await self._describe()
         results = await call_model(self.model.to_async.predict, texts)
-        self.feedback_store.remember_request(ctx.request.headers.get(REQUEST_ID_HEADER, ""), texts, info["tag"])
+        # SQLite off the event loop: a write waiting on another process's lock must not stall every request
+        await asyncio.to_thread(self.feedback_store.remember_request, ctx.request.headers.get(REQUEST_ID_HEADER, ""),
+                                texts, info["tag"])
         return ClassifyResponse(results=[Prediction(**r) for r in results], model_tag=info["tag"],
                                 model_version=info["version"])
 
@@ -64,9 +68,9 @@ class Student:
         try:
             if step is not None:
                 raise RequestError("`step` is for chains; this service serves one student", "leave `step` out")
-            feedback_id = self.feedback_store.add(
-                label, info["labels"], text=text, request_id=request_id, index=index, comment=comment,
-                principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None, model_tag=info["tag"])
+            feedback_id = await asyncio.to_thread(  # the commit waits for an fsync: off the event loop
+                self.feedback_store.add, label, info["labels"], text=text, request_id=request_id, index=index,
+                comment=comment, principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None, model_tag=info["tag"])
         except RequestError as err:
             return unprocessable(err, ctx)
         return FeedbackResponse(feedback_id=feedback_id, model_tag=info["tag"], model_version=info["version"])

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from stillhouse.serve.local import start_serve, stop_process_group
 from stillhouse.serve.tokens import hash_token
 from tests.conftest import make_rows, package_tiny_student
-from tests.serving_helpers import start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,11 @@ def chain_client(tiny_student_tag, tiny_model_dir, tmp_path_factory):
         {"name": "sentiment", "model": tiny_student_tag},
         {"name": "urgency", "model": urgency, "when": {"step": "sentiment", "labels": ["negative"]}}]}))
     (folder / "serve.yaml").write_text(json.dumps({"limits": {"max_texts": 32}}))
-    process, client, _ = start_server(["--chain", str(folder / "chain.yaml"), "--config", str(folder / "serve.yaml"),
+    process, client, _ = start_serve(["--chain", str(folder / "chain.yaml"), "--config", str(folder / "serve.yaml"),
                                        "--dir", str(folder)], folder,
                                       env={"STILLHOUSE_TOKEN_HASHES": f"ci {hash_token(TOKEN)}"})
     yield client, folder, urgency
-    stop_server(process)
+    stop_process_group(process)
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

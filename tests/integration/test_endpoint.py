@@ -8,7 +8,6 @@ error, and never returns a half-parsed answer.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,16 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stillhouse.spec import EndpointSpec, EndpointTeacherSpec, LLMTeacherSpec, SynthesisSpec
+from stillhouse.serve.local import free_port
+from stillhouse.spec import (
+    EndpointSpec,
+    EndpointTeacherSpec,
+    LLMTeacherSpec,
+    SynthesisSpec,
+)
 from stillhouse.teachers.endpoint import EndpointError, OpenAIEndpoint
 
 pytestmark = [pytest.mark.integration]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stillhouse.serve.local import free_port, stop_process_group, wait_ready
 from stillhouse.serve.tokens import hash_token
-from tests.serving_helpers import free_port, stop_server, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -45,5 +45,5 @@ def test_package_builds_a_bento_with_card_model_and_unlocked_cpu_requirements(ti
         answer = client.post("/classify", json={"texts": ["great"]}, headers={"Authorization": f"Bearer {TOKEN}"})
         assert answer.status_code == 200 and answer.json()["model_tag"] == tiny_student_tag
     finally:
-        stop_server(process)
+        stop_process_group(process)
         log.close()

@@ -12,8 +12,8 @@ import sqlite3
 
 import pytest
 
+from stillhouse.serve.local import start_serve, stop_process_group
 from stillhouse.serve.tokens import hash_token
-from tests.serving_helpers import start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +51,11 @@ def server(tiny_student_tag, tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e")
     cert, key = self_signed(folder)
     (folder / "tokens").write_text(f"ci {hash_token(TOKEN)}\n")
-    process, client, port = start_server(
+    process, client, port = start_serve(
         [tiny_student_tag, "--dir", str(folder / "serve"), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
          "--tokens-file", str(folder / "tokens")], folder, cert=cert)
     yield {"client": client, "process": process, "folder": folder, "port": port}
-    stop_server(process)
+    stop_process_group(process)
 
 
 def auth():
@@ -94,3 +94,9 @@ def test_acknowledged_feedback_survives_sigkill_and_no_log_holds_pii_or_token(se
     assert {"/classify", "/feedback", "/metrics"} <= {line["endpoint"] for line in audit}
     logs = (folder / "serve" / "audit.jsonl").read_text() + (folder / "server.log").read_text()
     assert EMAIL not in logs and TOKEN not in logs and "card stolen" not in logs
+
+
+def test_a_server_that_exits_at_start_is_reported_with_its_log(tmp_path):
+    with pytest.raises(RuntimeError, match="did not become ready") as failure:
+        start_serve(["no-such-student:latest", "--dir", str(tmp_path / "serve"), "--no-auth"], tmp_path, timeout_s=60)
+    assert "no-such-student" in str(failure.value)  # the CLI's own error, read from server.log
