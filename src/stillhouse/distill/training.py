@@ -1,8 +1,15 @@
 """The one training loop for teachers and students, run per worker by Ray Train's ``TorchTrainer``.
 
-A :class:`TrainJob` says what to train (a classifier folder to start from), on what (a Parquet file of
-``text``, ``label_idx`` (−1 = no hard label) and optionally ``teacher_logits`` and a per-row loss ``weight``),
-and how (loss weights, optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster.
+A :class:`TrainJob` says what to train (a model folder to start from), on what (a Parquet file), and how (loss
+weights, optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster. What
+one training item is depends on ``task``:
+
+- ``classification``: a row of ``text``, ``label_idx`` (−1 = no hard label), optionally ``teacher_logits`` and
+  a loss ``weight``; the model is a classifier folder; the loss :func:`~stillhouse.distill.losses.distillation_loss`.
+- ``reranking``: a query with its candidates: ``query``, ``passages`` (list), ``relevance`` (list of grades,
+  −1 = unjudged), optionally ``teacher_scores`` (list) and ``weight``; the model is a re-ranker folder; each
+  epoch draws ``group_size`` candidates per query (its relevant ones first); the loss
+  :func:`~stillhouse.distill.losses.ranking_loss`.
 
 Each epoch ends with a checkpoint (model, optimiser, scheduler, epoch); when a worker dies, Ray Train
 restarts the worker group (``FailureConfig.max_failures``) and the loop resumes from the last checkpoint.
@@ -21,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stillhouse.distill.losses import distillation_loss
+from stillhouse.distill.losses import distillation_loss, ranking_loss
 from stillhouse.progress import progress, say
 from stillhouse.tasks.classification import load_classifier, tokenize
 
@@ -53,6 +60,10 @@ class TrainJob:
     max_failures: int = 2
     warmup_fraction: float = 0.1
     freeze_word_embeddings: bool = False
+    task: str = "classification"
+    hard_loss: str = "listwise"  # reranking: a key of losses.HARD_RANKING_LOSSES
+    soft_loss: str = "listwise"  # reranking: a key of losses.SOFT_RANKING_LOSSES
+    group_size: int = 8  # reranking: candidates per query per step
 
     def to_config(self) -> dict:
         return asdict(self)
@@ -71,8 +82,11 @@ def _optimizer(model, job: TrainJob, total_steps: int):
     # Two learning rates: the head often starts near-optimal (logistic-regression init) or tiny, and moves
     # faster than a pretrained encoder should (measured recipe: encoder 5e-5, head 1e-3).
     core = model.module if hasattr(model, "module") else model
-    groups = [{"params": [p for p in core.encoder.parameters() if p.requires_grad], "lr": job.learning_rate},
-              {"params": core.head.parameters(), "lr": job.head_learning_rate}]
+    head = list(core.head.parameters()) if hasattr(core, "head") else []  # a monoT5 has no separate head
+    head_ids = {id(p) for p in head}
+    groups = [{"params": [p for p in core.parameters() if p.requires_grad and id(p) not in head_ids],
+               "lr": job.learning_rate},
+              {"params": head, "lr": job.head_learning_rate}]
     optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     warmup = max(1, int(job.warmup_fraction * total_steps))
 
@@ -93,6 +107,87 @@ def _maybe_inject_failure(epoch: int, storage_dir: str) -> None:
         os._exit(1)
 
 
+class ClassificationItems:
+    """Rows of text with a hard label and/or teacher logits: :func:`distillation_loss` per batch of rows."""
+
+    def __init__(self, job: TrainJob):
+        self.job = job
+        self.model, self.tokenizer, _ = load_classifier(job.init_model_dir)
+        frame = pd.read_parquet(job.train_file)
+        self.texts = frame["text"].tolist()
+        self.labels = torch.tensor(frame["label_idx"].to_numpy(), dtype=torch.long)
+        self.teacher = (torch.tensor(np.stack(frame["teacher_logits"].to_numpy()), dtype=torch.float32)
+                        if job.use_teacher_logits else None)
+        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+        self.count = len(self.texts)
+
+    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
+        job = self.job
+        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], job.max_length)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
+            logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        return distillation_loss(logits.float(), self.labels[batch].to(device),
+                                 self.teacher[batch].to(device) if self.teacher is not None else None,
+                                 job.alpha, job.temperature,
+                                 self.weights[batch].to(device) if self.weights is not None else None)
+
+
+def sample_group(relevance: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``size`` candidates: the relevant ones first (up to ``size``), the rest drawn at random.
+
+    Keeping every relevant candidate gives the hard-label loss something to rank; drawing the rest anew each
+    epoch shows the model more of each query's list than one fixed group would.
+    """
+    relevant = np.flatnonzero(relevance > 0)[:size]
+    others = np.setdiff1d(np.arange(len(relevance)), relevant)
+    drawn = rng.choice(others, size=min(len(others), size - len(relevant)), replace=False)
+    return np.concatenate([relevant, np.sort(drawn)]).astype(np.int64)
+
+
+class RankingItems:
+    """Queries with their candidate lists: :func:`ranking_loss` over ``group_size`` candidates per query."""
+
+    def __init__(self, job: TrainJob):
+        from stillhouse.tasks.reranking import load_reranker
+
+        self.job = job
+        self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)
+        frame = pd.read_parquet(job.train_file)
+        self.queries = frame["query"].tolist()
+        self.passages = [list(p) for p in frame["passages"]]
+        self.relevance = [np.asarray(r, dtype=np.float32) for r in frame["relevance"]]
+        self.teacher = ([np.asarray(t, dtype=np.float32) for t in frame["teacher_scores"]]
+                        if job.use_teacher_logits else None)
+        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+        self.count = len(self.queries)
+
+    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
+        job = self.job
+        groups = [sample_group(self.relevance[i], job.group_size, np.random.default_rng([job.seed, epoch, int(i)]))
+                  for i in batch]
+        width = max(len(g) for g in groups)
+        mask = torch.zeros(len(batch), width, dtype=torch.bool)
+        relevance = torch.full((len(batch), width), -1.0)
+        teacher = torch.zeros(len(batch), width) if self.teacher is not None else None
+        queries, passages = [], []
+        for row, (i, group) in enumerate(zip(batch, groups)):
+            mask[row, :len(group)] = True
+            relevance[row, :len(group)] = torch.from_numpy(self.relevance[i][group])
+            if teacher is not None:
+                teacher[row, :len(group)] = torch.from_numpy(self.teacher[i][group])
+            queries += [self.queries[i]] * len(group)
+            passages += [self.passages[i][j] for j in group]
+        core = model.module if hasattr(model, "module") else model
+        enc = core.encode(self.tokenizer, queries, passages, job.max_length)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
+            flat = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
+        scores = torch.zeros(len(batch), width, device=device).masked_scatter(mask.to(device), flat)
+        return ranking_loss(scores, mask.to(device), relevance.to(device),
+                            teacher.to(device) if teacher is not None else None, job.hard_loss, job.soft_loss,
+                            job.alpha, job.temperature,
+                            self.weights[batch].to(device) if self.weights is not None else None)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: fine-tune / distil a classifier as described by ``TrainJob(**config)``."""
     import ray.train
@@ -105,21 +200,16 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    model, tokenizer, _ = load_classifier(job.init_model_dir)
-    frame = pd.read_parquet(job.train_file)
-    texts = frame["text"].tolist()
-    labels = torch.tensor(frame["label_idx"].to_numpy(), dtype=torch.long)
-    teacher = (torch.tensor(np.stack(frame["teacher_logits"].to_numpy()), dtype=torch.float32)
-               if job.use_teacher_logits else None)
-    weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+    items = (RankingItems if job.task == "reranking" else ClassificationItems)(job)
+    model = items.model
 
     if job.freeze_word_embeddings:
         # The vocabulary matrix is most of a small encoder's parameters: its dense gradient and Adam update
         # were ~40% of a 2-layer MiniLM student's step time on CPU (measured here), and the rows of tokens
         # seen in a small training set would drift away from the rest.
-        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+        model.get_input_embeddings().weight.requires_grad_(False)
     model = ray.train.torch.prepare_model(model)
-    steps_per_epoch = max(1, math.ceil((len(texts) // world) / job.batch_size))
+    steps_per_epoch = max(1, math.ceil((items.count // world) / job.batch_size))
     optimizer, scheduler = _optimizer(model, job, steps_per_epoch * job.epochs)
 
     start_epoch, resumed_at = 0, []
@@ -138,17 +228,11 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, job.epochs):
         model.train()
         losses = []
-        batches = _batches(len(texts), job.batch_size, rank, world, epoch, job.seed)
+        batches = _batches(items.count, job.batch_size, rank, world, epoch, job.seed)
         if rank == 0:
             batches = progress(batches, desc=f"{job.name}: epoch {epoch + 1}/{job.epochs}", total=len(batches))
         for batch in batches:
-            enc = tokenize(tokenizer, [texts[i] for i in batch], job.max_length)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
-                logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-            loss = distillation_loss(logits.float(), labels[batch].to(device),
-                                     teacher[batch].to(device) if teacher is not None else None,
-                                     job.alpha, job.temperature,
-                                     weights[batch].to(device) if weights is not None else None)
+            loss = items.loss(model, batch, epoch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

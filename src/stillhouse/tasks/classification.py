@@ -104,6 +104,9 @@ class TextClassifier(nn.Module):
             # miss, which DistributedDataParallel would otherwise reject ("parameters that did not receive grad").
             encoder.pooler.requires_grad_(False)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``[batch, hidden]``: mean over real tokens, or the first ([CLS]) token."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

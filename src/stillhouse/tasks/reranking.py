@@ -1,0 +1,195 @@
+"""Re-ranking models: score a (query, passage) pair; saving, loading and batched scoring.
+
+Two architectures behind one interface (``encode`` a batch of pairs, ``forward`` → one score per pair, a
+log-odds of relevance, so ``σ(score)`` is the model's relevance probability):
+
+- :class:`CrossEncoder`: an encoder reads ``[CLS] query [SEP] passage [SEP]``, mean-pools, one linear unit.
+- :class:`MonoT5`: a sequence-to-sequence model reads ``Query: q Document: d Relevant:`` and the score is
+  ``logit("true") − logit("false")`` at the first decoder step (Nogueira et al. 2020, "Document Ranking with a
+  Pretrained Sequence-to-Sequence Model"), so a real monoT5/T5 checkpoint works as it was trained.
+
+A saved re-ranker is a folder::
+
+    model/            the Hugging Face model (save_pretrained): encoder, or seq2seq model
+    tokenizer/        its tokenizer
+    head.safetensors  the cross-encoder's scoring unit (weight [1, hidden], bias [1])
+    reranker.json     kind, max_length, base model, parameter count (+ monoT5's true/false token ids)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stillhouse.errors import ModelError
+from stillhouse.progress import progress
+from stillhouse.tasks.classification import count_parameters, quiet_transformers, resolve_model_ref
+
+RERANKER_FILE = "reranker.json"
+MONOT5_TEMPLATE = "Query: {query} Document: {passage} Relevant:"
+
+
+@dataclass(frozen=True)
+class RerankerInfo:
+    """What a saved re-ranker needs besides its weights."""
+
+    kind: str  # "cross_encoder" | "monot5"
+    max_length: int = 256
+    base_model: str = ""
+    true_token_id: int | None = None
+    false_token_id: int | None = None
+
+
+class CrossEncoder(nn.Module):
+    """Encoder over the (query, passage) pair → mean-pooled → linear → score ``[batch]``."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, 1)
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler.requires_grad_(False)  # never used (mean pooling); DDP rejects params without grad
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    @staticmethod
+    def encode(tokenizer, queries: list[str], passages: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        # longest_first trims whichever side is longer: a long passage loses its tail, never the whole query
+        return tokenizer(queries, passages, padding=True, truncation="longest_first", max_length=max_length,
+                         return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled).squeeze(-1)
+
+
+class MonoT5(nn.Module):
+    """Seq2seq model → ``logit(true) − logit(false)`` at the first decoder step → score ``[batch]``."""
+
+    def __init__(self, model: nn.Module, true_token_id: int, false_token_id: int):
+        super().__init__()
+        self.model = model
+        self.true_token_id, self.false_token_id = true_token_id, false_token_id
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    @staticmethod
+    def encode(tokenizer, queries: list[str], passages: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        texts = [MONOT5_TEMPLATE.format(query=q, passage=p) for q, p in zip(queries, passages)]
+        return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        start = torch.full((input_ids.shape[0], 1), self.model.config.decoder_start_token_id,
+                           dtype=torch.long, device=input_ids.device)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=start).logits[:, 0]
+        return logits[:, self.true_token_id] - logits[:, self.false_token_id]
+
+
+def word_token_id(tokenizer, word: str) -> int:
+    """The id of ``word`` as one token (monoT5's "true"/"false"); a word the vocabulary splits is an error."""
+    ids = tokenizer.encode(word, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ModelError(f"the tokenizer splits {word!r} into {len(ids)} tokens; monoT5 scores one-token words",
+                         "use a tokenizer whose vocabulary has `true` and `false` as single tokens (T5's does)")
+    return ids[0]
+
+
+def new_cross_encoder(encoder: nn.Module) -> CrossEncoder:
+    return CrossEncoder(encoder)
+
+
+def new_monot5(model: nn.Module, tokenizer) -> MonoT5:
+    return MonoT5(model, word_token_id(tokenizer, "true"), word_token_id(tokenizer, "false"))
+
+
+def tiny_t5(tokenizer, d_model: int = 128, layers: int = 2, heads: int = 2, d_ff: int = 512) -> nn.Module:
+    """A small random-init T5 over ``tokenizer``'s vocabulary (tests, and a student without a T5 checkpoint)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff,
+                      num_layers=layers, num_decoder_layers=1, num_heads=heads,
+                      pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.sep_token_id or tokenizer.eos_token_id)
+    return T5ForConditionalGeneration(config)
+
+
+def load_seq2seq(ref: str):
+    """A seq2seq model (e.g. a T5 or monoT5 checkpoint) and its tokenizer from a model reference."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    quiet_transformers()
+    location = resolve_model_ref(ref)
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load sequence-to-sequence model `{ref}`: {str(exc).splitlines()[0]}",
+                         "use a local T5/monoT5 folder, or a hub name with network access") from None
+
+
+def save_reranker(model: CrossEncoder | MonoT5, tokenizer, info: RerankerInfo, folder: str | Path) -> None:
+    """Write the re-ranker folder (callers wrap this in :func:`stillhouse.data.io.atomic_dir`)."""
+    folder = Path(folder)
+    if isinstance(model, CrossEncoder):
+        model.encoder.save_pretrained(folder / "model")
+        save_file({"weight": model.head.weight.detach().contiguous().cpu(),
+                   "bias": model.head.bias.detach().contiguous().cpu()}, str(folder / "head.safetensors"))
+        info = RerankerInfo(**{**asdict(info), "kind": "cross_encoder"})
+    else:
+        model.model.save_pretrained(folder / "model")
+        info = RerankerInfo(**{**asdict(info), "kind": "monot5", "true_token_id": model.true_token_id,
+                               "false_token_id": model.false_token_id})
+    tokenizer.save_pretrained(folder / "tokenizer")
+    meta = {**asdict(info), "num_parameters": count_parameters(model)}
+    (folder / RERANKER_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def read_reranker_info(folder: str | Path) -> RerankerInfo:
+    path = Path(folder) / RERANKER_FILE
+    if not path.is_file():
+        raise ModelError(f"{folder} is not a Stillhouse re-ranker (no {RERANKER_FILE})",
+                         "point to a folder written by a re-ranking run (teacher/ or student/)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta.pop("num_parameters", None)
+    return RerankerInfo(**meta)
+
+
+def load_reranker(folder: str | Path) -> tuple[CrossEncoder | MonoT5, object, RerankerInfo]:
+    """Load a saved re-ranker folder → (model in eval mode, tokenizer, info)."""
+    from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    quiet_transformers()
+    folder = Path(folder)
+    info = read_reranker_info(folder)
+    if info.kind == "cross_encoder":
+        model: CrossEncoder | MonoT5 = CrossEncoder(AutoModel.from_pretrained(folder / "model"))
+        model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    else:
+        model = MonoT5(AutoModelForSeq2SeqLM.from_pretrained(folder / "model"), info.true_token_id,
+                       info.false_token_id)
+    return model.eval(), AutoTokenizer.from_pretrained(folder / "tokenizer"), info
+
+
+@torch.inference_mode()
+def score_pairs(model: CrossEncoder | MonoT5, tokenizer, queries: list[str], passages: list[str], max_length: int,
+                batch_size: int = 32, desc: str | None = None, device: str = "cpu") -> np.ndarray:
+    """Scores ``[n]`` for the pairs ``(queries[i], passages[i])``, in input order (batched by length)."""
+    model = model.to(device).eval()
+    order = np.argsort([len(q) + len(p) for q, p in zip(queries, passages)], kind="stable")
+    scores = np.zeros(len(queries), dtype=np.float32)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in progress(batches, desc=desc, total=len(batches)) if desc else batches:
+        enc = model.encode(tokenizer, [queries[i] for i in batch], [passages[i] for i in batch], max_length)
+        enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            scores[batch] = model(**enc).float().cpu().numpy()
+    return scores
