@@ -10,12 +10,10 @@ from stillhouse.components._image import STILLHOUSE_IMAGE
 def evaluate(spec_json: str, data: Input[Dataset], teacher: Input[Model], student: Input[Model],
              baseline: Input[Model], synthetic: Input[Dataset], soft_labels: Input[Dataset],
              evaluation: Output[Artifact], metrics: Output[Metrics]):
-    from stillhouse.steps import evaluate_step, run_step
+    from stillhouse.steps import evaluate_step, headline_metrics, run_step
 
     result = run_step("evaluate", evaluate_step, spec_json=spec_json, data_dir=data.path, teacher_dir=teacher.path,
                       student_dir=student.path, baseline_dir=baseline.path, out_dir=evaluation.path,
                       synthetic_dir=synthetic.path, soft_labels_dir=soft_labels.path)
-    for model, values in result["models"].items():
-        for key in ("accuracy", "macro_f1", "ece", "latency_ms_p50"):
-            metrics.log_metric(f"{model}_{key}", values[key])
-    metrics.log_metric("student_retention", result["comparison"]["student_retention"])
+    for name, value in headline_metrics(result).items():
+        metrics.log_metric(name, value)

@@ -45,15 +45,25 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
             from stillhouse.serve.student import ServedStudent
 
             self.student = ServedStudent.from_store(tag)
-            self.student.predict(warmup)  # first call pays tokenizer and allocator set-up, not a user
+            # the first call pays tokenizer and allocator set-up, not a user
+            if self.student.task == "reranking":
+                self.student.score([{"query": text, "passage": text} for text in warmup])
+            else:
+                self.student.predict(warmup)
 
         @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
                      max_latency_ms=batching.max_latency_ms)
         def predict(self, texts: list[str]) -> list[dict]:
             return self.student.predict(texts)
 
+        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
+                     max_latency_ms=batching.max_latency_ms)
+        def score(self, pairs: list[dict]) -> list[float]:
+            return self.student.score(pairs)
+
         @bentoml.api
         def describe(self) -> dict:
-            return {"tag": self.student.tag, "version": self.student.version, "labels": self.student.labels}
+            return {"tag": self.student.tag, "version": self.student.version, "labels": self.student.labels,
+                    "task": self.student.task}
 
     return StudentModel

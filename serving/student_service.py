@@ -19,7 +19,8 @@ from stillhouse.errors import RequestError
 from stillhouse.serve.audit import REQUEST_ID_HEADER
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
-from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction
+from stillhouse.serve.rerank import PassageStore, rank_passages
+from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction, RankedPassage, RerankResponse
 from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware, unprocessable
 from stillhouse.serving.model_service import TRAFFIC, call_model, student_model_service
 
@@ -35,6 +36,7 @@ class Student:
 
     def __init__(self) -> None:
         self.feedback_store = FeedbackStore(CONFIG.feedback.path, CONFIG.feedback.keep_requests)
+        self.passages = PassageStore(CONFIG.passages)
         self.info: dict | None = None
 
     async def __is_ready__(self) -> bool:
@@ -53,12 +55,29 @@ class Student:
     @bentoml.api(route="/classify")
     async def classify(self, texts: list[str], ctx: bentoml.Context) -> ClassifyResponse:
         info = await self._describe()
+        if info["task"] != "classification":
+            return unprocessable(RequestError(f"{info['tag']} is a re-ranker", "send queries and passages to "
+                                              "/rerank"), ctx)
         results = await call_model(self.model.to_async.predict, texts)
         # SQLite off the event loop: a write waiting on another process's lock must not stall every request
         await asyncio.to_thread(self.feedback_store.remember_request, ctx.request.headers.get(REQUEST_ID_HEADER, ""),
                                 texts, info["tag"])
         return ClassifyResponse(results=[Prediction(**r) for r in results], model_tag=info["tag"],
                                 model_version=info["version"])
+
+    @bentoml.api(route="/rerank")
+    async def rerank(self, query: str, ctx: bentoml.Context, passages: list[str | dict[str, str]] | None = None,
+                     passage_ids: list[str] | None = None, top_k: int | None = None) -> RerankResponse:
+        info = await self._describe()
+        try:
+            if info["task"] != "reranking":
+                raise RequestError(f"{info['tag']} is a classifier", "send texts to /classify")
+            ids, texts = self.passages.candidates(passages, passage_ids)
+        except RequestError as err:
+            return unprocessable(err, ctx)
+        scores = await call_model(self.model.to_async.score, [{"query": query, "passage": t} for t in texts])
+        return RerankResponse(results=[RankedPassage(**r) for r in rank_passages(ids, scores, top_k)],
+                              model_tag=info["tag"], model_version=info["version"])
 
     @bentoml.api(route="/feedback")
     async def feedback(self, label: str, ctx: bentoml.Context, request_id: str | None = None, index: int = 0,

@@ -123,6 +123,22 @@ def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: in
                             metadata={"labels": labels})
 
 
+def package_tiny_reranker(name: str, model_dir: Path, seed: int = 0) -> str:
+    """A tiny random-init cross-encoder re-ranker in the test's BentoML model store; its tag."""
+    import torch
+
+    from stillhouse.registry import store_classifier
+    from stillhouse.tasks.classification import load_encoder
+    from stillhouse.tasks.reranking import CrossEncoder, RerankerInfo, save_reranker
+
+    torch.manual_seed(seed)
+    encoder, tokenizer = load_encoder(str(model_dir))
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    save_reranker(CrossEncoder(encoder), tokenizer, RerankerInfo(kind="cross_encoder", max_length=48),
+                  folder / "student")
+    return store_classifier(name, folder / "student", task="reranking")
+
+
 @pytest.fixture(scope="session")
 def tiny_student_tag(tiny_model_dir) -> str:
     """A tiny two-label student (negative/positive) in the test's model store."""

@@ -57,11 +57,12 @@ def _cmd_models_list(args) -> int:
     if not rows:
         print("no packaged students yet (run `stillhouse run SPEC`)")
         return 0
-    print(f"{'tag':<48} {'created':<20} {'accuracy':>8} {'retention':>9}  spec")
+    print(f"{'tag':<48} {'created':<20} {'quality':>14} {'retention':>9}  spec")
     for r in rows:
-        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        acc = (f"acc {r['accuracy']:.4f}" if r["accuracy"] is not None
+               else f"nDCG@10 {r['ndcg@10']:.4f}" if r.get("ndcg@10") is not None else "-")
         ret = f"{r['retention']:.3f}" if r["retention"] is not None else "-"
-        print(f"{r['tag']:<48} {r['created']:<20} {acc:>8} {ret:>9}  {r['spec_hash']}")
+        print(f"{r['tag']:<48} {r['created']:<20} {acc:>14} {ret:>9}  {r['spec_hash']}")
     return 0
 
 
@@ -80,7 +81,7 @@ def _cmd_serve(args) -> int:
                                          serve_command, write_config)
 
     config = config_from_flags(args.config, args.dir, args.tag, args.chain, args.tokens_file, args.no_auth,
-                               args.no_batching)
+                               args.no_batching, args.passages)
     check_config(config)
     command, env = serve_command(write_config(config, args.dir), args.host, args.port, args.ssl_certfile,
                                  args.ssl_keyfile, CHAIN_SERVICE if config.chain else STUDENT_SERVICE)
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--tokens-file", help="file of `TOKEN_ID sha256:HEX` lines (default: $STILLHOUSE_TOKEN_HASHES)")
     srv.add_argument("--no-auth", action="store_true", help="serve without tokens (local experiments only)")
     srv.add_argument("--no-batching", action="store_true", help="turn adaptive batching off")
+    srv.add_argument("--passages", help="re-rankers: a BEIR corpus.jsonl that /rerank requests may cite by id")
     srv.set_defaults(func=_cmd_serve)
     pkg = sub.add_parser("package", help="build a Bento for a student (bentoml build; no Docker needed)")
     pkg.add_argument("tag", help="BentoML model tag of the student")

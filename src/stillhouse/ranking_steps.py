@@ -1,0 +1,196 @@
+"""The pipeline's steps for ``task.type: reranking``; :mod:`stillhouse.steps` hands each step here.
+
+Same flow as classification, per query instead of per row: the teacher (a cross-encoder fine-tuned on the
+seed queries' judgments) scores every candidate of the seed and pool queries; those scores are the soft labels;
+the student learns them (``ranking.loss``) plus the seed judgments (``ranking.teacher_loss``, weight
+``distillation.alpha``); the baseline is the same student on the seed judgments alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stillhouse.data.fingerprint import dir_fingerprint
+from stillhouse.data.io import atomic_dir, write_json
+from stillhouse.data.prepare_ranking import PreparedRanking
+from stillhouse.errors import StillhouseError
+from stillhouse.spec import Spec
+from stillhouse.tasks.reranking import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
+                                        score_pairs)
+
+SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
+
+
+def _device(spec: Spec) -> str:
+    import torch
+
+    return "cuda" if spec.runtime.use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.DataFrame, out_dir: str, *,
+         epochs: int, lr: float, head_lr: float, freeze: bool, **fields) -> None:
+    from stillhouse.steps import train_on_launcher
+
+    r = spec.ranking
+    train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, epochs=epochs,
+                      batch_size=r.queries_per_batch, lr=lr, head_lr=head_lr, freeze_embeddings=freeze,
+                      save=save_reranker, task="reranking", hard_loss=r.teacher_loss, soft_loss=r.loss,
+                      group_size=r.group_size, **fields)
+
+
+def train_ranking_teacher(spec: Spec, data_dir: str, out_dir: str) -> dict:
+    """A cross-encoder from ``teacher.model``, fine-tuned on the seed queries' judgments (``ranking.teacher_loss``)."""
+    from stillhouse.tasks.classification import load_encoder
+
+    teacher = spec.teacher
+    data = PreparedRanking.load(data_dir)
+    encoder, tokenizer = load_encoder(teacher.model)
+    model = CrossEncoder(encoder)
+    info = RerankerInfo(kind="cross_encoder", max_length=teacher.max_length, base_model=teacher.model)
+    rows = data.groups("seed")[["query", "passages", "relevance"]]
+    if teacher.epochs == 0:
+        with atomic_dir(out_dir) as tmp:
+            save_reranker(model, tokenizer, info, tmp)
+    else:
+        _fit(spec, "teacher", model, tokenizer, info, rows, out_dir, epochs=teacher.epochs,
+             lr=teacher.learning_rate, head_lr=teacher.head_learning_rate, freeze=teacher.freeze_word_embeddings)
+    return {"teacher": "cross_encoder", "seed_queries": len(rows)}
+
+
+def score_groups(model, tokenizer, info: RerankerInfo, groups: pd.DataFrame, device: str = "cpu",
+                 desc: str | None = None) -> list[np.ndarray]:
+    """Each query's candidate scores ``[n_candidates]``, in the group's candidate order."""
+    queries = [q for q, passages in zip(groups["query"], groups["passages"]) for _ in passages]
+    passages = [p for group in groups["passages"] for p in group]
+    flat = score_pairs(model, tokenizer, queries, passages, info.max_length, desc=desc, device=device)
+    bounds = np.cumsum([0] + [len(p) for p in groups["passages"]])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def ranking_soft_label_step(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
+                            validation_dir: str | None = None) -> dict:
+    """Teacher scores for every candidate of the seed and pool queries → GE suite → ``ranking_soft_labels.parquet``
+    (query_id, passage_id, split, teacher_score, teacher fingerprint)."""
+    from stillhouse.validate.runner import require, run_suite
+    from stillhouse.validate.suites import ranking_soft_label_checks
+
+    data = PreparedRanking.load(data_dir)
+    model, tokenizer, info = load_reranker(teacher_dir)
+    fingerprint = dir_fingerprint(teacher_dir)
+    splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
+    frames = []
+    for split in splits:
+        groups = data.groups(split)
+        scores = score_groups(model, tokenizer, info, groups, _device(spec), desc=f"teacher scores ({split})")
+        frames.append(pd.DataFrame({
+            "query_id": [q for q, ids in zip(groups["query_id"], groups["passage_ids"]) for _ in ids],
+            "passage_id": [p for ids in groups["passage_ids"] for p in ids],
+            "relevance": [g for grades in groups["relevance"] for g in grades],
+            "split": split, "teacher_score": np.concatenate(scores) if scores else [], "teacher": fingerprint}))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if table.empty:
+        raise StillhouseError("no queries to score: distillation.sources has neither `seed` nor `pool`",
+                              "add `seed` or `pool` to distillation.sources")
+    frame, checks = ranking_soft_label_checks(table, spec.validation.soft_labels)
+    result = run_suite("ranking_soft_labels", frame, checks, validation_dir)
+    require(result, "check the teacher's training (ranking.teacher_loss, teacher.epochs), or relax "
+            "validation.soft_labels")
+    counts = {f"{k}_queries": int(v) for k, v in table.groupby("split")["query_id"].nunique().items()}
+    with atomic_dir(out_dir) as tmp:
+        table.drop(columns="relevance").to_parquet(tmp / SOFT_SCORES_FILE, index=False)
+        write_json(tmp / "summary.json", {"pairs": len(table), **counts, "great_expectations": {
+            "suite": "ranking_soft_labels", "expectations": result.evaluated, "rows": result.rows}})
+    return {"pairs": len(table), **counts}
+
+
+def untrained_ranking_student(spec: Spec, teacher_dir: str):
+    """The student before training: (model, tokenizer, info) from ``student.kind``."""
+    import torch
+
+    from stillhouse.distill.student import encoder_layer_subset
+    from stillhouse.tasks.classification import load_encoder
+    from stillhouse.tasks.reranking import load_seq2seq, tiny_t5
+
+    torch.manual_seed(spec.runtime.seed)
+    teacher, tokenizer, teacher_info = load_reranker(teacher_dir)
+    student = spec.student
+    max_length = student.max_length or teacher_info.max_length
+    if student.kind == "layer_subset":
+        model = CrossEncoder(encoder_layer_subset(teacher.encoder, student.layers))
+        model.head.load_state_dict(teacher.head.state_dict())
+        base = teacher_info.base_model
+    elif student.kind == "pretrained":
+        encoder, tokenizer = load_encoder(student.model)
+        model, base = CrossEncoder(encoder), student.model
+    elif student.kind == "monot5":
+        if student.model:
+            seq2seq, tokenizer = load_seq2seq(student.model)
+            base = student.model
+        else:
+            cfg = student.config
+            seq2seq = tiny_t5(tokenizer, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
+            base = "config"
+        model = new_monot5(seq2seq, tokenizer)
+    else:
+        from transformers import BertConfig, BertModel
+
+        cfg = student.config
+        model = CrossEncoder(BertModel(BertConfig(
+            vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=max(512, max_length)), add_pooling_layer=False))
+        base = "config"
+    return model, tokenizer, RerankerInfo(kind="cross_encoder", max_length=max_length, base_model=base)
+
+
+def _freeze(spec: Spec) -> bool:
+    return spec.distillation.freeze_word_embeddings and spec.student.kind not in ("config",) and not (
+        spec.student.kind == "monot5" and not spec.student.model)
+
+
+def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame) -> pd.DataFrame:
+    """The student's training queries from ``distillation.sources``: seed queries with their judgments and
+    teacher scores, pool queries with teacher scores alone (relevance -1)."""
+    scores = {(q, p): s for q, p, s in soft[["query_id", "passage_id", "teacher_score"]].itertuples(index=False)}
+    parts = []
+    for split in ("seed", "pool"):
+        if split not in spec.distillation.sources:
+            continue
+        groups = data.groups(split)
+        groups["teacher_scores"] = [[scores[(q, p)] for p in ids] for q, ids in
+                                    zip(groups["query_id"], groups["passage_ids"])]
+        parts.append(groups.assign(weight=1.0))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if rows.empty:
+        raise StillhouseError(f"no training queries for the student from distillation.sources "
+                              f"{spec.distillation.sources}", "add `seed` or `pool` to distillation.sources")
+    return rows[["query", "passages", "relevance", "teacher_scores", "weight"]]
+
+
+def distill_ranking_student(spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str,
+                            out_dir: str) -> dict:
+    data = PreparedRanking.load(data_dir)
+    rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE))
+    model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
+    d = spec.distillation
+    _fit(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, lr=d.learning_rate,
+         head_lr=d.head_learning_rate, freeze=_freeze(spec), alpha=d.alpha, temperature=d.temperature)
+    return {"train_queries": len(rows)}
+
+
+def train_ranking_baseline(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
+    """The same student on the seed judgments alone, with as many optimiser steps as the distilled one."""
+    from stillhouse.steps import baseline_epochs
+
+    data = PreparedRanking.load(data_dir)
+    rows = data.groups("seed")[["query", "passages", "relevance"]]
+    pool = int((data.queries["split"] == "pool").sum()) if "pool" in spec.distillation.sources else 0
+    model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
+    d = spec.distillation
+    epochs = baseline_epochs(d.epochs, len(rows), pool)
+    _fit(spec, "baseline", model, tokenizer, info, rows, out_dir, epochs=epochs, lr=d.learning_rate,
+         head_lr=d.head_learning_rate, freeze=_freeze(spec))
+    return {"train_queries": len(rows), "epochs": epochs}

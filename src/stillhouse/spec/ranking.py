@@ -1,0 +1,45 @@
+"""Spec sections of the re-ranking task: its data (BEIR layout, query-level split) and its training choices."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from stillhouse.spec.base import _Strict
+
+
+class RankingDataSpec(_Strict):
+    """A BEIR-layout re-ranking set, split by query into seed (judged), pool (judgments unused) and eval."""
+
+    corpus: str = Field(description="corpus.jsonl: one {\"_id\", \"title\", \"text\"} passage per line.")
+    queries: str = Field(description="queries.jsonl: one {\"_id\", \"text\"} query per line.")
+    qrels: str = Field(description="qrels.tsv: query-id, corpus-id, grade (0 = not relevant); header optional.")
+    candidates: str | None = Field(
+        None, description="Each query's first-stage candidates (query-id, corpus-id TSV in rank order). "
+        "Default: BM25 top `candidates_k` over the corpus.")
+    candidates_k: int = Field(30, gt=1, description="Candidates per query from BM25 (a candidates file is used whole).")
+    eval_queries: int = Field(gt=0, description="Judged queries held out for evaluation (chosen at random).")
+    seed_queries: int | None = Field(
+        None, gt=0, description="Judged queries the teacher learns from (default: all judged training queries). "
+        "The other training queries form the unlabelled pool: the teacher scores their candidates and their "
+        "judgments are never read, as for data nobody has labelled.")
+    max_pool_queries: int | None = Field(None, gt=0, description="Cap on the unlabelled pool's queries.")
+
+
+class RankingSpec(_Strict):
+    """How re-rankers learn: the teacher and the qrels-only baseline from judgments, the student from both."""
+
+    teacher_loss: Literal["listwise", "pairwise", "pointwise"] = Field(
+        "listwise", description="Loss on judgments for the teacher and the qrels-only baseline: `listwise` "
+        "(softmax cross-entropy over the query's candidates, Gao et al. 2021), `pairwise` (RankNet) or "
+        "`pointwise` (binary cross-entropy per pair).")
+    loss: Literal["listwise", "pointwise", "margin_mse"] = Field(
+        "listwise", description="Distillation loss on the teacher's scores: `listwise` (KL over each query's "
+        "candidates, with distillation.temperature), `pointwise` (KL on each pair's relevance probability) or "
+        "`margin_mse` (score margins, Hofstätter et al. 2020).")
+    group_size: int = Field(8, gt=1, description="Candidates per query in a training step (relevant ones first, "
+                            "the rest drawn anew each epoch).")
+    queries_per_batch: int = Field(4, gt=0, description="Queries per training step (teacher, student, baseline); "
+                                   "a step scores queries_per_batch × group_size pairs.")
+    latency_candidates: int = Field(30, gt=0, description="Candidates re-ranked per query in the latency figure.")
