@@ -67,6 +67,12 @@ def run_dataset(name: str, cfg: dict, args, work: Path) -> tuple[dict, dict]:
     base, timings = work / name, {}
 
     def timed(label, func, **kwargs):
+        out_dir = Path(kwargs["out_dir"])
+        if args.resume and (out_dir / "metrics.json").is_file():
+            return json.loads((out_dir / "metrics.json").read_text())
+        if args.resume and out_dir.is_dir() and label != "evaluate":
+            print(f"[bench] {name}: {label} reused from {out_dir}", flush=True)
+            return None
         began = time.perf_counter()
         out = func(**kwargs)
         timings[label] = round(time.perf_counter() - began, 1)
@@ -108,9 +114,10 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed-queries", type=int, default=200)
     parser.add_argument("--datasets", default="fiqa,msmarco")
+    parser.add_argument("--resume", help="work folder of an earlier run: steps whose output exists are reused")
     parser.add_argument("--out", help=f"JSON output (default {RESULTS}/rerank.json)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="stillhouse-rerank-"))
+    work = Path(args.resume) if args.resume else Path(tempfile.mkdtemp(prefix="stillhouse-rerank-"))
     rows, targets, timings = [], [], {}
     for name in args.datasets.split(","):
         if not (SHARED_DATA / DATASETS[name]["folder"]).is_dir():

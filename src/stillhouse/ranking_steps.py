@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
 from stillhouse.data.prepare_ranking import PreparedRanking
 from stillhouse.errors import StillhouseError
 from stillhouse.spec import Spec
-from stillhouse.tasks.reranking import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
-                                        score_pairs)
+from stillhouse.tasks.reranking import CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
 
@@ -41,31 +39,51 @@ def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.D
                       group_size=r.group_size, **fields)
 
 
-def train_ranking_teacher(spec: Spec, data_dir: str, out_dir: str) -> dict:
-    """A cross-encoder from ``teacher.model``, fine-tuned on the seed queries' judgments (``ranking.teacher_loss``)."""
+def _build_ranking_teacher(spec: Spec, teacher, data: PreparedRanking, out_dir: str | Path) -> None:
+    """Write one re-ranking teacher: fine-tune a cross-encoder (Ray Train), choose a prompted LLM's judged
+    examples, or build each member of an ensemble into ``member-<i>/``."""
+    from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec
     from stillhouse.tasks.classification import load_encoder
+    from stillhouse.teachers.ranking import TEACHER_FILE, save_prompted_ranker
 
-    teacher = spec.teacher
+    seed = data.groups("seed")
+    if isinstance(teacher, EncoderTeacherSpec):
+        encoder, tokenizer = load_encoder(teacher.model)
+        model = CrossEncoder(encoder)
+        info = RerankerInfo(kind="cross_encoder", max_length=teacher.max_length, base_model=teacher.model)
+        if teacher.epochs == 0:
+            with atomic_dir(out_dir) as tmp:
+                save_reranker(model, tokenizer, info, tmp)
+            return
+        _fit(spec, "teacher", model, tokenizer, info, seed[["query", "passages", "relevance"]], str(out_dir),
+             epochs=teacher.epochs, lr=teacher.learning_rate, head_lr=teacher.head_learning_rate,
+             freeze=teacher.freeze_word_embeddings)
+        return
+    with atomic_dir(out_dir) as tmp:
+        if isinstance(teacher, EnsembleTeacherSpec):
+            members = [f"member-{i}" for i in range(len(teacher.members))]
+            for name, member in zip(members, teacher.members):
+                _build_ranking_teacher(spec, member, data, tmp / name)
+            write_json(tmp / TEACHER_FILE, {"kind": "ensemble", "task": "reranking", "members": members,
+                                            "weights": teacher.weights or [1.0] * len(members)})
+        else:
+            save_prompted_ranker(teacher, spec.ranking, seed, spec.runtime.seed, tmp)
+
+
+def train_ranking_teacher(spec: Spec, data_dir: str, out_dir: str) -> dict:
+    """The teacher: a cross-encoder fine-tuned on the seed judgments (``ranking.teacher_loss``), a prompted LLM
+    (local or endpoint) asked for relevance, or an ensemble of them."""
     data = PreparedRanking.load(data_dir)
-    encoder, tokenizer = load_encoder(teacher.model)
-    model = CrossEncoder(encoder)
-    info = RerankerInfo(kind="cross_encoder", max_length=teacher.max_length, base_model=teacher.model)
-    rows = data.groups("seed")[["query", "passages", "relevance"]]
-    if teacher.epochs == 0:
-        with atomic_dir(out_dir) as tmp:
-            save_reranker(model, tokenizer, info, tmp)
-    else:
-        _fit(spec, "teacher", model, tokenizer, info, rows, out_dir, epochs=teacher.epochs,
-             lr=teacher.learning_rate, head_lr=teacher.head_learning_rate, freeze=teacher.freeze_word_embeddings)
-    return {"teacher": "cross_encoder", "seed_queries": len(rows)}
+    _build_ranking_teacher(spec, spec.teacher, data, out_dir)
+    return {"teacher": spec.teacher.kind, "seed_queries": int((data.queries["split"] == "seed").sum())}
 
 
-def score_groups(model, tokenizer, info: RerankerInfo, groups: pd.DataFrame, device: str = "cpu",
-                 desc: str | None = None) -> list[np.ndarray]:
-    """Each query's candidate scores ``[n_candidates]``, in the group's candidate order."""
+def score_groups(scorer, groups: pd.DataFrame, desc: str | None = None) -> list[np.ndarray]:
+    """Each query's candidate scores ``[n_candidates]``, in the group's candidate order; ``scorer`` is any
+    re-ranking teacher or model with ``score(queries, passages, desc)`` (:mod:`stillhouse.teachers.ranking`)."""
     queries = [q for q, passages in zip(groups["query"], groups["passages"]) for _ in passages]
     passages = [p for group in groups["passages"] for p in group]
-    flat = score_pairs(model, tokenizer, queries, passages, info.max_length, desc=desc, device=device)
+    flat = scorer.score(queries, passages, desc=desc) if queries else np.zeros(0, dtype=np.float32)
     bounds = np.cumsum([0] + [len(p) for p in groups["passages"]])
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -77,19 +95,21 @@ def ranking_soft_label_step(spec: Spec, data_dir: str, teacher_dir: str, out_dir
     from stillhouse.validate.runner import require, run_suite
     from stillhouse.validate.suites import ranking_soft_label_checks
 
+    from stillhouse.teachers.ranking import load_ranking_teacher
+
     data = PreparedRanking.load(data_dir)
-    model, tokenizer, info = load_reranker(teacher_dir)
-    fingerprint = dir_fingerprint(teacher_dir)
+    teacher = load_ranking_teacher(teacher_dir, _device(spec))
     splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
     frames = []
     for split in splits:
         groups = data.groups(split)
-        scores = score_groups(model, tokenizer, info, groups, _device(spec), desc=f"teacher scores ({split})")
+        scores = score_groups(teacher, groups, desc=f"teacher scores ({split})")
         frames.append(pd.DataFrame({
             "query_id": [q for q, ids in zip(groups["query_id"], groups["passage_ids"]) for _ in ids],
             "passage_id": [p for ids in groups["passage_ids"] for p in ids],
             "relevance": [g for grades in groups["relevance"] for g in grades],
-            "split": split, "teacher_score": np.concatenate(scores) if scores else [], "teacher": fingerprint}))
+            "split": split, "teacher_score": np.concatenate(scores) if scores else [], "teacher": teacher.name,
+            "teacher_fingerprint": teacher.fingerprint}))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if table.empty:
         raise StillhouseError("no queries to score: distillation.sources has neither `seed` nor `pool`",
@@ -114,8 +134,14 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
     from stillhouse.tasks.classification import load_encoder
     from stillhouse.tasks.reranking import load_seq2seq, tiny_t5
 
+    from stillhouse.teachers.ranking import cross_encoder_folder
+
     torch.manual_seed(spec.runtime.seed)
-    teacher, tokenizer, teacher_info = load_reranker(teacher_dir)
+    folder = cross_encoder_folder(teacher_dir)
+    if folder is not None:
+        teacher, tokenizer, teacher_info = load_reranker(folder)
+    else:  # a prompted teacher only: the spec guarantees a student with its own tokenizer
+        teacher, tokenizer, teacher_info = None, None, RerankerInfo(kind="cross_encoder", max_length=256)
     student = spec.student
     max_length = student.max_length or teacher_info.max_length
     if student.kind == "layer_subset":
@@ -151,9 +177,11 @@ def _freeze(spec: Spec) -> bool:
         spec.student.kind == "monot5" and not spec.student.model)
 
 
-def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame) -> pd.DataFrame:
+def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame,
+                        synthetic: pd.DataFrame | None = None) -> pd.DataFrame:
     """The student's training queries from ``distillation.sources``: seed queries with their judgments and
-    teacher scores, pool queries with teacher scores alone (relevance -1)."""
+    teacher scores, pool and synthetic queries with teacher scores alone (relevance -1); synthetic queries
+    weigh ``distillation.synthetic_weight``."""
     scores = {(q, p): s for q, p, s in soft[["query_id", "passage_id", "teacher_score"]].itertuples(index=False)}
     parts = []
     for split in ("seed", "pool"):
@@ -163,6 +191,9 @@ def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame) -
         groups["teacher_scores"] = [[scores[(q, p)] for p in ids] for q, ids in
                                     zip(groups["query_id"], groups["passage_ids"])]
         parts.append(groups.assign(weight=1.0))
+    if "synthetic" in spec.distillation.sources and synthetic is not None and len(synthetic):
+        parts.append(synthetic.assign(relevance=[[-1.0] * len(ids) for ids in synthetic["passage_ids"]],
+                                      weight=spec.distillation.synthetic_weight))
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if rows.empty:
         raise StillhouseError(f"no training queries for the student from distillation.sources "
@@ -171,9 +202,12 @@ def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame) -
 
 
 def distill_ranking_student(spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str,
-                            out_dir: str) -> dict:
+                            synthetic_dir: str | None, out_dir: str) -> dict:
+    from stillhouse.synth.queries import load_synthetic_queries
+
     data = PreparedRanking.load(data_dir)
-    rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE))
+    synthetic = load_synthetic_queries(synthetic_dir) if synthetic_dir else None
+    rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE), synthetic)
     model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
     d = spec.distillation
     _fit(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, lr=d.learning_rate,

@@ -150,6 +150,11 @@ def synthesize_step(spec_json: str, data_dir: str, teacher_dir: str, out_dir: st
     from stillhouse.synth.synthesize import synthesize
 
     spec = spec_from_json(spec_json)
+    if _reranking(spec) and spec.synthesis is not None:
+        from stillhouse.synth.queries import synthesize_queries
+
+        report = synthesize_queries(spec, data_dir, teacher_dir, out_dir, validation_dir, device=_device(spec))
+        return {"enabled": True, "kept": report["kept"]}
     report = synthesize(spec, data_dir, teacher_dir, out_dir, validation_dir, device=_device(spec))
     return {"enabled": report["enabled"], **({"kept": report["filter"]["kept"]} if report["enabled"] else {})}
 
@@ -237,7 +242,7 @@ def distill_student_step(spec_json: str, data_dir: str, teacher_dir: str, soft_l
     if _reranking(spec):
         from stillhouse.ranking_steps import distill_ranking_student
 
-        return distill_ranking_student(spec, data_dir, teacher_dir, soft_labels_dir, out_dir)
+        return distill_ranking_student(spec, data_dir, teacher_dir, soft_labels_dir, synthetic_dir, out_dir)
     data = PreparedData.load(data_dir)
     soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
     rows = distillation_rows(spec, data, soft, load_synthetic(synthetic_dir)[0])
@@ -282,7 +287,7 @@ def evaluate_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: 
     if _reranking(spec):
         from stillhouse.evaluate.ranking_eval import evaluate_ranking_run
 
-        return evaluate_ranking_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir)
+        return evaluate_ranking_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir)
     return evaluate_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir,
                         synthetic_dir, soft_labels_dir)
 

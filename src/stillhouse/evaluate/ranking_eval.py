@@ -19,8 +19,7 @@ from stillhouse.data.prepare_ranking import PreparedRanking
 from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.classification import count_parameters
-from stillhouse.tasks.reranking import load_reranker
+from stillhouse.teachers.ranking import RerankerModel, load_ranking_teacher
 
 MODELS = ("teacher", "student", "baseline")
 TITLES = {"first_stage": "first stage", "teacher": "teacher", "student": "distilled student",
@@ -31,48 +30,45 @@ def _size_mb(folder: str | Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
 
 
-def rerank_latency(loaded: dict, groups, candidates: int, samples: int) -> dict[str, dict]:
-    """Per model: p50/p95 ms to score one query's first ``candidates`` candidates in one batch (tokenisation
+def rerank_latency(scorers: dict, groups, candidates: int, samples: int) -> dict[str, dict]:
+    """Per model: p50/p95 ms to score one query's first ``candidates`` candidates in one call (tokenisation
     included), models interleaved query by query so machine noise lands on each alike."""
     import torch
 
-    from stillhouse.tasks.reranking import score_pairs
-
-    times = {name: [] for name in loaded}
+    times = {name: [] for name in scorers}
     rows = [(query, list(passages[:candidates])) for query, passages in
             list(zip(groups["query"], groups["passages"]))[:max(1, samples)]]
     with torch.inference_mode():
-        for name, (model, tokenizer, info) in loaded.items():  # first calls pay allocator and kernel set-up
+        for scorer in scorers.values():  # the first calls pay allocator and kernel set-up
             for query, chosen in rows[:2]:
-                score_pairs(model, tokenizer, [query] * len(chosen), chosen, info.max_length, len(chosen))
+                scorer.score([query] * len(chosen), chosen)
         for query, chosen in rows:
-            for name, (model, tokenizer, info) in loaded.items():
+            for name, scorer in scorers.items():
                 began = time.perf_counter()
-                score_pairs(model, tokenizer, [query] * len(chosen), chosen, info.max_length, len(chosen))
+                scorer.score([query] * len(chosen), chosen)
                 times[name].append((time.perf_counter() - began) * 1000)
     return {name: {"rerank_ms_p50": float(np.percentile(t, 50)), "rerank_ms_p95": float(np.percentile(t, 95)),
                    "rerank_candidates": max(len(chosen) for _, chosen in rows)} for name, t in times.items()}
 
 
 def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
-                         out_dir: str) -> dict:
+                         out_dir: str, synthetic_dir: str | None = None) -> dict:
     from stillhouse.ranking_steps import score_groups
 
     data = PreparedRanking.load(data_dir)
     groups, qrels = data.groups("eval"), data.judgments("eval")
     query_ids = groups["query_id"].tolist()
     models = {"first_stage": ranking_metrics(dict(zip(query_ids, groups["passage_ids"])), qrels)}
-    loaded = {}
+    scorers = {}
     for name, folder in zip(MODELS, (teacher_dir, student_dir, baseline_dir)):
         say(f"evaluate: {TITLES[name]} re-ranks {len(groups)} held-out queries")
-        loaded[name] = load_reranker(folder)
-        model, tokenizer, info = loaded[name]
-        scores = score_groups(model, tokenizer, info, groups)
+        scorers[name] = load_ranking_teacher(folder) if name == "teacher" else RerankerModel(Path(folder))
+        scores = score_groups(scorers[name], groups)
         rankings = {q: rank_ids(ids, s) for q, ids, s in zip(query_ids, groups["passage_ids"], scores)}
-        models[name] = {**ranking_metrics(rankings, qrels), "kind": info.kind, "parameters": count_parameters(model),
-                        "size_mb": _size_mb(folder)}
+        models[name] = {**ranking_metrics(rankings, qrels), "kind": scorers[name].name.split(":")[0],
+                        "parameters": scorers[name].parameters, "size_mb": _size_mb(folder)}
     say("evaluate: timing the re-ranking of one query's candidates (interleaved, CPU)")
-    speeds = rerank_latency(loaded, groups, spec.ranking.latency_candidates, spec.evaluation.latency_samples)
+    speeds = rerank_latency(scorers, groups, spec.ranking.latency_candidates, spec.evaluation.latency_samples)
     for name in MODELS:
         models[name].update(speeds[name])
     teacher, student, baseline = models["teacher"], models["student"], models["baseline"]
@@ -81,13 +77,13 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
         "student_retention_mrr@10": student["mrr@10"] / teacher["mrr@10"] if teacher["mrr@10"] else None,
         "student_minus_baseline_ndcg@10": student["ndcg@10"] - baseline["ndcg@10"],
         "student_minus_first_stage_ndcg@10": student["ndcg@10"] - models["first_stage"]["ndcg@10"],
-        "parameter_ratio": student["parameters"] / teacher["parameters"],
+        "parameter_ratio": student["parameters"] / teacher["parameters"] if teacher["parameters"] else None,
         "rerank_speedup_p50": teacher["rerank_ms_p50"] / student["rerank_ms_p50"],
     }
     metrics = {"run": spec.name, "task": "reranking", "spec_hash": spec.spec_hash(),
                "stillhouse_version": __version__, "eval_queries": len(groups), "models": models,
                "comparison": comparison, "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
-               "teacher": spec.teacher.describe()}
+               "teacher": spec.teacher.describe(), "synthesis": _synthesis_report(synthetic_dir)}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         (tmp / "report.html").write_text(render_ranking_report(metrics), encoding="utf-8")
@@ -98,11 +94,21 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
     return metrics
 
 
+def _synthesis_report(synthetic_dir: str | None) -> dict | None:
+    path = Path(synthetic_dir) / "synthesis.json" if synthetic_dir else None
+    if path is None or not path.is_file():
+        return None
+    import json
+
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return report if report.get("enabled") else None
+
+
 def _table_rows(models: dict, markdown: bool) -> list[str]:
     rows = []
     for name, m in models.items():
         cells = [TITLES[name], f"{m['ndcg@10']:.4f}", f"{m['mrr@10']:.4f}", f"{m['recall@10']:.4f}",
-                 f"{m['parameters'] / 1e6:.1f}M" if "parameters" in m else "—",
+                 f"{m['parameters'] / 1e6:.1f}M" if m.get("parameters") else "—",
                  f"{m['rerank_ms_p50']:.1f} ms" if "rerank_ms_p50" in m else "—"]
         rows.append("| " + " | ".join(cells) + " |" if markdown
                     else "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
@@ -128,6 +134,16 @@ def _quality_plot(models: dict) -> str:
     return _png(fig)
 
 
+def _synthesis_html(report: dict | None) -> str:
+    if not report:
+        return "<p>Synthetic queries: off for this run.</p>"
+    dropped = ", ".join(f"{html.escape(k)} {v}" for k, v in report["dropped"].items()) or "none"
+    return (f"<h3>Synthetic queries</h3><p>Generator <code>{html.escape(report['generator'])}</code> wrote "
+            f"{report['generated']} queries in {report['seconds']} s; kept {report['kept']} (dropped: {dropped}). "
+            f"Distance of kept queries to the nearest real query: "
+            f"{html.escape(str(report.get('nearest_real_query_distance')))}.</p>")
+
+
 def render_ranking_report(metrics: dict) -> str:
     c = metrics["comparison"]
     header = "<tr><th>model</th><th>nDCG@10</th><th>MRR@10</th><th>Recall@10</th><th>parameters</th>" \
@@ -143,6 +159,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 {c['rerank_speedup_p50']:.2f}× faster, and is {c['student_minus_baseline_ndcg@10'] * 100:+.1f} nDCG points from the
 same student trained on the judgments alone.</p>
 <table>{header}{''.join(_table_rows(metrics['models'], markdown=False))}</table>
+{_synthesis_html(metrics.get('synthesis'))}
 <p><img alt="quality" src="{_quality_plot(metrics['models'])}"></p></body></html>"""
 
 

@@ -19,7 +19,8 @@ from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 from stillhouse.errors import SpecError
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
-from stillhouse.spec.synthesis import AugmentSpec, LLMGeneratorSpec, SynthesisFilterSpec, SynthesisSpec
+from stillhouse.spec.synthesis import (AugmentSpec, LLMGeneratorSpec, QuerySynthesisSpec, SynthesisFilterSpec,
+                                       SynthesisSpec)
 from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
                                       TeacherSpec, _with_kind, encoder_teacher)
 from stillhouse.spec.validation import SeedChecks, SoftLabelChecks, SyntheticChecks, ValidationSpec
@@ -241,7 +242,8 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _student_fits_teacher(self) -> "Spec":
-        if encoder_teacher(self.teacher) is None and self.student.kind != "pretrained":
+        own_tokenizer = self.student.kind == "pretrained" or (self.student.kind == "monot5" and self.student.model)
+        if encoder_teacher(self.teacher) is None and not own_tokenizer:
             raise ValueError(f"student.kind `{self.student.kind}` builds on the teacher's encoder and tokenizer, "
                              "but this teacher has no encoder: use student.kind `pretrained` with student.model, "
                              "or an ensemble with an encoder member")
@@ -254,11 +256,9 @@ class Spec(_Strict):
             raise ValueError("task.type `reranking` takes `data` in the BEIR layout (corpus, queries, qrels) and "
                              "classification takes seed/pool/eval files: make task.type and data agree")
         if reranking:
-            if not isinstance(self.teacher, EncoderTeacherSpec):
-                raise ValueError("re-ranking teachers are cross-encoders fine-tuned from an encoder for now "
-                                 "(teacher.kind `encoder`); LLM and ensemble re-ranking teachers are not built yet")
-            if self.synthesis is not None:
-                raise ValueError("synthetic queries for re-ranking are not built yet: remove `synthesis`")
+            if self.synthesis is not None and self.synthesis.generator == "augment":
+                raise ValueError("re-ranking synthesis writes queries with a language model: use generator `llm` "
+                                 "or `endpoint`")
         elif self.student.kind == "monot5":
             raise ValueError("student.kind `monot5` is a re-ranker: use it with task.type `reranking`")
         return self
@@ -341,7 +341,7 @@ def spec_from_json(text: str) -> Spec:
 __all__ = [
     "AugmentSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
-    "PackageSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
+    "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
     "SoftLabelChecks", "Spec", "StudentSpec",
     "SynthesisFilterSpec", "SynthesisSpec", "SyntheticChecks", "TaskSpec", "TeacherSpec", "TinyEncoderConfig",
     "ValidationSpec", "encoder_teacher", "load_spec", "parse_spec", "spec_from_json",

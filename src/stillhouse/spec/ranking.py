@@ -43,3 +43,12 @@ class RankingSpec(_Strict):
     queries_per_batch: int = Field(4, gt=0, description="Queries per training step (teacher, student, baseline); "
                                    "a step scores queries_per_batch × group_size pairs.")
     latency_candidates: int = Field(30, gt=0, description="Candidates re-ranked per query in the latency figure.")
+    # Prompted (LLM / endpoint) re-ranking teachers: the question, the answer words, the judged examples.
+    llm_instruction: str = Field(
+        "Decide whether the passage is relevant to the query: does it answer it or help answer it? "
+        "Answer yes or no.", description="First line of an LLM teacher's prompt.")
+    llm_yes: str = Field(" yes", description="The answer word for relevant (with its leading space).")
+    llm_no: str = Field(" no", description="The answer word for not relevant.")
+    llm_shots: int = Field(2, ge=0, description="Judged seed pairs shown before each question (alternating "
+                           "relevant / not relevant).")
+    llm_max_passage_chars: int = Field(1000, gt=0, description="Passages are cut to this many characters.")

@@ -40,6 +40,24 @@ class SynthesisFilterSpec(_Strict):
         "real examples use.")
 
 
+class QuerySynthesisSpec(_Strict):
+    """Re-ranking (InPars-style, Bonifacio et al. 2022; Jeronymo et al. 2023): the generator writes a query for a
+    passage after a few real (query, relevant passage) pairs; the teacher scores the passage and BM25 hard
+    negatives for it; only the queries whose passage the teacher scores highest are kept."""
+
+    passages: int = Field(200, gt=0, description="Passages a query is written for (drawn from the candidates' "
+                          "passages, never one judged relevant for an evaluation query).")
+    shots: int = Field(3, gt=0, description="Real seed (query, relevant passage) pairs shown in each prompt.")
+    keep_fraction: float = Field(0.5, gt=0, le=1, description="Share of the generated queries kept: those whose "
+                                 "source passage the teacher scores highest (InPars-v2's filter).")
+    negatives: int = Field(7, ge=1, description="BM25 hard negatives per query (from the candidates' passages).")
+    min_chars: int = Field(8, gt=0, description="Shortest query kept.")
+    max_chars: int = Field(300, gt=0, description="Longest query kept.")
+    max_passage_chars: int = Field(600, gt=0, description="Passages are cut to this many characters in prompts.")
+    instruction: str = Field("Write the question a person would search with to find the document.",
+                             description="First line of each prompt.")
+
+
 class SynthesisSpec(_Strict):
     """Synthetic rows: generated per label from seed examples, soft-labelled by the teacher, filtered, validated."""
 
@@ -60,6 +78,7 @@ class SynthesisSpec(_Strict):
     endpoint: EndpointSpec | None = Field(None, description="Needed for `generator: endpoint`.")
     augment: AugmentSpec = AugmentSpec()
     filters: SynthesisFilterSpec = SynthesisFilterSpec()
+    queries: QuerySynthesisSpec = Field(QuerySynthesisSpec(), description="Re-ranking: synthetic queries.")
 
     @model_validator(mode="after")
     def _endpoint_given(self) -> SynthesisSpec:

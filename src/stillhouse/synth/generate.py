@@ -40,6 +40,13 @@ def _endpoint_texts(synthesis: SynthesisSpec, prompts: list[str], seed_value: in
                                                        seed=seed_value + item[0]), list(enumerate(prompts)))
 
 
+def generate_prompted(synthesis: SynthesisSpec, prompts: list[str], seed_value: int, device: str = "cpu") -> list[str]:
+    """One completion per prompt from the spec's LLM generator (local ``llm`` or ``endpoint``)."""
+    if synthesis.generator == "llm":
+        return _llm_texts(synthesis, prompts, seed_value, device)
+    return _endpoint_texts(synthesis, prompts, seed_value)
+
+
 def generate_synthetic(synthesis: SynthesisSpec, seed: pd.DataFrame, labels: list[str], seed_value: int,
                        device: str = "cpu") -> tuple[pd.DataFrame, dict]:
     """``per_label`` generated rows per label, and generation stats (rows, seconds, rows per second)."""
@@ -49,8 +56,7 @@ def generate_synthetic(synthesis: SynthesisSpec, seed: pd.DataFrame, labels: lis
     else:
         requests = generation_requests(synthesis, seed, labels, seed_value)
         prompts = [prompt for _, prompt in requests]
-        raw = (_llm_texts(synthesis, prompts, seed_value, device) if synthesis.generator == "llm"
-               else _endpoint_texts(synthesis, prompts, seed_value))
+        raw = generate_prompted(synthesis, prompts, seed_value, device)
         frame = pd.DataFrame({"text": [clean_generation(t, labels) for t in raw], "label": [label for label, _ in requests],
                               "generator": synthesis.generator})
     seconds = time.perf_counter() - started

@@ -150,3 +150,22 @@ def ranking_soft_label_checks(scores: pd.DataFrame, checks: SoftLabelChecks) -> 
               f"the teacher ranks a relevant passage first for >= {checks.min_teacher_seed_accuracy:.0%} of its "
               "seed queries"),
     ]
+
+
+def synthetic_query_checks(queries: pd.DataFrame, checks: SyntheticChecks) -> tuple[pd.DataFrame, list[Check]]:
+    """The synthetic-query suite over the kept queries (query, passage_ids, teacher_scores,
+    nearest_real_distance): text, no repeats, far enough from every real query, a scored candidate list."""
+    frame = queries.assign(
+        candidates=[float(len(ids)) for ids in queries["passage_ids"]],
+        max_abs_score=[float(np.max(np.abs(s))) if len(s) else np.nan for s in queries["teacher_scores"]])
+    return frame, [
+        Check(E.ExpectColumnValuesToNotBeNull(column="query"), "no missing `query`"),
+        Check(E.ExpectColumnValueLengthsToBeBetween(column="query", min_value=1), "queries have text"),
+        Check(E.ExpectColumnValuesToBeUnique(column="query"), "no repeated synthetic query"),
+        Check(E.ExpectColumnValuesToBeBetween(column="nearest_real_distance", min_value=checks.min_seed_distance),
+              f"no synthetic query within {checks.min_seed_distance:g} of a real query", show="query"),
+        Check(E.ExpectColumnValuesToBeBetween(column="candidates", min_value=2),
+              "every synthetic query has its passage and a negative", show="query"),
+        Check(E.ExpectColumnValuesToBeBetween(column="max_abs_score", max_value=1e4),
+              "teacher scores are finite", show="query"),
+    ]
