@@ -17,7 +17,7 @@ from stillhouse.data.io import atomic_dir, write_json
 from stillhouse.data.prepare_ranking import PreparedRanking
 from stillhouse.errors import StillhouseError
 from stillhouse.spec import Spec
-from stillhouse.tasks.reranking import CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker
+from stillhouse.tasks.reranking import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
 
@@ -49,8 +49,9 @@ def _build_ranking_teacher(spec: Spec, teacher, data: PreparedRanking, out_dir: 
     seed = data.groups("seed")
     if isinstance(teacher, EncoderTeacherSpec):
         encoder, tokenizer = load_encoder(teacher.model)
-        model = CrossEncoder(encoder)
-        info = RerankerInfo(kind="cross_encoder", max_length=teacher.max_length, base_model=teacher.model)
+        architecture = spec.ranking.teacher_architecture
+        model = ARCHITECTURES[architecture](encoder)
+        info = RerankerInfo(kind=architecture, max_length=teacher.max_length, base_model=teacher.model)
         if teacher.epochs == 0:
             with atomic_dir(out_dir) as tmp:
                 save_reranker(model, tokenizer, info, tmp)
@@ -134,23 +135,28 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
     from stillhouse.tasks.classification import load_encoder
     from stillhouse.tasks.reranking import load_seq2seq, tiny_t5
 
-    from stillhouse.teachers.ranking import cross_encoder_folder
+    from stillhouse.teachers.ranking import encoder_teacher_folder
 
     torch.manual_seed(spec.runtime.seed)
-    folder = cross_encoder_folder(teacher_dir)
+    folder = encoder_teacher_folder(teacher_dir)
     if folder is not None:
         teacher, tokenizer, teacher_info = load_reranker(folder)
     else:  # a prompted teacher only: the spec guarantees a student with its own tokenizer
         teacher, tokenizer, teacher_info = None, None, RerankerInfo(kind="cross_encoder", max_length=256)
     student = spec.student
     max_length = student.max_length or teacher_info.max_length
+    choice = spec.ranking.student_architecture
+    if choice == "teacher":  # a prompted-only teacher has no architecture to copy: a cross-encoder then
+        choice = teacher_info.kind if teacher_info.kind in ARCHITECTURES else "cross_encoder"
+    architecture = ARCHITECTURES[choice]
     if student.kind == "layer_subset":
-        model = CrossEncoder(encoder_layer_subset(teacher.encoder, student.layers))
-        model.head.load_state_dict(teacher.head.state_dict())
+        model = architecture(encoder_layer_subset(teacher.encoder, student.layers))
+        if isinstance(model, type(teacher)):  # the same scoring unit: start from the teacher's
+            model.head.load_state_dict(teacher.head.state_dict())
         base = teacher_info.base_model
     elif student.kind == "pretrained":
         encoder, tokenizer = load_encoder(student.model)
-        model, base = CrossEncoder(encoder), student.model
+        model, base = architecture(encoder), student.model
     elif student.kind == "monot5":
         if student.model:
             seq2seq, tokenizer = load_seq2seq(student.model)
@@ -164,12 +170,12 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
         from transformers import BertConfig, BertModel
 
         cfg = student.config
-        model = CrossEncoder(BertModel(BertConfig(
+        model = architecture(BertModel(BertConfig(
             vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
             max_position_embeddings=max(512, max_length)), add_pooling_layer=False))
         base = "config"
-    return model, tokenizer, RerankerInfo(kind="cross_encoder", max_length=max_length, base_model=base)
+    return model, tokenizer, RerankerInfo(kind=choice, max_length=max_length, base_model=base)
 
 
 def _freeze(spec: Spec) -> bool:

@@ -83,7 +83,7 @@ def test_prompted_llm_teacher_scores_yes_minus_no_and_joins_an_ensemble(tmp_path
     assert llm.score(["what is a bond"], ["a bond is a loan"])[0] == pytest.approx(yes - no, abs=1e-4)
 
     ensemble = load_ranking_teacher(tmp_path / "teacher")
-    assert ensemble.name.startswith("ensemble(cross_encoder:") and "llm:" in ensemble.name
+    assert ensemble.name.startswith("ensemble(bi_encoder:") and "llm:" in ensemble.name
     summary = steps.soft_label_step(spec_json=spec_json, data_dir=str(tmp_path / "data"),
                                     teacher_dir=str(tmp_path / "teacher"), synthetic_dir=str(tmp_path / "none"),
                                     out_dir=str(tmp_path / "soft"))

@@ -78,6 +78,20 @@ def test_monot5_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model_dir
     assert after > before + 0.2, (before, after)
 
 
+def test_bi_encoder_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    from stillhouse.tasks.reranking import BiEncoder
+
+    torch.manual_seed(0)
+    rows = toy_queries()
+    state = fit(tmp_path, BiEncoder(AutoModel.from_pretrained(tiny_model_dir)),
+                AutoTokenizer.from_pretrained(tiny_model_dir), pd.DataFrame(rows).drop(columns="teacher_scores"),
+                epochs=15, hard_loss="listwise")
+    before, after = mrr(tmp_path, None, rows), mrr(tmp_path, state, rows)
+    assert after > before + 0.2, (before, after)
+
+
 def test_group_sampling_keeps_relevant_candidates_and_draws_the_rest():
     relevance = np.array([0, 0, 1, 0, 2, 0, 0, -1], dtype=np.float32)
     group = sample_group(relevance, 4, np.random.default_rng(0))

@@ -69,3 +69,19 @@ def test_monot5_needs_one_token_true_and_false(tiny_encoder):
 def test_loading_a_folder_that_is_not_a_reranker_names_it(tmp_path):
     with pytest.raises(ModelError, match="is not a Stillhouse re-ranker"):
         load_reranker(tmp_path)
+
+
+def test_bi_encoder_scores_scaled_cosine_of_separate_embeddings(tiny_encoder, tmp_path):
+    from stillhouse.tasks.reranking import BiEncoder
+
+    encoder, tokenizer = tiny_encoder
+    model = BiEncoder(encoder).eval()
+    scores = score_pairs(model, tokenizer, QUERIES, PASSAGES, max_length=64, batch_size=2)
+    with torch.no_grad():
+        q, p = (model.embed(enc["input_ids"], enc["attention_mask"]) for enc in
+                (tokenizer([QUERIES[1]], return_tensors="pt"), tokenizer([PASSAGES[1]], return_tensors="pt")))
+    assert scores[1] == pytest.approx(20 * float((q * p).sum()) - 10, abs=1e-4)  # w 20, b -10 at the start
+    save_reranker(model, tokenizer, RerankerInfo(kind="bi_encoder", max_length=64), tmp_path)
+    loaded, loaded_tokenizer, info = load_reranker(tmp_path)
+    assert isinstance(loaded, BiEncoder) and info.kind == "bi_encoder"
+    assert score_pairs(loaded, loaded_tokenizer, QUERIES, PASSAGES, 64) == pytest.approx(scores, abs=1e-5)

@@ -180,7 +180,7 @@ class RankingItems:
         core = model.module if hasattr(model, "module") else model
         enc = core.encode(self.tokenizer, queries, passages, job.max_length)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
-            flat = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
+            flat = model(**{k: v.to(device) for k, v in enc.items() if k in core.INPUTS}).float()
         scores = torch.zeros(len(batch), width, device=device).masked_scatter(mask.to(device), flat)
         return ranking_loss(scores, mask.to(device), relevance.to(device),
                             teacher.to(device) if teacher is not None else None, job.hard_loss, job.soft_loss,

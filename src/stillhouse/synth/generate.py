@@ -40,7 +40,8 @@ def _endpoint_texts(synthesis: SynthesisSpec, prompts: list[str], seed_value: in
                                                        seed=seed_value + item[0]), list(enumerate(prompts)))
 
 
-def generate_prompted(synthesis: SynthesisSpec, prompts: list[str], seed_value: int, device: str = "cpu") -> list[str]:
+def generate_prompted(synthesis: SynthesisSpec, prompts: list[str], seed_value: int,
+                      device: str = "cpu") -> list[str]:
     """One completion per prompt from the spec's LLM generator (local ``llm`` or ``endpoint``)."""
     if synthesis.generator == "llm":
         return _llm_texts(synthesis, prompts, seed_value, device)

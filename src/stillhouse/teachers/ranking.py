@@ -166,14 +166,14 @@ def load_ranking_teacher(folder: str | Path, device: str = "cpu"):
     return PromptedRanker(folder, description, device)
 
 
-def cross_encoder_folder(teacher_dir: str | Path) -> Path | None:
-    """The cross-encoder among a re-ranking teacher's folders (itself, or an ensemble's first such member)."""
+def encoder_teacher_folder(teacher_dir: str | Path) -> Path | None:
+    """The encoder re-ranker among a teacher's folders (itself, or an ensemble's first such member)."""
     folder = Path(teacher_dir)
     if (folder / "reranker.json").is_file():
         return folder
     description = json.loads((folder / TEACHER_FILE).read_text(encoding="utf-8"))
     for member in description.get("members", []):
-        found = cross_encoder_folder(folder / member)
+        found = encoder_teacher_folder(folder / member)
         if found is not None:
             return found
     return None
