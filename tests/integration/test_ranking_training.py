@@ -89,7 +89,9 @@ def test_bi_encoder_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model
                 AutoTokenizer.from_pretrained(tiny_model_dir), pd.DataFrame(rows).drop(columns="teacher_scores"),
                 epochs=15, hard_loss="listwise")
     before, after = mrr(tmp_path, None, rows), mrr(tmp_path, state, rows)
-    assert after > before + 0.2, (before, after)
+    # Mean-pooled random embeddings already reward shared words (the topic), so the start is well above chance
+    # (~0.84 here); training must finish the job.
+    assert after >= 0.95 and after > before, (before, after)
 
 
 def test_group_sampling_keeps_relevant_candidates_and_draws_the_rest():
