@@ -6,7 +6,6 @@ still be in the database.
 
 import datetime
 import json
-import os
 import signal
 import sqlite3
 
@@ -85,8 +84,7 @@ def test_acknowledged_feedback_survives_sigkill_and_no_log_holds_pii_or_token(se
     acked = client.post("/feedback", json={"text": f"card stolen, mail {EMAIL}", "label": "negative"},
                         headers=auth())
     assert acked.status_code == 200
-    os.killpg(server["process"].pid, signal.SIGKILL)  # front, model service and supervisor, no clean-up
-    server["process"].wait(30)
+    stop_process_group(server["process"], signal.SIGKILL)  # front, model service and supervisor, no clean-up
     rows = sqlite3.connect(folder / "serve" / "feedback.sqlite").execute(
         "SELECT id, text, label FROM feedback").fetchall()
     assert (acked.json()["feedback_id"], f"card stolen, mail {EMAIL}", "negative") in rows

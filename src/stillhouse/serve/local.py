@@ -58,12 +58,28 @@ def wait_ready(process: subprocess.Popen, url: str, log: Path, cert: Path | None
 
 
 def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-    """Signal the process's whole group; escalate to SIGKILL if it has not exited within ``timeout_s``."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, sig)
+    """Signal the process's whole group; escalate to SIGKILL if it has not exited within ``timeout_s``.
+
+    BentoML's workers run in process groups of their own (seen here: workers outlived their server after the
+    group was killed), so every descendant found before signalling is killed afterwards if it is still there.
+    """
+    import psutil
+
     try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout_s)
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout_s)
+    for child in descendants:
+        try:
+            child.wait(timeout=5 if sig != signal.SIGKILL else 0.1)
+        except psutil.TimeoutExpired:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
