@@ -140,7 +140,7 @@ def main() -> int:
         for model, m in metrics["models"].items():
             rows.append({"dataset": name, "model": model, **{k: m.get(k) for k in (
                 "ndcg@10", "mrr@10", "recall@10", "parameters", "rerank_ms_p50", "rerank_candidates")}})
-        c, models = metrics["comparison"], metrics["models"]
+        c = metrics["comparison"]
         if name == "fiqa":
             targets += [target("fiqa: student_retention_ndcg@10", round(c["student_retention_ndcg@10"], 4), 0.97, ">="),
                         target("fiqa: student_minus_bm25_ndcg@10", round(c["student_minus_first_stage_ndcg@10"], 4),
@@ -150,7 +150,6 @@ def main() -> int:
                         target("fiqa: rerank_speedup_30_candidates", round(c["rerank_speedup_p50"], 2), 3.0, ">=")]
         print(json.dumps({"dataset": name, "comparison": c, "eval_queries": metrics["eval_queries"],
                           "counts": metrics["data"]["counts"]}), flush=True)
-        del models
     if not rows:
         print("no data set found under", SHARED_DATA, file=sys.stderr)
         return 1

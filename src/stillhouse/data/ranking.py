@@ -43,7 +43,7 @@ class RankingData:
                            {q: self.candidates[q] for q in query_ids if q in self.candidates})
 
 
-def _read_jsonl_records(path: Path, kind: str) -> dict[str, str]:
+def read_jsonl_records(path: Path, kind: str) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{kind} file not found: {path}", f"point to the {kind} file in the BEIR layout")
     records: dict[str, str] = {}
@@ -114,7 +114,7 @@ def read_beir(corpus: str | Path, queries: str | Path, qrels: str | Path,
               candidates: str | Path | None = None) -> RankingData:
     """Read the four files and check that every id they name exists; queries without judgments are kept
     (they can be unlabelled queries for distillation)."""
-    data = RankingData(_read_jsonl_records(Path(corpus), "corpus"), _read_jsonl_records(Path(queries), "queries"),
+    data = RankingData(read_jsonl_records(Path(corpus), "corpus"), read_jsonl_records(Path(queries), "queries"),
                        read_qrels(Path(qrels)))
     _check_ids(data.qrels, data.queries, "queries", Path(qrels), "judge only queries in queries.jsonl")
     _check_ids({d: 1 for judged in data.qrels.values() for d in judged}, data.corpus, "corpus", Path(qrels),

@@ -13,11 +13,11 @@ class PassageStore:
     def __init__(self, path: str | Path | None):
         self.texts: dict[str, str] = {}
         if path:
-            from stillhouse.data.ranking import _read_jsonl_records
+            from stillhouse.data.ranking import read_jsonl_records
             from stillhouse.errors import DataError
 
             try:
-                self.texts = _read_jsonl_records(Path(path), "passages")
+                self.texts = read_jsonl_records(Path(path), "passages")
             except DataError as err:
                 raise ServeConfigError(f"serving config `passages`: {err.problem}", err.fix) from None
 
