@@ -39,43 +39,39 @@ def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.D
                       group_size=r.group_size, **fields)
 
 
-def _build_ranking_teacher(spec: Spec, teacher, data: PreparedRanking, out_dir: str | Path) -> None:
-    """Write one re-ranking teacher: fine-tune a cross-encoder (Ray Train), choose a prompted LLM's judged
-    examples, or build each member of an ensemble into ``member-<i>/``."""
-    from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec
+def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Path) -> None:
+    """Write the re-ranking teacher: fine-tune a cross- or bi-encoder (Ray Train; ``epochs: 0`` keeps it as it
+    ships), choose a prompted LLM's judged examples, or build each member of an ensemble."""
     from stillhouse.tasks.classification import load_encoder
-    from stillhouse.teachers.ranking import TEACHER_FILE, save_prompted_ranker
+    from stillhouse.teachers import build_teacher_folder
+    from stillhouse.teachers.ranking import save_prompted_ranker
 
     seed = data.groups("seed")
-    if isinstance(teacher, EncoderTeacherSpec):
+
+    def encoder(teacher, folder: Path) -> None:
         encoder, tokenizer = load_encoder(teacher.model)
         architecture = spec.ranking.teacher_architecture
         model = ARCHITECTURES[architecture](encoder)
         info = RerankerInfo(kind=architecture, max_length=teacher.max_length, base_model=teacher.model)
         if teacher.epochs == 0:
-            with atomic_dir(out_dir) as tmp:
+            with atomic_dir(folder) as tmp:
                 save_reranker(model, tokenizer, info, tmp)
             return
-        _fit(spec, "teacher", model, tokenizer, info, seed[["query", "passages", "relevance"]], str(out_dir),
+        _fit(spec, "teacher", model, tokenizer, info, seed[["query", "passages", "relevance"]], str(folder),
              epochs=teacher.epochs, lr=teacher.learning_rate, head_lr=teacher.head_learning_rate,
              freeze=teacher.freeze_word_embeddings)
-        return
-    with atomic_dir(out_dir) as tmp:
-        if isinstance(teacher, EnsembleTeacherSpec):
-            members = [f"member-{i}" for i in range(len(teacher.members))]
-            for name, member in zip(members, teacher.members):
-                _build_ranking_teacher(spec, member, data, tmp / name)
-            write_json(tmp / TEACHER_FILE, {"kind": "ensemble", "task": "reranking", "members": members,
-                                            "weights": teacher.weights or [1.0] * len(members)})
-        else:
-            save_prompted_ranker(teacher, spec.ranking, seed, spec.runtime.seed, tmp)
+
+    build_teacher_folder(spec.teacher, out_dir, encoder,
+                         lambda teacher, folder: save_prompted_ranker(teacher, spec.ranking, seed,
+                                                                      spec.runtime.seed, folder),
+                         {"task": "reranking"})
 
 
 def train_ranking_teacher(spec: Spec, data_dir: str, out_dir: str) -> dict:
     """The teacher: a cross-encoder fine-tuned on the seed judgments (``ranking.teacher_loss``), a prompted LLM
     (local or endpoint) asked for relevance, or an ensemble of them."""
     data = PreparedRanking.load(data_dir)
-    _build_ranking_teacher(spec, spec.teacher, data, out_dir)
+    _build_ranking_teacher(spec, data, out_dir)
     return {"teacher": spec.teacher.kind, "seed_queries": int((data.queries["split"] == "seed").sum())}
 
 

@@ -26,7 +26,7 @@ from stillhouse.distill.student import build_student
 from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
-from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec, Spec, TeacherSpec, spec_from_json
+from stillhouse.spec import EncoderTeacherSpec, Spec, spec_from_json
 from stillhouse.tasks.classification import ClassifierInfo, load_classifier, save_classifier
 from stillhouse.teachers.encoder import init_teacher
 
@@ -104,32 +104,29 @@ def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.Da
     shutil.rmtree(work / "ray", ignore_errors=True)
 
 
-def _build_teacher(spec: Spec, teacher: TeacherSpec, data: PreparedData, out_dir: str | Path) -> None:
-    """Write one teacher to ``out_dir``: fine-tune an encoder (Ray Train), choose a prompted LLM's
-    demonstrations, or build each member of an ensemble into ``member-<i>/``."""
-    from stillhouse.teachers.llm import TEACHER_FILE, save_prompted_teacher
+def _build_teacher(spec: Spec, data: PreparedData, out_dir: str | Path) -> None:
+    """Write the teacher to ``out_dir``: fine-tune an encoder (Ray Train), choose a prompted LLM's
+    demonstrations, or build each member of an ensemble (see :func:`build_teacher_folder`)."""
+    from stillhouse.teachers import build_teacher_folder
+    from stillhouse.teachers.llm import save_prompted_teacher
 
-    if isinstance(teacher, EncoderTeacherSpec):
-        y = _label_idx(data.seed, data.labels)
+    y = _label_idx(data.seed, data.labels)
+
+    def encoder(teacher: EncoderTeacherSpec, folder: Path) -> None:
         model, tokenizer, info = init_teacher(teacher, data.seed["text"].tolist(), y, data.labels, spec.runtime.seed)
         if teacher.epochs == 0:
-            with atomic_dir(out_dir) as tmp:
+            with atomic_dir(folder) as tmp:
                 save_classifier(model, tokenizer, info, tmp)
             return
         rows = pd.DataFrame({"text": data.seed["text"], "label_idx": y})
-        train_on_launcher(spec, "teacher", model, tokenizer, info, rows, str(out_dir), epochs=teacher.epochs,
+        train_on_launcher(spec, "teacher", model, tokenizer, info, rows, str(folder), epochs=teacher.epochs,
                           batch_size=teacher.batch_size, lr=teacher.learning_rate,
                           head_lr=teacher.head_learning_rate, freeze_embeddings=teacher.freeze_word_embeddings)
-        return
-    with atomic_dir(out_dir) as tmp:
-        if isinstance(teacher, EnsembleTeacherSpec):
-            members = [f"member-{i}" for i in range(len(teacher.members))]
-            for name, member in zip(members, teacher.members):
-                _build_teacher(spec, member, data, tmp / name)
-            write_json(tmp / TEACHER_FILE, {"kind": "ensemble", "labels": data.labels, "members": members,
-                                            "weights": teacher.weights or [1.0] * len(members)})
-        else:
-            save_prompted_teacher(teacher, data.labels, data.seed, spec.runtime.seed, tmp)
+
+    build_teacher_folder(spec.teacher, out_dir, encoder,
+                         lambda teacher, folder: save_prompted_teacher(teacher, data.labels, data.seed,
+                                                                       spec.runtime.seed, folder),
+                         {"labels": data.labels})
 
 
 def train_teacher_step(spec_json: str, data_dir: str, out_dir: str) -> dict:
@@ -140,7 +137,7 @@ def train_teacher_step(spec_json: str, data_dir: str, out_dir: str) -> dict:
 
         return train_ranking_teacher(spec, data_dir, out_dir)
     data = PreparedData.load(data_dir)
-    _build_teacher(spec, spec.teacher, data, out_dir)
+    _build_teacher(spec, data, out_dir)
     return {"teacher": spec.teacher.kind, "seed_rows": len(data.seed)}
 
 

@@ -60,6 +60,21 @@ def test_monot5_scores_true_minus_false_at_the_first_decoder_step(tiny_encoder, 
     assert score_pairs(loaded, loaded_tokenizer, QUERIES, PASSAGES, 64) == pytest.approx(scores, abs=1e-5)
 
 
+def test_a_saved_t5_checkpoint_loads_through_the_auto_class_as_a_monot5(tiny_encoder, tmp_path):
+    from stillhouse.tasks.reranking import load_seq2seq
+
+    _, tokenizer = tiny_encoder
+    torch.manual_seed(0)
+    t5 = tiny_t5(tokenizer, d_model=32, layers=1, heads=2, d_ff=64).eval()
+    t5.save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    loaded, loaded_tokenizer = load_seq2seq(str(tmp_path / "t5"))  # the path a real monoT5 checkpoint takes
+    scores = score_pairs(new_monot5(loaded, loaded_tokenizer), loaded_tokenizer, QUERIES, PASSAGES, 64)
+    assert scores == pytest.approx(score_pairs(new_monot5(t5, tokenizer), tokenizer, QUERIES, PASSAGES, 64), abs=1e-5)
+    with pytest.raises(ModelError, match="(?s)cannot load model .*no-such-t5.*fix: use a local T5/monoT5 folder"):
+        load_seq2seq(str(tmp_path / "no-such-t5"))
+
+
 def test_monot5_needs_one_token_true_and_false(tiny_encoder):
     _, tokenizer = tiny_encoder
     with pytest.raises(ModelError, match="splits 'zzqxvw' into"):

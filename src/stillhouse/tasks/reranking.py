@@ -33,7 +33,7 @@ from torch import nn
 
 from stillhouse.errors import ModelError
 from stillhouse.progress import progress
-from stillhouse.tasks.classification import count_parameters, quiet_transformers, resolve_model_ref
+from stillhouse.tasks.classification import count_parameters, load_pretrained, quiet_transformers
 
 RERANKER_FILE = "reranker.json"
 MONOT5_TEMPLATE = "Query: {query} Document: {passage} Relevant:"
@@ -183,15 +183,10 @@ def tiny_t5(tokenizer, d_model: int = 128, layers: int = 2, heads: int = 2, d_ff
 
 def load_seq2seq(ref: str):
     """A seq2seq model (e.g. a T5 or monoT5 checkpoint) and its tokenizer from a model reference."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM
 
-    quiet_transformers()
-    location = resolve_model_ref(ref)
-    try:
-        return AutoModelForSeq2SeqLM.from_pretrained(location), AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load sequence-to-sequence model `{ref}`: {str(exc).splitlines()[0]}",
-                         "use a local T5/monoT5 folder, or a hub name with network access") from None
+    return load_pretrained(ref, AutoModelForSeq2SeqLM,
+                           "use a local T5/monoT5 folder, or a hub name with network access")
 
 
 def save_reranker(model: CrossEncoder | BiEncoder | MonoT5, tokenizer, info: RerankerInfo, folder: str | Path) -> None:

@@ -24,8 +24,7 @@ from stillhouse.data.io import write_json
 from stillhouse.errors import ModelError
 from stillhouse.progress import progress, say
 from stillhouse.spec import EndpointTeacherSpec, LLMTeacherSpec, RankingSpec
-
-TEACHER_FILE = "teacher.json"
+from stillhouse.teachers import TEACHER_FILE
 
 
 def ranking_prompt(prompt: dict, demonstrations: list[dict], query: str, passage: str) -> str:
