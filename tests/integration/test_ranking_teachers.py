@@ -136,6 +136,7 @@ def test_synthetic_queries_are_written_filtered_scored_and_learned_from(tmp_path
     assert not set(kept["source_passage_id"]) & eval_relevant  # never a passage that answers a test query
     assert all(ids[0] == source for ids, source in zip(kept["passage_ids"], kept["source_passage_id"]))
     assert all(len(s) == len(ids) for s, ids in zip(kept["teacher_scores"], kept["passage_ids"]))
+    assert all(s[0] > max(s[1:]) for s in kept["teacher_scores"])  # the teacher ranks each source passage first
     steps.soft_label_step(spec_json=spec_json, data_dir=folders["data"], teacher_dir=folders["teacher"],
                           synthetic_dir=folders["synthetic"], out_dir=folders["soft"])
     trained = steps.distill_student_step(spec_json=spec_json, data_dir=folders["data"], teacher_dir=folders["teacher"],

@@ -50,6 +50,8 @@ class QuerySynthesisSpec(_Strict):
     shots: int = Field(3, gt=0, description="Real seed (query, relevant passage) pairs shown in each prompt.")
     keep_fraction: float = Field(0.5, gt=0, le=1, description="Share of the generated queries kept: those whose "
                                  "source passage the teacher scores highest (InPars-v2's filter).")
+    require_source_first: bool = Field(True, description="Keep a query only if the teacher ranks its source "
+                                       "passage above all its hard negatives (round-trip consistency).")
     negatives: int = Field(7, ge=1, description="BM25 hard negatives per query (from the candidates' passages).")
     min_chars: int = Field(8, gt=0, description="Shortest query kept.")
     max_chars: int = Field(300, gt=0, description="Longest query kept.")

@@ -8,8 +8,10 @@
    kept query, or too close to a real seed or evaluation query (``validation.synthetic.min_seed_distance``:
    copying a demonstration would leak real queries into training data).
 4. Each query's candidates: its source passage and ``negatives`` BM25 hard negatives from the same passages.
-5. The teacher scores every candidate; the ``keep_fraction`` of queries whose source passage it scores highest
-   are kept (Jeronymo et al. 2023, InPars-v2: the re-ranker filters the generator).
+5. The teacher scores every candidate. With ``require_source_first`` (default) a query is kept only if the
+   teacher ranks its source passage above every hard negative (round-trip consistency, Dai et al. 2022,
+   Promptagator); of the rest, the ``keep_fraction`` (of all scored queries) whose source passage it scores
+   highest are kept (Jeronymo et al. 2023, InPars-v2: the re-ranker filters the generator).
 
 Output folder: ``synthetic_queries.parquet`` (query_id, query, source_passage_id, passage_ids, passages,
 teacher_scores, teacher, teacher_fingerprint), ``dropped.parquet`` (query, source_passage_id, reason) and
@@ -78,6 +80,28 @@ def _drop_reasons(queries: list[str], real_queries: list[str], options, min_dist
     return reasons
 
 
+def teacher_keep(scores: list[np.ndarray], keep_fraction: float, require_source_first: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Which synthetic queries the teacher keeps, and why each other one goes.
+
+    ``scores[i]`` are the teacher's scores of query ``i``'s candidates, its source passage first. With
+    ``require_source_first`` a query whose source passage the teacher ranks below one of its negatives is
+    dropped (the query does not ask for its passage); then at most ``ceil(keep_fraction · len(scores))`` of the
+    remaining queries are kept, highest source-passage score first. Returns (keep mask, reason per query).
+    """
+    source = np.array([s[0] for s in scores], dtype=np.float64)
+    first = np.array([len(s) < 2 or s[0] > np.max(s[1:]) for s in scores], dtype=bool)
+    reasons = np.full(len(scores), "", dtype=object)
+    if require_source_first:
+        reasons[~first] = "teacher ranks a negative above the source passage"
+    eligible = np.flatnonzero(reasons == "")
+    keep_count = int(np.ceil(keep_fraction * len(scores)))
+    keep = np.zeros(len(scores), dtype=bool)
+    keep[eligible[np.argsort(-source[eligible], kind="stable")[:keep_count]]] = True
+    reasons[(reasons == "") & ~keep] = "teacher scores the source passage low"
+    return keep, reasons
+
+
 def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str, validation_dir: str | None,
                        device: str = "cpu") -> dict:
     """Run the steps of the module docstring; returns the ``synthesis.json`` report."""
@@ -123,11 +147,8 @@ def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str
     scores = score_groups(teacher, frame, desc=f"teacher: scoring {len(frame)} synthetic queries")
     frame = frame.assign(teacher_scores=[s.tolist() for s in scores], teacher=teacher.name,
                          teacher_fingerprint=teacher.fingerprint)
-    source_score = np.array([s[0] for s in scores]) if scores else np.zeros(0)
-    keep_count = int(np.ceil(options.keep_fraction * len(frame))) if len(frame) else 0
-    keep = np.zeros(len(frame), dtype=bool)
-    keep[np.argsort(-source_score, kind="stable")[:keep_count]] = True
-    reasons[passing[~keep]] = "teacher scores the source passage low"
+    keep, why = teacher_keep(scores, options.keep_fraction, options.require_source_first)
+    reasons[passing[~keep]] = why[~keep]
     kept = frame[keep].reset_index(drop=True)
     distances = 1.0 - _nearest(kept["query"].tolist(), real)
     checked, suite = synthetic_query_checks(kept.assign(nearest_real_distance=distances), checks)
