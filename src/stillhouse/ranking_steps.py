@@ -20,6 +20,7 @@ from stillhouse.spec import Spec
 from stillhouse.tasks.reranking import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
+TEACHER_EMBEDDINGS_FILE = "ranking_teacher_embeddings.parquet"
 
 
 def _device(spec: Spec) -> str:
@@ -116,11 +117,52 @@ def ranking_soft_label_step(spec: Spec, data_dir: str, teacher_dir: str, out_dir
     require(result, "check the teacher's training (ranking.teacher_loss, teacher.epochs), or relax "
             "validation.soft_labels")
     counts = {f"{k}_queries": int(v) for k, v in table.groupby("split")["query_id"].nunique().items()}
+    embeddings = _teacher_embeddings(spec, data, teacher_dir, validation_dir) if spec.ranking.embedding_epochs \
+        else None
     with atomic_dir(out_dir) as tmp:
         table.drop(columns="relevance").to_parquet(tmp / SOFT_SCORES_FILE, index=False)
+        if embeddings is not None:
+            embeddings.to_parquet(tmp / TEACHER_EMBEDDINGS_FILE, index=False)
+            counts["embedded_texts"] = len(embeddings)
         write_json(tmp / "summary.json", {"pairs": len(table), **counts, "great_expectations": {
             "suite": "ranking_soft_labels", "expectations": result.evaluated, "rows": result.rows}})
     return {"pairs": len(table), **counts}
+
+
+def embedding_texts(spec: Spec, data: PreparedRanking) -> pd.DataFrame:
+    """The texts the student learns the teacher's embeddings of (kind, id, text): every corpus passage (the
+    collection it will re-rank; unlabelled) and the training queries of ``distillation.sources``. Held-out
+    queries never."""
+    splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
+    queries = data.queries[data.queries["split"].isin(splits)]
+    return pd.concat([pd.DataFrame({"kind": "passage", "id": data.passages["passage_id"],
+                                    "text": data.passages["text"]}),
+                      pd.DataFrame({"kind": "query", "id": queries["query_id"], "text": queries["text"]})],
+                     ignore_index=True)
+
+
+def _teacher_embeddings(spec: Spec, data: PreparedRanking, teacher_dir: str,
+                        validation_dir: str | None) -> pd.DataFrame:
+    """The bi-encoder teacher's embedding of every :func:`embedding_texts` text → GE suite → (kind, id,
+    embedding, teacher)."""
+    from stillhouse.tasks.reranking import BiEncoder, embed_texts
+    from stillhouse.teachers.ranking import encoder_teacher_folder
+    from stillhouse.validate.runner import require, run_suite
+    from stillhouse.validate.suites import teacher_embedding_checks
+
+    folder = encoder_teacher_folder(teacher_dir)
+    model, tokenizer, info = load_reranker(folder) if folder is not None else (None, None, None)
+    if not isinstance(model, BiEncoder):
+        raise StillhouseError("ranking.embedding_epochs needs a bi-encoder teacher, and this teacher has none",
+                              "use ranking.teacher_architecture `bi_encoder`, or set ranking.embedding_epochs to 0")
+    texts = embedding_texts(spec, data)
+    vectors = embed_texts(model, tokenizer, texts["text"].tolist(), info.max_length, desc="teacher embeddings",
+                          device=_device(spec))
+    table = texts.drop(columns="text").assign(embedding=list(vectors), teacher=str(folder))
+    frame, checks = teacher_embedding_checks(table)
+    require(run_suite("ranking_teacher_embeddings", frame, checks, validation_dir),
+            "check the teacher folder (a bi-encoder), or set ranking.embedding_epochs to 0")
+    return table
 
 
 def untrained_ranking_student(spec: Spec, teacher_dir: str):
@@ -212,9 +254,48 @@ def distill_ranking_student(spec: Spec, data_dir: str, teacher_dir: str, soft_la
     rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE), synthetic)
     model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
     d = spec.distillation
+    summary = {"train_queries": len(rows)}
+    if spec.ranking.embedding_epochs:
+        summary["embedded_texts"] = _learn_teacher_embeddings(spec, data, Path(soft_labels_dir), model, tokenizer,
+                                                              info, out_dir)
     _fit(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, lr=d.learning_rate,
          head_lr=d.head_learning_rate, freeze=_freeze(spec), alpha=d.alpha, temperature=d.temperature)
-    return {"train_queries": len(rows)}
+    return summary
+
+
+def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path, model, tokenizer,
+                              info: RerankerInfo, out_dir: str) -> int:
+    """Embedding-level distillation (``ranking.embedding_epochs``): fit ``model``'s projection into the teacher's
+    space, then train it on the cosine to the teacher's embeddings (Ray Train); ``model`` is updated in place
+    for the score distillation that follows. The stage's model folder (``<out_dir>-embedding``) is removed once
+    learnt; its ``-work`` folder keeps the training rows."""
+    import shutil
+
+    import torch
+
+    from stillhouse.steps import train_on_launcher
+    from stillhouse.tasks.reranking import fit_projection
+
+    path = soft_dir / TEACHER_EMBEDDINGS_FILE
+    if not path.is_file():
+        raise StillhouseError(f"{soft_dir} has no teacher embeddings ({TEACHER_EMBEDDINGS_FILE})",
+                              "re-run the soft-label step with ranking.embedding_epochs set")
+    table = pd.read_parquet(path)
+    text = {("passage", p): t for p, t in zip(data.passages["passage_id"], data.passages["text"])}
+    text |= {("query", q): t for q, t in zip(data.queries["query_id"], data.queries["text"])}
+    rows = pd.DataFrame({"text": [text[(k, i)] for k, i in zip(table["kind"], table["id"])],
+                         "teacher_embedding": table["embedding"]})
+    fit_projection(model, tokenizer, rows["text"].tolist(),
+                   torch.tensor(np.stack(rows["teacher_embedding"].to_numpy()), dtype=torch.float32),
+                   info.max_length)
+    r = spec.ranking
+    stage = str(Path(out_dir).parent / f"{Path(out_dir).name}-embedding")
+    train_on_launcher(spec, "student (embeddings)", model, tokenizer, info, rows, stage,
+                      epochs=r.embedding_epochs, batch_size=r.embedding_batch_size, lr=r.embedding_learning_rate,
+                      head_lr=spec.distillation.head_learning_rate, freeze_embeddings=_freeze(spec),
+                      save=save_reranker, task="embedding")
+    shutil.rmtree(stage, ignore_errors=True)
+    return len(rows)
 
 
 def train_ranking_baseline(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:

@@ -7,7 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
+
+from stillhouse.ranking_steps import TEACHER_EMBEDDINGS_FILE
+from stillhouse.tasks.reranking import PROJECTION_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -46,7 +50,7 @@ data: {{corpus: {data}/corpus.jsonl, queries: {data}/queries.jsonl, qrels: {data
         eval_queries: 8, seed_queries: 10}}
 teacher: {{model: {tiny_model_dir}, epochs: 2, max_length: 32, learning_rate: 1.0e-3, head_learning_rate: 1.0e-2}}
 student: {{kind: layer_subset, layers: 1}}
-ranking: {{group_size: 4, queries_per_batch: 4, latency_candidates: 6}}
+ranking: {{group_size: 4, queries_per_batch: 4, latency_candidates: 6, embedding_epochs: 1}}
 distillation: {{epochs: 2}}
 validation: {{soft_labels: {{min_teacher_seed_accuracy: 0.0}}}}
 evaluation: {{latency_samples: 4}}
@@ -73,3 +77,9 @@ output_dir: {tmp_path / 'runs'}
     assert metrics["models"]["student"]["parameters"] < metrics["models"]["teacher"]["parameters"]
     assert "Re-ranking run tiny-rerank" in (run_dir / "report.html").read_text()
     assert metrics["spec_hash"] in (run_dir / "model_card.md").read_text()
+    # Embedding-level distillation ran first: the teacher's embeddings are stored beside its scores, and the
+    # student carries its projection into the teacher's space (the stage's own model folder is removed).
+    (embeddings,) = (run_dir / "artifacts").rglob(TEACHER_EMBEDDINGS_FILE)
+    assert len(pd.read_parquet(embeddings)) == 48 + 28  # every passage and the seed and pool queries
+    (student,) = [p.parent for p in (run_dir / "artifacts").rglob(PROJECTION_FILE)]
+    assert (student / "reranker.json").is_file() and not list((run_dir / "artifacts").rglob("*-embedding"))

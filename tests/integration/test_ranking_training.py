@@ -101,3 +101,37 @@ def test_group_sampling_keeps_relevant_candidates_and_draws_the_rest():
     draws = {tuple(sample_group(relevance, 4, np.random.default_rng(seed))) for seed in range(10)}
     assert len(draws) > 1  # the rest changes from epoch to epoch
     assert len(sample_group(relevance, 20, np.random.default_rng(0))) == 8  # a short list is taken whole
+
+
+def test_bi_encoder_learns_the_teacher_embeddings_and_with_them_its_ranking(tmp_path, tiny_model_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    from stillhouse.tasks.reranking import BiEncoder, embed_texts
+
+    torch.manual_seed(0)
+    rows = toy_queries()
+    texts = sorted({r["query"] for r in rows} | {p for r in rows for p in r["passages"]})
+    # The teacher's space: one direction per topic, so a query and the passage naming its topic coincide.
+    targets = torch.stack([torch.eye(len(TOPICS))[[t for t in TOPICS if t in text.split()][0] == np.array(TOPICS)]
+                           .squeeze(0) for text in texts])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # A random projection into that space (not fit_projection's least squares, which alone finds these toy
+    # topics: their words are whole tokens of the pooled input), so the training job must do the learning.
+    model = BiEncoder(AutoModel.from_pretrained(tiny_model_dir), torch.nn.Linear(32, len(TOPICS), bias=False))
+
+    def cosine(m) -> float:
+        return float((torch.from_numpy(embed_texts(m, tokenizer, texts, 32)) * targets).sum(-1).mean())
+
+    before = cosine(model)
+    save_reranker(model, tokenizer, RerankerInfo(kind="bi_encoder", max_length=32), tmp_path / "init")
+    pd.DataFrame({"text": texts, "teacher_embedding": list(targets.numpy())}).to_parquet(tmp_path / "train.parquet")
+    job = TrainJob(name="embed", init_model_dir=str(tmp_path / "init"), train_file=str(tmp_path / "train.parquet"),
+                   storage_dir=str(tmp_path / "ray"), epochs=15, batch_size=8, learning_rate=3e-3,
+                   head_learning_rate=3e-2, max_length=32, task="embedding", workers=1, cpus_per_worker=1)
+    state = load_trained_state(LocalRayLauncher().fit(job))
+    trained = load_reranker(tmp_path / "init")[0]
+    trained.load_state_dict(state)
+    after = cosine(trained)
+    assert after > 0.9 and after > before + 0.2, (before, after)
+    ranked_before, ranked_after = mrr(tmp_path, None, rows), mrr(tmp_path, state, rows)
+    assert ranked_after >= 0.95 and ranked_after >= ranked_before, (ranked_before, ranked_after)

@@ -71,3 +71,13 @@ def test_row_weights_scale_each_row_and_keep_the_row_count_as_denominator():
     # A batch of down-weighted rows alone is not renormalised back to full weight.
     alone = distillation_loss(STUDENT, torch.tensor([-1]), TEACHER, 0.5, 2.0, weights=torch.tensor([0.3]))
     assert alone.item() == pytest.approx(0.3 * KL_T2, abs=1e-6)
+
+
+def test_embedding_cosine_is_one_minus_the_mean_cosine():
+    from stillhouse.distill.losses import embedding_cosine
+
+    student = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    teacher = torch.tensor([[2.0, 0.0], [1.0, 0.0], [4.0, 3.0]])  # cosines 1, 0, 24/25 (scale ignored)
+    assert embedding_cosine(student, teacher).item() == pytest.approx((0.0 + 1.0 + 1 / 25) / 3)
+    weighted = embedding_cosine(student, teacher, torch.tensor([1.0, 0.5, 2.0]))
+    assert weighted.item() == pytest.approx((0.0 + 0.5 + 2 / 25) / 3)

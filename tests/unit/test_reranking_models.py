@@ -100,3 +100,31 @@ def test_bi_encoder_scores_scaled_cosine_of_separate_embeddings(tiny_encoder, tm
     loaded, loaded_tokenizer, info = load_reranker(tmp_path)
     assert isinstance(loaded, BiEncoder) and info.kind == "bi_encoder"
     assert score_pairs(loaded, loaded_tokenizer, QUERIES, PASSAGES, 64) == pytest.approx(scores, abs=1e-5)
+
+
+def test_bi_encoder_projection_is_fitted_into_the_teacher_space_and_survives_save_and_load(tiny_encoder, tmp_path):
+    from stillhouse.tasks.reranking import PROJECTION_FILE, BiEncoder, embed_texts, fit_projection
+
+    encoder, tokenizer = tiny_encoder
+    model = BiEncoder(encoder).eval()
+    texts = [f"{word} account fee number {i}" for i in range(40) for word in ("card", "loan")]
+    with torch.no_grad():
+        enc = tokenizer(texts, padding=True, return_tensors="pt")
+        pooled = model.pooled(enc["input_ids"], enc["attention_mask"])
+    mapping = torch.randn(pooled.shape[1], 48)  # a "teacher" whose space is a linear map of the student's
+    targets = torch.nn.functional.normalize(pooled @ mapping, dim=-1)
+    fit_projection(model, tokenizer, texts, targets, max_length=64)
+    embedded = embed_texts(model, tokenizer, texts, 64)
+    assert embedded.shape == (80, 48)
+    assert float((torch.from_numpy(embedded) * targets).sum(-1).min()) > 0.99  # the map is found
+    assert model.projection.weight.requires_grad  # fitted, then trainable
+    with torch.no_grad():  # forward without passages: the unit embeddings (the embedding-distillation path)
+        forward = model(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(forward, torch.from_numpy(embedded), atol=1e-5)
+
+    scores = score_pairs(model, tokenizer, QUERIES, PASSAGES, 64)
+    save_reranker(model, tokenizer, RerankerInfo(kind="bi_encoder", max_length=64), tmp_path)
+    assert (tmp_path / PROJECTION_FILE).is_file()
+    loaded, loaded_tokenizer, _ = load_reranker(tmp_path)
+    assert loaded.projection.weight.shape == (48, 32)
+    assert score_pairs(loaded, loaded_tokenizer, QUERIES, PASSAGES, 64) == pytest.approx(scores, abs=1e-5)

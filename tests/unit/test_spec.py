@@ -89,3 +89,24 @@ def test_spec_round_trips_through_json(tmp_path):
 
     spec = parse_spec(MINIMAL, tmp_path)
     assert spec_from_json(spec.model_dump_json()) == spec
+
+
+RERANKING = """
+name: rank
+task: {type: reranking}
+data: {corpus: c.jsonl, queries: q.jsonl, qrels: r.tsv, eval_queries: 5}
+teacher: {model: some/model}
+student: {kind: pretrained, model: small/model}
+"""
+
+
+@pytest.mark.parametrize("extra", [
+    "ranking: {embedding_epochs: 2, teacher_architecture: cross_encoder}",
+    "ranking: {embedding_epochs: 2, student_architecture: cross_encoder}",
+])
+def test_embedding_distillation_needs_a_bi_encoder_teacher_and_student(tmp_path, extra):
+    spec = parse_spec(RERANKING + "ranking: {embedding_epochs: 2}\n", tmp_path)
+    assert spec.ranking.embedding_epochs == 2 and spec.ranking.teacher_architecture == "bi_encoder"
+    with pytest.raises(SpecError, match="embedding_epochs distils a bi-encoder teacher's embeddings into a "
+                                        "bi-encoder student.*set ranking.embedding_epochs to 0"):
+        parse_spec(RERANKING + extra + "\n", tmp_path)

@@ -194,3 +194,20 @@ def test_synthetic_suite_catches_label_drift():
 def test_synthetic_suite_checks_the_seed_schema():
     result = run_synthetic(_with(synthetic_frame(), 2, label="neutral"))
     assert "expect_column_values_to_be_in_set" in failed_types(result)
+
+
+def test_teacher_embedding_suite_passes_on_unit_vectors_and_names_the_bad_ones():
+    from stillhouse.validate.suites import teacher_embedding_checks
+
+    good = pd.DataFrame({"kind": "passage", "id": ["d1", "d2", "d3"],
+                         "embedding": [np.array([0.6, 0.8]), np.array([1.0, 0.0]), np.array([0.0, -1.0])]})
+    assert run_suite("ranking_teacher_embeddings", *teacher_embedding_checks(good)).success
+    bad = good.copy()
+    bad.at[0, "embedding"] = np.array([np.nan, 1.0])
+    bad.at[1, "embedding"] = np.array([3.0, 4.0])
+    bad.at[2, "embedding"] = np.array([0.0, 0.0, 1.0])
+    result = run_suite("ranking_teacher_embeddings", *teacher_embedding_checks(bad))
+    assert not result.success
+    summary = result.summary()
+    for text in ("finite", "unit vectors", "one size", "d1", "d2", "d3"):
+        assert text in summary, (text, summary)

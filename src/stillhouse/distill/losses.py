@@ -170,3 +170,19 @@ def ranking_loss(student_scores: torch.Tensor, mask: torch.Tensor, relevance: to
     if weights is not None:
         per_query = per_query * weights
     return per_query.mean()
+
+
+def embedding_cosine(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Mean over texts of ``1 − cos(student_i, teacher_i)`` (embedding-level distillation).
+
+    A bi-encoder student learns to place each text where the teacher's bi-encoder places it, so the cosine it
+    scores a (query, passage) pair with approaches the teacher's (Reimers & Gurevych 2020, "Making Monolingual
+    Sentence Embeddings Multilingual using Knowledge Distillation", with a cosine in place of their MSE: only
+    directions score). Every text of the corpus carries a teacher target of ``dim`` numbers, not one score per
+    pair, and needs no query. Shapes ``[texts, dim]`` (``weights`` ``[texts]``) → scalar.
+    """
+    per_text = 1.0 - F.cosine_similarity(student, teacher, dim=-1)
+    if weights is not None:
+        per_text = per_text * weights
+    return per_text.mean()

@@ -10,6 +10,9 @@ one training item is depends on ``task``:
   −1 = unjudged), optionally ``teacher_scores`` (list) and ``weight``; the model is a re-ranker folder; each
   epoch draws ``group_size`` candidates per query (its relevant ones first); the loss
   :func:`~stillhouse.distill.losses.ranking_loss`.
+- ``embedding``: a row of ``text`` and the teacher's embedding of it ``teacher_embedding`` (list), optionally
+  ``weight``; the model is a bi-encoder re-ranker folder; the loss
+  :func:`~stillhouse.distill.losses.embedding_cosine`.
 
 Each epoch ends with a checkpoint (model, optimiser, scheduler, epoch); when a worker dies, Ray Train
 restarts the worker group (``FailureConfig.max_failures``) and the loop resumes from the last checkpoint.
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stillhouse.distill.losses import distillation_loss, ranking_loss
+from stillhouse.distill.losses import distillation_loss, embedding_cosine, ranking_loss
 from stillhouse.progress import progress, say
 from stillhouse.tasks.classification import load_classifier, tokenize
 
@@ -60,7 +63,7 @@ class TrainJob:
     max_failures: int = 2
     warmup_fraction: float = 0.1
     freeze_word_embeddings: bool = False
-    task: str = "classification"
+    task: str = "classification"  # | "reranking" | "embedding"
     hard_loss: str = "listwise"  # reranking: a key of losses.HARD_RANKING_LOSSES
     soft_loss: str = "listwise"  # reranking: a key of losses.SOFT_RANKING_LOSSES
     group_size: int = 8  # reranking: candidates per query per step
@@ -188,8 +191,36 @@ class RankingItems:
                             self.weights[batch].to(device) if self.weights is not None else None)
 
 
-def train_epoch(model, items: ClassificationItems | RankingItems, batches, epoch: int, device, optimizer,
-                scheduler) -> float:
+class EmbeddingItems:
+    """Texts with the teacher's embeddings: :func:`embedding_cosine` between the bi-encoder's and the teacher's."""
+
+    def __init__(self, job: TrainJob):
+        from stillhouse.tasks.reranking import BiEncoder, load_reranker
+
+        self.job = job
+        self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)
+        if not isinstance(self.model, BiEncoder):
+            raise ValueError(f"embedding distillation trains a bi-encoder; {job.init_model_dir} is not one")
+        frame = pd.read_parquet(job.train_file)
+        self.texts = frame["text"].tolist()
+        self.teacher = torch.tensor(np.stack(frame["teacher_embedding"].to_numpy()), dtype=torch.float32)
+        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+        self.count = len(self.texts)
+
+    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
+        enc = self.tokenizer([self.texts[i] for i in batch], padding=True, truncation=True,
+                             max_length=self.job.max_length, return_tensors="pt")
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
+            embedded = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
+        return embedding_cosine(embedded, self.teacher[batch].to(device),
+                                self.weights[batch].to(device) if self.weights is not None else None)
+
+
+ITEMS = {"classification": ClassificationItems, "reranking": RankingItems, "embedding": EmbeddingItems}
+
+
+def train_epoch(model, items: ClassificationItems | RankingItems | EmbeddingItems, batches, epoch: int, device,
+                optimizer, scheduler) -> float:
     """One pass over ``batches`` (arrays of item indices): loss, backward, clip to norm 1, step. Returns the
     mean loss (NaN for no batches)."""
     model.train()
@@ -217,7 +248,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    items = (RankingItems if job.task == "reranking" else ClassificationItems)(job)
+    items = ITEMS[job.task](job)
     model = items.model
 
     if job.freeze_word_embeddings:

@@ -259,6 +259,13 @@ class Spec(_Strict):
             if self.synthesis is not None and self.synthesis.generator == "augment":
                 raise ValueError("re-ranking synthesis writes queries with a language model: use generator `llm` "
                                  "or `endpoint`")
+            r = self.ranking
+            student = r.teacher_architecture if r.student_architecture == "teacher" else r.student_architecture
+            if r.embedding_epochs and (encoder_teacher(self.teacher) is None or r.teacher_architecture != "bi_encoder"
+                                       or student != "bi_encoder" or self.student.kind == "monot5"):
+                raise ValueError("ranking.embedding_epochs distils a bi-encoder teacher's embeddings into a "
+                                 "bi-encoder student: use an encoder teacher with ranking.teacher_architecture "
+                                 "`bi_encoder` and a bi-encoder student, or set ranking.embedding_epochs to 0")
         elif self.student.kind == "monot5":
             raise ValueError("student.kind `monot5` is a re-ranker: use it with task.type `reranking`")
         return self

@@ -49,6 +49,13 @@ class RankingSpec(_Strict):
         "listwise", description="Distillation loss on the teacher's scores: `listwise` (KL over each query's "
         "candidates, with distillation.temperature), `pointwise` (KL on each pair's relevance probability) or "
         "`margin_mse` (score margins, Hofstätter et al. 2020).")
+    embedding_epochs: int = Field(
+        0, ge=0, description="Epochs of embedding-level distillation before the score distillation: a bi-encoder "
+        "student learns where the bi-encoder teacher places every corpus passage and training query (cosine to "
+        "the teacher's embedding, through a projection into its space fitted by least squares). Unlabelled text "
+        "only: no query needs candidates. Needs a bi-encoder teacher and student; 0 = off.")
+    embedding_learning_rate: float = Field(5e-5, gt=0, description="Learning rate of the embedding epochs.")
+    embedding_batch_size: int = Field(16, gt=0, description="Texts per step of the embedding epochs.")
     group_size: int = Field(8, gt=1, description="Candidates per query in a training step (relevant ones first, "
                             "the rest drawn anew each epoch).")
     queries_per_batch: int = Field(4, gt=0, description="Queries per training step (teacher, student, baseline); "

@@ -152,6 +152,22 @@ def ranking_soft_label_checks(scores: pd.DataFrame, checks: SoftLabelChecks) -> 
     ]
 
 
+def teacher_embedding_checks(embeddings: pd.DataFrame) -> tuple[pd.DataFrame, list[Check]]:
+    """The suite over a bi-encoder teacher's embeddings (kind, id, embedding) for embedding distillation:
+    every text embedded, as a finite unit vector of the same size as the others."""
+    vectors = [np.asarray(v, dtype=np.float64) for v in embeddings["embedding"]]
+    frame = embeddings.assign(norm=[float(np.linalg.norm(v)) if np.isfinite(v).all() else np.nan for v in vectors],
+                              dim=[float(len(v)) for v in vectors])
+    size = float(np.median(frame["dim"])) if len(frame) else 0.0
+    return frame, [
+        Check(E.ExpectColumnValuesToNotBeNull(column="norm"), "teacher embeddings are finite", show="id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="norm", min_value=0.99, max_value=1.01),
+              "teacher embeddings are unit vectors", show="id"),
+        Check(E.ExpectColumnValuesToBeBetween(column="dim", min_value=size, max_value=size),
+              "teacher embeddings all have one size", show="id"),
+    ]
+
+
 def synthetic_query_checks(queries: pd.DataFrame, checks: SyntheticChecks) -> tuple[pd.DataFrame, list[Check]]:
     """The synthetic-query suite over the kept queries (query, passage_ids, teacher_scores,
     nearest_real_distance): text, no repeats, far enough from every real query, a scored candidate list."""
