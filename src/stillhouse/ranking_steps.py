@@ -3,7 +3,9 @@
 Same flow as classification, per query instead of per row: the teacher (a cross-encoder fine-tuned on the
 seed queries' judgments) scores every candidate of the seed and pool queries; those scores are the soft labels;
 the student learns them (``ranking.loss``) plus the seed judgments (``ranking.teacher_loss``, weight
-``distillation.alpha``); the baseline is the same student on the seed judgments alone.
+``distillation.alpha``); the baseline is the same student on the seed judgments alone. With
+``ranking.embedding_epochs`` a bi-encoder student first learns the bi-encoder teacher's embeddings of every
+passage and training query (stored by the soft-label step beside the scores).
 """
 
 from __future__ import annotations

@@ -81,3 +81,12 @@ def test_query_split_is_deterministic_and_disjoint():
     assert split_queries(ids, 5, seed=14)[1] != held_out
     with pytest.raises(DataError, match="cannot hold out 20 of 20"):
         split_queries(ids, 20, seed=13)
+
+
+def test_embedding_distillation_without_stored_teacher_embeddings_names_the_file_and_the_fix(tmp_path):
+    from stillhouse.errors import StillhouseError
+    from stillhouse.ranking_steps import TEACHER_EMBEDDINGS_FILE, _learn_teacher_embeddings
+
+    with pytest.raises(StillhouseError, match=f"no teacher embeddings \\({TEACHER_EMBEDDINGS_FILE}\\)") as err:
+        _learn_teacher_embeddings(None, None, tmp_path, None, None, None, str(tmp_path / "student"))
+    assert "ranking.embedding_epochs" in str(err.value) and not (tmp_path / "student").exists()
