@@ -282,11 +282,9 @@ def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path,
     if not path.is_file():
         raise StillhouseError(f"{soft_dir} has no teacher embeddings ({TEACHER_EMBEDDINGS_FILE})",
                               "re-run the soft-label step with ranking.embedding_epochs set")
-    table = pd.read_parquet(path)
-    text = {("passage", p): t for p, t in zip(data.passages["passage_id"], data.passages["text"])}
-    text |= {("query", q): t for q, t in zip(data.queries["query_id"], data.queries["text"])}
-    rows = pd.DataFrame({"text": [text[(k, i)] for k, i in zip(table["kind"], table["id"])],
-                         "teacher_embedding": table["embedding"]})
+    table = pd.read_parquet(path).merge(embedding_texts(spec, data), on=["kind", "id"], how="left",
+                                        validate="one_to_one")
+    rows = table[["text", "embedding"]].rename(columns={"embedding": "teacher_embedding"})
     fit_projection(model, tokenizer, rows["text"].tolist(),
                    torch.tensor(np.stack(rows["teacher_embedding"].to_numpy()), dtype=torch.float32),
                    info.max_length)

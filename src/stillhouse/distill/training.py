@@ -208,8 +208,7 @@ class EmbeddingItems:
         self.count = len(self.texts)
 
     def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
-        enc = self.tokenizer([self.texts[i] for i in batch], padding=True, truncation=True,
-                             max_length=self.job.max_length, return_tensors="pt")
+        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], self.job.max_length)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
             embedded = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
         return embedding_cosine(embedded, self.teacher[batch].to(device),
