@@ -25,12 +25,11 @@ import pandas as pd
 
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import write_json
-from stillhouse.teachers import TEACHER_FILE
 from stillhouse.errors import ModelError
 from stillhouse.progress import progress, say
 from stillhouse.spec import EndpointTeacherSpec, LLMTeacherSpec
 from stillhouse.synth.prompts import readable_label
-
+from stillhouse.teachers import TEACHER_FILE
 
 
 def verbalizers(spec: LLMTeacherSpec | EndpointTeacherSpec, labels: list[str]) -> list[str]:
