@@ -17,8 +17,8 @@ from stillhouse.serve.chain import load_chain, run_chain
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.schemas import ChainResponse, FeedbackResponse, Prediction, StepResult
-from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware, unprocessable
-from stillhouse.serving.model_service import TRAFFIC, call_model, student_model_service
+from stillhouse.serving.middleware import IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, unprocessable
+from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
 CHAIN = load_chain(CONFIG.chain)
@@ -59,7 +59,8 @@ class ChainBase:
 
         outputs = await run_chain(CHAIN, texts, predict)
         tags = [info[s.name]["tag"] for s in CHAIN.steps]
-        await asyncio.to_thread(self.feedback_store.remember_request, ctx.request.headers.get(REQUEST_ID_HEADER, ""),
+        await asyncio.to_thread(self.feedback_store.remember_request, principal_of(ctx),
+                                ctx.request.headers.get(REQUEST_ID_HEADER, ""),
                                 texts, ",".join(tags))
         steps = [StepResult(step=name, model_tag=info[name]["tag"], model_version=info[name]["version"],
                             results=[Prediction(**r) if r else None for r in results])
@@ -78,7 +79,8 @@ class ChainBase:
                                    f"name the corrected step: one of {list(info)}")
             feedback_id = await asyncio.to_thread(
                 self.feedback_store.add, label, info[step]["labels"], text=text, request_id=request_id, index=index,
-                comment=comment, principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None,
+                comment=comment, principal=principal_of(ctx),
+                idempotency_key=ctx.request.headers.get(IDEMPOTENCY_HEADER),
                 model_tag=info[step]["tag"])
         except RequestError as err:
             return unprocessable(err, ctx)
@@ -86,6 +88,6 @@ class ChainBase:
                                 model_version=info[step]["version"])
 
 
-Chain = bentoml.service(name=f"stillhouse-chain-{CHAIN.name}", traffic=TRAFFIC)(
+Chain = bentoml.service(name=f"stillhouse-chain-{CHAIN.name}", **SERVICE_OPTIONS)(
     type("Chain", (ChainBase,), {f"step_{name}": bentoml.depends(svc) for name, svc in STEP_SERVICES.items()}))
 Chain.add_asgi_middleware(SecurityMiddleware, config=CONFIG)

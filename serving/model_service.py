@@ -10,7 +10,9 @@ import bentoml
 
 from stillhouse.serve.config import BatchingConfig
 
-TRAFFIC = {"timeout": 60}
+# BentoML's access log is off: it writes the client's URL path verbatim (log flooding, forged lines), and the
+# middleware's audit log already records every request without it.
+SERVICE_OPTIONS = {"traffic": {"timeout": 60}, "logging": {"access": {"enabled": False}}}
 # How callers connect to a model service. BentoML >= 1.4.30 replaces its client session every 100 requests and
 # closes the old one with calls still in flight (bentoml/BentoML#5540, #5544): at concurrency 4 about 1 % of calls
 # failed or hung until the 60 s timeout. Replaced only by age (new replicas still get traffic after 5 min).
@@ -39,7 +41,7 @@ async def call_model(method, *args):
 def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
     """A BentoML service holding the student ``tag``; chains build one per step."""
 
-    @bentoml.service(name=name, traffic=TRAFFIC, runner_connection=RUNNER_CONNECTION)
+    @bentoml.service(name=name, **SERVICE_OPTIONS, runner_connection=RUNNER_CONNECTION)
     class StudentModel:
         def __init__(self) -> None:
             from stillhouse.serve.student import ServedStudent

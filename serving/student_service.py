@@ -21,8 +21,8 @@ from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.rerank import PassageStore, rank_passages
 from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction, RankedPassage, RerankResponse
-from stillhouse.serving.middleware import PRINCIPAL_HEADER, SecurityMiddleware, unprocessable
-from stillhouse.serving.model_service import TRAFFIC, call_model, student_model_service
+from stillhouse.serving.middleware import IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, unprocessable
+from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
 
@@ -30,7 +30,7 @@ CONFIG: ServeConfig = load_serve_config()
 StudentModel = student_model_service("stillhouse-student-model", CONFIG.model, CONFIG.batching, CONFIG.warmup_texts)
 
 
-@bentoml.service(name="stillhouse-student", traffic=TRAFFIC)
+@bentoml.service(name="stillhouse-student", **SERVICE_OPTIONS)
 class Student:
     model = bentoml.depends(StudentModel)
 
@@ -60,7 +60,8 @@ class Student:
                                               "/rerank"), ctx)
         results = await call_model(self.model.to_async.predict, texts)
         # SQLite off the event loop: a write waiting on another process's lock must not stall every request
-        await asyncio.to_thread(self.feedback_store.remember_request, ctx.request.headers.get(REQUEST_ID_HEADER, ""),
+        await asyncio.to_thread(self.feedback_store.remember_request, principal_of(ctx),
+                                ctx.request.headers.get(REQUEST_ID_HEADER, ""),
                                 texts, info["tag"])
         return ClassifyResponse(results=[Prediction(**r) for r in results], model_tag=info["tag"],
                                 model_version=info["version"])
@@ -89,7 +90,8 @@ class Student:
                 raise RequestError("`step` is for chains; this service serves one student", "leave `step` out")
             feedback_id = await asyncio.to_thread(  # the commit waits for an fsync: off the event loop
                 self.feedback_store.add, label, info["labels"], text=text, request_id=request_id, index=index,
-                comment=comment, principal=ctx.request.headers.get(PRINCIPAL_HEADER) or None, model_tag=info["tag"])
+                comment=comment, principal=principal_of(ctx),
+                idempotency_key=ctx.request.headers.get(IDEMPOTENCY_HEADER), model_tag=info["tag"])
         except RequestError as err:
             return unprocessable(err, ctx)
         return FeedbackResponse(feedback_id=feedback_id, model_tag=info["tag"], model_version=info["version"])

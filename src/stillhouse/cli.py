@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from stillhouse.errors import StillhouseError
@@ -75,8 +76,6 @@ def _cmd_llm_serve(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    import subprocess
-
     from stillhouse.serve.launch import (CHAIN_SERVICE, STUDENT_SERVICE, check_config, config_from_flags,
                                          serve_command, write_config)
 
@@ -89,7 +88,8 @@ def _cmd_serve(args) -> int:
     print(f"serving {config.chain or config.model} on {scheme}://{args.host}:{args.port} (auth "
           f"{'on' if config.auth.enabled else 'OFF'}; audit log {config.audit.path}; feedback {config.feedback.path})",
           flush=True)
-    return subprocess.call(command, env=env)
+    # exec, not a child: the server's pid is this one, so a signal to it (or its death) reaches the supervisor
+    os.execve(command[0], command, env)
 
 
 def _cmd_package(args) -> int:

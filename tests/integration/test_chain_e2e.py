@@ -49,16 +49,17 @@ def test_second_step_runs_exactly_where_the_first_said_negative(chain_client, ti
     # Both branches taken (the tiny student is deterministic: seed 0, fixed texts).
     assert None in second["results"] and any(r is not None for r in second["results"])
     line = json.loads((folder / "audit.jsonl").read_text().splitlines()[-1])
-    assert line["request_id"] == "chain-1" and line["output_summary"]["steps"][0]["step"] == "sentiment"
+    assert line["request_id"] == response.headers["x-request-id"] and line["client_request_id"] == "chain-1"
+    assert line["output_summary"]["steps"][0]["step"] == "sentiment"
 
 
 def test_chain_feedback_names_the_step(chain_client, tiny_student_tag):
     client, _, _ = chain_client
-    client.post("/classify", json={"texts": TEXTS}, headers={**AUTH, "X-Request-ID": "chain-2"})
-    ok = client.post("/feedback", json={"request_id": "chain-2", "index": 1, "step": "sentiment",
+    rid = client.post("/classify", json={"texts": TEXTS}, headers=AUTH).headers["x-request-id"]
+    ok = client.post("/feedback", json={"request_id": rid, "index": 1, "step": "sentiment",
                                         "label": "negative"}, headers=AUTH)
     assert ok.status_code == 200 and ok.json()["model_tag"] == tiny_student_tag
-    missing = client.post("/feedback", json={"request_id": "chain-2", "label": "negative"}, headers=AUTH)
+    missing = client.post("/feedback", json={"request_id": rid, "label": "negative"}, headers=AUTH)
     assert missing.status_code == 422 and "not a step of this chain" in missing.json()["error"]
     wrong = client.post("/feedback", json={"text": "x", "step": "urgency", "label": "negative"}, headers=AUTH)
     assert wrong.status_code == 422 and "labels" in wrong.json()["error"]

@@ -72,5 +72,6 @@ def test_audit_lines_carry_the_ranking_but_no_query_text_or_pii(server):
     log = (server["folder"] / "serve" / "audit.jsonl").read_text()
     lines = [json.loads(line) for line in log.splitlines()]
     ranked = [line for line in lines if line["endpoint"] == "/rerank" and line["status"] == 200]
-    assert ranked and set(ranked[-1]["output_summary"]["ranked_ids"]) == {"d0", "d1"}
+    assert ranked and sorted(ranked[-1]["output_summary"]["ranked_positions"]) == [0, 1]
+    assert '"d0"' not in json.dumps(ranked[-1])  # ids are the caller's words: positions only
     assert "jane.doe@bank.co.uk" not in log and "dispute a card fee" not in log and TOKEN not in log

@@ -1,10 +1,9 @@
-"""A real `stillhouse serve` (→ `bentoml serve`, front + model service) on 127.0.0.1 with TLS and tokens.
+"""A real `stillhouse serve` (→ BentoML's server under Stillhouse's supervisor, front + model service) on 127.0.0.1 with TLS and tokens.
 
 The server is killed with SIGKILL in the last test, right after an acknowledged feedback write, which must
 still be in the database.
 """
 
-import datetime
 import json
 import signal
 import sqlite3
@@ -13,36 +12,12 @@ import pytest
 
 from stillhouse.serve.local import start_serve, stop_process_group
 from stillhouse.serve.tokens import hash_token
+from tests.conftest import self_signed
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "e2e-token-of-ci"
 EMAIL = "jane.doe@bank.co.uk"
-
-
-def self_signed(folder):
-    """A certificate for 127.0.0.1 and its key, written as PEM files (the test's own CA-less certificate)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                       serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    return folder / "cert.pem", folder / "key.pem"
 
 
 @pytest.fixture(scope="module")

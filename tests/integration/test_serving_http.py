@@ -56,7 +56,9 @@ def test_classify_answers_labels_probabilities_and_the_model_tag(served, tiny_st
     client, _ = served
     response = client.post("/classify", json={"texts": ["great and happy", "awful and broken"]}, headers={
         **auth(), "X-Request-ID": "req-1"})
-    assert response.status_code == 200 and response.headers["x-request-id"] == "req-1"
+    # the id is the server's; the client's is only echoed as a correlation id
+    assert response.status_code == 200 and re.fullmatch("[0-9a-f]{32}", response.headers["x-request-id"])
+    assert response.headers["x-client-request-id"] == "req-1"
     body = response.json()
     assert body["model_tag"] == tiny_student_tag and body["model_version"] == tiny_student_tag.split(":")[1]
     assert len(body["results"]) == 2
@@ -97,10 +99,10 @@ def test_malformed_json_is_422_not_500(served):
 
 def test_feedback_by_request_id_is_stored_and_bad_labels_are_422(served):
     client, folder = served
-    client.post("/classify", json={"texts": ["lost my card", "great"]}, headers={**auth(), "X-Request-ID": "fb-1"})
-    stored = client.post("/feedback", json={"request_id": "fb-1", "index": 0, "label": "negative"}, headers=auth())
+    rid = client.post("/classify", json={"texts": ["lost my card", "great"]}, headers=auth()).headers["x-request-id"]
+    stored = client.post("/feedback", json={"request_id": rid, "index": 0, "label": "negative"}, headers=auth())
     assert stored.status_code == 200 and stored.json()["status"] == "stored"
-    wrong = client.post("/feedback", json={"request_id": "fb-1", "label": "complaint"}, headers=auth())
+    wrong = client.post("/feedback", json={"request_id": rid, "label": "complaint"}, headers=auth())
     assert wrong.status_code == 422 and "not one of the model's 2 labels" in wrong.json()["error"]
     from stillhouse.serve.feedback import export_feedback
 
@@ -113,15 +115,16 @@ def test_every_request_is_audited_without_text_token_or_pii(served, caplog):
     caplog.set_level(logging.DEBUG)
     before = len(audit_lines(folder))
     texts = [f"my card 4111 1111 1111 1111 and mail {EMAIL}", "hello"]
-    client.post("/classify", json={"texts": texts}, headers={**auth(), "X-Request-ID": "pii-1"})
+    served = client.post("/classify", json={"texts": texts}, headers={**auth(), "X-Request-ID": "pii-1"})
     client.post("/classify", json={"texts": texts * 3}, headers=auth())  # 422: too many
     client.post("/classify", json={"texts": texts}, headers=auth("bad"))  # 401
     client.post("/feedback", json={"text": texts[0], "label": "negative", "comment": EMAIL}, headers=auth())
     lines = audit_lines(folder)[before:]
     assert [line["status"] for line in lines] == [200, 422, 401, 200]
     ok = lines[0]
-    assert ok["request_id"] == "pii-1" and ok["principal"] == "alice" and ok["endpoint"] == "/classify"
-    assert ok["model_tag"] and ok["model_version"] and len(ok["input_sha256"]) == 64
+    assert ok["request_id"] == served.headers["x-request-id"] and ok["client_request_id"] == "pii-1"
+    assert ok["principal"] == "alice" and ok["endpoint"] == "/classify"
+    assert ok["model_tag"] and ok["model_version"] and len(ok["input_hmac"]) == 64
     assert len(ok["output_summary"]["labels"]) == 2 and ok["latency_ms"] > 0
     assert lines[2]["principal"] is None
     written = (folder / "audit.jsonl").read_text() + caplog.text

@@ -18,8 +18,8 @@ def body(**payload) -> bytes:
 
 
 def test_valid_requests_return_the_query_and_passage_texts():
-    assert check_rerank(body(query="q", passages=["a", {"id": "x", "text": "b"}]), LIMITS) == ["q", "a", "b"]
-    assert check_rerank(body(query="q", passage_ids=["d1", "d2"], top_k=1), LIMITS) == ["q"]
+    assert check_rerank(body(query="q", passages=["a", {"id": "x", "text": "b"}]), LIMITS).texts == ["q", "a", "b"]
+    assert check_rerank(body(query="q", passage_ids=["d1", "d2"], top_k=1), LIMITS).texts == ["q"]
 
 
 @pytest.mark.parametrize("payload, message", [
@@ -33,7 +33,7 @@ def test_valid_requests_return_the_query_and_passage_texts():
     ({"query": "q", "passages": [{"text": "no id"}]}, "passages[0] is not {\"id\": string"),
     ({"query": "q", "passage_ids": [7]}, "passage_ids[0] is not a non-empty string"),
     ({"query": "q", "passages": ["a"], "top_k": 0}, "`top_k` is not a positive integer"),
-    ({"query": "q", "passages": ["a"], "k": 1}, "unknown field(s) ['k']"),
+    ({"query": "q", "passages": ["a"], "k": 1}, "1 unknown field(s)"),
 ])
 def test_bad_requests_name_the_field_and_the_fix(payload, message):
     with pytest.raises(RequestError) as failure:
@@ -59,10 +59,12 @@ def test_ranking_is_by_score_with_ties_in_sent_order_and_top_k():
     assert [r["id"] for r in rank_passages(["a", "b", "c"], [0.5, 2.0, 0.5], top_k=2)] == ["b", "a"]
 
 
-def test_audit_keeps_a_rankings_first_ids_and_top_score_not_texts():
+def test_audit_keeps_a_ranking_as_candidate_positions_and_top_score_not_ids_or_texts():
     payload = {"results": [{"id": "jane@bank.com", "score": 1.23456, "rank": 1}, {"id": "d2", "score": 0.1,
                                                                                   "rank": 2}],
                "model_tag": "r:1", "model_version": "1"}
-    summary = output_summary(payload)
-    assert summary["top_score"] == 1.2346 and summary["ranked_ids"][1] == "d2"
-    assert "jane@bank.com" not in json.dumps(summary)  # ids are the caller's: redacted like any text
+    request = {"query": "q", "passages": [{"id": "d2", "text": "a"}, {"id": "jane@bank.com", "text": "b"}]}
+    summary = output_summary(payload, request)
+    assert summary == {"ranked_positions": [1, 0], "top_score": 1.2346}
+    assert output_summary(payload, {"query": "q", "passage_ids": ["d2", "x"]})["ranked_positions"] == [None, 0]
+    assert "jane@bank.com" not in json.dumps(summary)  # ids are the caller's: never in the audit

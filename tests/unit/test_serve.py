@@ -6,7 +6,7 @@ import json
 import pytest
 
 from stillhouse.errors import DataError, RequestError, ServeConfigError
-from stillhouse.serve.audit import AuditLog, output_summary, request_id
+from stillhouse.serve.audit import AuditLog, client_request_id, input_digest, new_request_id, output_summary
 from stillhouse.serve.config import AuthConfig, LimitsConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore, export_feedback
 from stillhouse.serve.redact import redact
@@ -90,9 +90,10 @@ def test_classify_checks_name_the_problem_without_echoing_the_input(body, messag
 
 
 def test_classify_and_feedback_checks_pass_good_bodies():
-    assert check_classify(b'{"texts": ["a", "b"]}', LIMITS) == ["a", "b"]
-    assert check_feedback(b'{"label": "x", "text": "a text"}', LIMITS) == ["a text"]
-    assert check_feedback(b'{"label": "x", "request_id": "r1", "index": 1}', LIMITS) == []
+    assert check_classify(b'{"texts": ["a", "b"]}', LIMITS).texts == ["a", "b"]
+    assert check_feedback(b'{"label": "x", "text": "a text"}', LIMITS).texts == ["a text"]
+    checked = check_feedback(b'{"label": "x", "request_id": "r1", "index": 1}', LIMITS)
+    assert checked.texts == [] and checked.payload == {"label": "x", "request_id": "r1", "index": 1}
     for body in (b'{"text": "a"}', b'{"label": "x", "index": -1}', b'{"label": "x", "colour": 1}',
                  b'{"label": "x", "comment": "' + b"c" * 21 + b'"}'):
         with pytest.raises(RequestError):
@@ -102,21 +103,21 @@ def test_classify_and_feedback_checks_pass_good_bodies():
 def test_feedback_by_text_or_request_id_and_export_as_seed(tmp_path):
     store = FeedbackStore(tmp_path / "fb.sqlite", keep_requests=2)
     labels = ["billing", "card_lost"]
-    store.remember_request("r1", ["lost my card", "wrong charge"], "student:v1")
+    store.remember_request("alice", "r1", ["lost my card", "wrong charge"], "student:v1")
     first = store.add("card_lost", labels, request_id="r1", index=0, principal="alice")
     store.add("billing", labels, text="double charge", comment="reviewed")
-    store.add("billing", labels, request_id="r1", index=0)  # the reviewer changes their mind: latest wins
+    store.add("billing", labels, request_id="r1", index=0, principal="alice")  # changed their mind: latest wins
     assert first == 1
     with pytest.raises(RequestError, match="not one of the model's 2 labels"):
         store.add("refund", labels, text="x")
     with pytest.raises(RequestError, match="exactly one of"):
         store.add("billing", labels)
     with pytest.raises(RequestError, match="outside the request's 2 text"):
-        store.add("billing", labels, request_id="r1", index=2)
-    store.remember_request("r2", ["a"], "t")
-    store.remember_request("r3", ["b"], "t")  # keeps the last 2: r1 is forgotten
+        store.add("billing", labels, request_id="r1", index=2, principal="alice")
+    store.remember_request("alice", "r2", ["a"], "t")
+    store.remember_request("alice", "r3", ["b"], "t")  # keeps the last 2: r1 is forgotten
     with pytest.raises(RequestError, match="unknown request_id"):
-        store.add("billing", labels, request_id="r1")
+        store.add("billing", labels, request_id="r1", principal="alice")
     count = export_feedback(tmp_path / "fb.sqlite", tmp_path / "seed.csv", label_field="intent")
     rows = list(csv.DictReader(open(tmp_path / "seed.csv", encoding="utf-8")))
     assert count == 2 and [(r["text"], r["intent"]) for r in rows] == [("double charge", "billing"),
@@ -127,23 +128,33 @@ def test_feedback_by_text_or_request_id_and_export_as_seed(tmp_path):
 
 
 def test_audit_lines_hold_no_raw_text_unless_enabled_and_then_redacted(tmp_path):
-    log = AuditLog(tmp_path / "audit.jsonl")
+    key = b"k" * 32
+    log = AuditLog(tmp_path / "audit.jsonl", key)
     summary = output_summary({"results": [{"label": "billing", "confidence": 0.91234567, "probabilities": {}}],
-                              "model_tag": "s:v"})
+                              "model_tag": "s:v", "error": "jane.doe@bank.co.uk"})
     log.write(request_id="r1", principal="alice", method="POST", endpoint="/classify", status=200,
-              latency_ms=3.14159, input_sha256="ab" * 32, model_tag="s:v", model_version="v", summary=summary,
-              inputs=["mail jane.doe@bank.co.uk"])
-    AuditLog(tmp_path / "audit.jsonl", log_inputs=True).write(
+              latency_ms=3.14159, body=b'{"texts": ["mail jane.doe@bank.co.uk"]}', model_tag="s:v",
+              model_version="v", summary=summary, inputs=["mail jane.doe@bank.co.uk"])
+    AuditLog(tmp_path / "audit.jsonl", key, log_inputs=True).write(
         request_id="r2", principal=None, method="POST", endpoint="/classify", status=422, latency_ms=1.0,
-        input_sha256=None, inputs=["mail jane.doe@bank.co.uk"])
+        reason="invalid_request", inputs=["mail jane.doe@bank.co.uk"])
     lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert lines[0]["output_summary"] == {"labels": ["billing"], "confidence": [0.9123]}
     assert "inputs" not in lines[0] and lines[0]["latency_ms"] == 3.14
-    assert lines[1]["inputs"] == ["mail [EMAIL]"]
+    assert lines[0]["input_hmac"] == input_digest(b'{"texts": ["mail jane.doe@bank.co.uk"]}', key)
+    assert lines[1]["inputs"] == ["mail [EMAIL]"] and lines[1]["reason"] == "invalid_request"
     assert "jane.doe" not in (tmp_path / "audit.jsonl").read_text()
 
 
-def test_request_ids_from_clients_are_kept_only_when_plain():
-    assert request_id("abc-123_X.y") == "abc-123_X.y"
-    generated = {request_id(value) for value in (None, "", "has space", "x" * 65, "jane@bank.com")}
-    assert len(generated) == 5 and all(len(v) == 32 for v in generated)
+def test_the_body_digest_is_keyed_so_a_guessed_text_cannot_be_confirmed_without_the_key():
+    import hashlib
+
+    body = b'{"texts": ["yes"]}'
+    assert input_digest(body, b"a" * 32) != input_digest(body, b"b" * 32)
+    assert hashlib.sha256(body).hexdigest() not in {input_digest(body, b"a" * 32), input_digest(body, b"b" * 32)}
+
+
+def test_request_ids_are_the_servers_and_client_ids_are_kept_only_when_plain():
+    assert len({new_request_id() for _ in range(100)}) == 100 and len(new_request_id()) == 32
+    assert client_request_id("abc-123_X.y") == "abc-123_X.y"
+    assert {client_request_id(v) for v in (None, "", "has space", "x" * 65, "jane@bank.com", "a\r\nb")} == {None}

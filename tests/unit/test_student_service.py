@@ -59,6 +59,9 @@ def test_classify_answers_in_order_with_the_model_tag_and_remembers_the_request(
         ["a bad day", "fine"]]
     stored = asyncio.run(student.feedback.func(student, "good", context(), request_id="r-1", index=0))
     assert stored.feedback_id == 1 and stored.model_tag == "stub:v1"
+    # another principal cannot cite alice's request id
+    other = asyncio.run(student.feedback.func(student, "good", context(principal="bob"), request_id="r-1"))
+    assert other.status_code == 422 and b"unknown request_id" in other.body
 
 
 def test_feedback_refuses_unknown_labels_and_chain_steps_with_422(student):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -53,6 +54,25 @@ class LimitsConfig(_Strict):
     max_texts: int = Field(64, gt=0, description="Texts in one request (422 above it).")
     max_text_chars: int = Field(4000, gt=0, description="Characters in one text (422 above it).")
     max_passages: int = Field(100, gt=0, description="Candidate passages in one /rerank request (422 above it).")
+    body_timeout_s: float = Field(30.0, gt=0, description="Time to send the whole body once the head arrived "
+                                  "(408 after it): a client trickling bytes cannot hold a request open.")
+
+
+class ConnectionsConfig(_Strict):
+    """HTTP connection limits, enforced by ``stillhouse serve``'s protocol before any parsing of a request's head.
+
+    One event loop serves every connection of a worker: an unbounded head (BentoML/uvicorn have no limit) takes
+    seconds to parse and stalls every other client, and a connection that never sends a head is never closed.
+    """
+
+    max_head_bytes: int = Field(32_768, ge=1024, description="Request line plus headers (431 above; 414 for a "
+                                "longer URL alone).")
+    max_headers: int = Field(100, gt=0, description="Header fields in one request (431 above).")
+    head_timeout_s: float = Field(10.0, gt=0, description="Time from connecting (or from the first byte of a "
+                                  "next request) to the end of the request head; the connection is closed after.")
+    keep_alive_s: int = Field(5, gt=0, description="An idle keep-alive connection is closed after this.")
+    max_concurrency: int = Field(1000, gt=0, description="Connections plus in-flight requests per worker "
+                                 "(503 above).")
 
 
 class BatchingConfig(_Strict):
@@ -65,8 +85,22 @@ class BatchingConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    path: str = Field("audit.jsonl", description="JSON-lines audit log (one line per request).")
+    path: str = Field("audit.jsonl", description="JSON-lines audit log (one line per request). A request whose "
+                      "line cannot be written is refused (503).")
     log_inputs: bool = Field(False, description="Also log the request's texts (PII-redacted). Off by default.")
+    fsync: Literal["changes", "always", "never"] = Field(
+        "changes", description="When to wait for the line to reach the disk before answering: `changes` for "
+        "requests that change stored state (/feedback, whose commit is fsync'd too), `always`, or `never`. Every "
+        "line is written before the answer, so a killed process loses none; fsync also covers a power cut.")
+    key_file: str | None = Field(None, description="Key for the HMAC of request bodies (`input_hmac`), at least 32 "
+                                 "bytes (a mounted Secret). Unset: `$STILLHOUSE_AUDIT_KEY`, else `audit.key` "
+                                 "beside the audit log, generated on first start.")
+    key_env: str = Field("STILLHOUSE_AUDIT_KEY", description="Environment variable holding the audit key.")
+
+    def load_key(self) -> bytes:
+        from stillhouse.serve.audit import load_audit_key
+
+        return load_audit_key(self.key_file, self.key_env, self.path)
 
 
 class FeedbackConfig(_Strict):
@@ -81,6 +115,7 @@ class ServeConfig(_Strict):
     chain: str | None = Field(None, description="Instead of `model`: a chain spec YAML (see stillhouse.serve.chain).")
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
+    connections: ConnectionsConfig = ConnectionsConfig()
     batching: BatchingConfig = BatchingConfig()
     audit: AuditConfig = AuditConfig()
     feedback: FeedbackConfig = FeedbackConfig()

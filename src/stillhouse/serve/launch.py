@@ -1,9 +1,9 @@
-"""Start a student (or chain) service with `bentoml serve`: check everything first, then hand over.
+"""Start a student (or chain) service: check everything first, then hand over to the supervisor.
 
 ``stillhouse serve`` builds a :class:`~stillhouse.serve.config.ServeConfig` from its flags, checks what would
-otherwise fail only inside a worker (the model tag exists, tokens load, TLS files exist), writes the config
-into the serving folder and runs ``bentoml serve`` on the installed service module with
-``$STILLHOUSE_SERVE_CONFIG`` pointing at it.
+otherwise fail only inside a worker (the model tag exists, tokens and the audit key load, TLS files exist),
+writes the config into the private serving folder and becomes ``python -m stillhouse.serve.supervisor`` (BentoML's
+server, hardened) on the installed service module with ``$STILLHOUSE_SERVE_CONFIG`` pointing at it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import yaml
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import ServeConfigError
 from stillhouse.serve.config import CONFIG_ENV, ServeConfig, read_config_file, validate_config
+from stillhouse.serve.files import private_dir
 
 STUDENT_SERVICE = "stillhouse.serving.student_service:Student"
 CHAIN_SERVICE = "stillhouse.serving.chain_service:Chain"
@@ -55,6 +56,7 @@ def check_config(config: ServeConfig) -> None:
 
     if config.auth.enabled:
         config.auth.token_table()
+    config.audit.load_key()  # a bad key file fails here; a missing default key is generated now
     if config.chain:
         chain = load_chain(config.chain)
         rerankers = [step.name for step in chain.steps if ServedStudent.task_of(step.model) != "classification"]
@@ -72,7 +74,7 @@ def check_config(config: ServeConfig) -> None:
 
 
 def write_config(config: ServeConfig, folder: str | Path) -> Path:
-    path = Path(folder) / "serve.yaml"
+    path = private_dir(folder) / "serve.yaml"
     with atomic_file(path) as handle:
         yaml.safe_dump(config.model_dump(mode="json"), handle, sort_keys=False)
     return path
@@ -80,13 +82,15 @@ def write_config(config: ServeConfig, folder: str | Path) -> Path:
 
 def serve_command(config_path: Path, host: str, port: int, certfile: str | None = None,
                   keyfile: str | None = None, service: str = STUDENT_SERVICE) -> tuple[list[str], dict]:
-    """The ``bentoml serve`` command line and its environment."""
+    """The supervisor's command line and its environment (the serving folder is the config's folder)."""
     if bool(certfile) != bool(keyfile):
         raise ServeConfigError("TLS needs both a certificate and its key", "pass --ssl-certfile and --ssl-keyfile")
     for path in (certfile, keyfile):
         if path and not Path(path).is_file():
             raise ServeConfigError(f"TLS file {path} does not exist", "check the --ssl-certfile/--ssl-keyfile paths")
-    command = [sys.executable, "-m", "bentoml", "serve", service, "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "stillhouse.serve.supervisor", service, "--host", host, "--port", str(port),
+               "--folder", str(Path(config_path).resolve().parent)]
     if certfile:
         command += ["--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)]
-    return command, {**os.environ, CONFIG_ENV: str(Path(config_path).resolve())}
+    # telemetry off from the supervisor's first instruction (the supervisor sets it again for direct use)
+    return command, {**os.environ, CONFIG_ENV: str(Path(config_path).resolve()), "BENTOML_DO_NOT_TRACK": "True"}

@@ -22,15 +22,15 @@ def free_port() -> int:
 
 
 def start_serve(args: list[str], folder: Path, env: dict | None = None, cert: Path | None = None,
-                timeout_s: float = 180):
+                timeout_s: float = 180, port: int | None = None):
     """``stillhouse serve ARGS --port P`` logging to ``folder/server.log``: (process, httpx client, port) once ready.
 
-    ``cert`` is the certificate a TLS server presents (and the client trusts); raises RuntimeError with the
-    log's tail if the server exits or is not ready within ``timeout_s``.
+    ``cert`` is the certificate a TLS server presents (and the client trusts); ``port`` defaults to a free one;
+    raises RuntimeError with the log's tail if the server exits or is not ready within ``timeout_s``.
     """
-    port = free_port()
+    port = port or free_port()
     log = Path(folder) / "server.log"
-    with open(log, "w") as handle:
+    with open(log, "a") as handle:
         process = subprocess.Popen([sys.executable, "-m", "stillhouse.cli", "serve", *args, "--port", str(port)],
                                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, **(env or {})})
@@ -60,8 +60,9 @@ def wait_ready(process: subprocess.Popen, url: str, log: Path, cert: Path | None
 def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
     """Signal the process's whole group; escalate to SIGKILL if it has not exited within ``timeout_s``.
 
-    BentoML's workers run in process groups of their own (seen here: workers outlived their server after the
-    group was killed), so every descendant found before signalling is killed afterwards if it is still there.
+    BentoML's workers run in sessions of their own; ``stillhouse serve``'s workers die with their supervisor, but
+    a server started otherwise may leave them, so every descendant found before signalling is killed afterwards
+    if it is still there.
     """
     import psutil
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stillhouse.errors import RequestError, ServeConfigError
+from stillhouse.serve.schemas import candidate_ids
 
 
 class PassageStore:
@@ -25,8 +26,7 @@ class PassageStore:
         """(ids, texts) of a request's candidates: sent texts get their position as id ("0", "1", …), sent
         ``{"id", "text"}`` objects keep their id, ``passage_ids`` are looked up here."""
         if passages is not None:
-            ids = [p["id"] if isinstance(p, dict) else str(i) for i, p in enumerate(passages)]
-            return ids, [p["text"] if isinstance(p, dict) else p for p in passages]
+            return candidate_ids(passages, None), [p["text"] if isinstance(p, dict) else p for p in passages]
         if not self.texts:
             raise RequestError("this service has no passage store, so `passage_ids` cannot be looked up",
                                "send the passages' texts as `passages`, or configure `passages:` when serving")

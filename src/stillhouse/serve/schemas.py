@@ -7,6 +7,9 @@ one clear 422 naming the field and the limit, and no validation error that quote
 from __future__ import annotations
 
 import json
+import math
+import re
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -68,14 +71,102 @@ class FeedbackResponse(BaseModel):
     model_version: str
 
 
-def _json_object(body: bytes) -> dict:
+MAX_INT_DIGITS = 18  # larger literals are no index, count or top_k; Python refuses > 4,300 digits with a ValueError
+CHARSET = re.compile(r"^\s*charset\s*=\s*\"?utf-8\"?\s*$", re.IGNORECASE)
+
+
+def check_content_type(value: str | None, encoding: str | None = None) -> None:
+    """Refuse anything but ``application/json`` (optionally ``; charset=utf-8``), uncompressed: form and
+    multipart bodies, other charsets, a missing type and compressed bodies never reach a parser."""
+    if encoding is not None and encoding.strip().lower() != "identity":
+        raise RequestError("the body must not be compressed (Content-Encoding)", "send the JSON body as it is")
+    media, _, params = (value or "").partition(";")
+    if media.strip().lower() != "application/json" or (params.strip() and not CHARSET.match(params)):
+        raise RequestError("the body must be JSON in UTF-8 (Content-Type: application/json)",
+                           "send Content-Type: application/json with a UTF-8 JSON body")
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def check_idempotency_key(value: str | None) -> None:
+    if value is not None and not _IDEMPOTENCY_KEY.match(value):
+        raise RequestError("the Idempotency-Key header is not 1-128 characters of A-Z a-z 0-9 . _ : -",
+                           "send a fresh UUID per correction, and the same one when retrying it")
+
+
+def _refuse_constant(name: str):
+    raise RequestError(f"the body holds {name}, which is not JSON", "send finite numbers only")
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise RequestError(f"the body holds an integer of more than {MAX_INT_DIGITS} digits",
+                           "send small integers (an index, a count)")
+    return int(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise RequestError("the body holds a number too large for a float", "send finite numbers only")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    payload = dict(pairs)
+    if len(payload) != len(pairs):
+        # parsers disagree on which of two equal keys wins: refuse rather than check one and serve the other
+        raise RequestError("the body repeats a key in one object", "send every field once")
+    return payload
+
+
+def _check_unicode(payload: object) -> None:
+    """Every string (keys too) must be encodable: JSON's \\ud800 escapes decode to lone surrogates."""
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RequestError("the body holds a string with a lone surrogate (\\ud800-\\udfff escape)",
+                                   "send valid Unicode text") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def decode_json_object(body: bytes) -> dict:
+    """The body as a JSON object, decoded strictly: UTF-8 without a byte-order mark, no NaN/Infinity, no huge
+    integers, no repeated keys, no lone surrogates, bounded nesting. Any failure is one RequestError."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise RequestError("the body starts with a byte-order mark", "send UTF-8 JSON without a BOM")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise RequestError("the body is not valid JSON", "send a JSON object with Content-Type: application/json")
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the body is not UTF-8", "send a JSON object encoded in UTF-8") from None
+    try:
+        payload = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int,
+                             parse_float=_finite_float, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise RequestError("the body is nested too deeply", "send a flat JSON object") from None
+    except ValueError:  # JSONDecodeError, and float literals Python cannot hold
+        raise RequestError("the body is not valid JSON", "send a JSON object with Content-Type: application/json") \
+            from None
     if not isinstance(payload, dict):
         raise RequestError("the body is not a JSON object", "send an object such as {\"texts\": [\"...\"]}")
+    _check_unicode(payload)
     return payload
+
+
+def _refuse_unknown(payload: dict, allowed: set[str] | frozenset[str]) -> None:
+    unknown = set(payload) - set(allowed)
+    if unknown:
+        # counted, not named: the names are the client's words and the message reaches the audit trail
+        raise RequestError(f"{len(unknown)} unknown field(s)", f"send only {sorted(allowed)}")
 
 
 def _check_text(value: object, what: str, limits: LimitsConfig) -> None:
@@ -103,19 +194,24 @@ def texts_of(payload: dict, limits: LimitsConfig) -> list[str]:
     return texts
 
 
-def check_classify(body: bytes, limits: LimitsConfig) -> list[str]:
-    payload = _json_object(body)
-    unknown = sorted(set(payload) - {"texts"})
-    if unknown:
-        raise RequestError(f"unknown field(s) {unknown}", "send only `texts`")
-    return texts_of(payload, limits)
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A request body that passed its route's check: the decoded object (what the service will be given, as
+    canonical JSON) and its input texts (for ``audit.log_inputs``)."""
+
+    payload: dict
+    texts: list[str]
 
 
-def check_feedback(body: bytes, limits: LimitsConfig) -> list[str]:
-    payload = _json_object(body)
-    unknown = sorted(set(payload) - set(FeedbackRequest.model_fields))
-    if unknown:
-        raise RequestError(f"unknown field(s) {unknown}", f"send only {sorted(FeedbackRequest.model_fields)}")
+def check_classify(body: bytes, limits: LimitsConfig) -> CheckedRequest:
+    payload = decode_json_object(body)
+    _refuse_unknown(payload, {"texts"})
+    return CheckedRequest(payload, texts_of(payload, limits))
+
+
+def check_feedback(body: bytes, limits: LimitsConfig) -> CheckedRequest:
+    payload = decode_json_object(body)
+    _refuse_unknown(payload, set(FeedbackRequest.model_fields))
     if not isinstance(payload.get("label"), str) or not payload["label"]:
         raise RequestError("`label` is missing or not a string", "send the correct label")
     for field in ("request_id", "step"):
@@ -127,19 +223,25 @@ def check_feedback(body: bytes, limits: LimitsConfig) -> list[str]:
     for field in ("text", "comment"):
         if payload.get(field) is not None:
             _check_text(payload[field], f"`{field}`", limits)
-    return [payload["text"]] if payload.get("text") else []
+    return CheckedRequest(payload, [payload["text"]] if payload.get("text") else [])
 
 
 RERANK_FIELDS = {"query", "passages", "passage_ids", "top_k"}
 
 
-def check_rerank(body: bytes, limits: LimitsConfig) -> list[str]:
+def candidate_ids(passages: list | None, passage_ids: list[str] | None) -> list[str]:
+    """The ids of a rerank request's candidates: sent texts are named by their position ("0", "1", …), sent
+    ``{"id", "text"}`` objects by their id, ``passage_ids`` by themselves."""
+    if passages is not None:
+        return [p["id"] if isinstance(p, dict) else str(i) for i, p in enumerate(passages)]
+    return list(passage_ids or [])
+
+
+def check_rerank(body: bytes, limits: LimitsConfig) -> CheckedRequest:
     """A /rerank request: ``query``, and exactly one of ``passages`` (texts, or ``{"id", "text"}`` objects) and
-    ``passage_ids`` (ids in the service's passage store); optional ``top_k``. Returns the query and the texts."""
-    payload = _json_object(body)
-    unknown = sorted(set(payload) - RERANK_FIELDS)
-    if unknown:
-        raise RequestError(f"unknown field(s) {unknown}", f"send only {sorted(RERANK_FIELDS)}")
+    ``passage_ids`` (ids in the service's passage store); optional ``top_k``. Its texts: the query, the passages."""
+    payload = decode_json_object(body)
+    _refuse_unknown(payload, RERANK_FIELDS)
     _check_text(payload.get("query"), "`query`", limits)
     if ("passages" in payload) == ("passage_ids" in payload):
         raise RequestError("a rerank request needs exactly one of `passages` and `passage_ids`",
@@ -167,8 +269,13 @@ def check_rerank(body: bytes, limits: LimitsConfig) -> list[str]:
             item = item.get("text")
         _check_text(item, f"passages[{i}]", limits)
         texts.append(item)
-    return texts
+    return CheckedRequest(payload, texts)
 
 
-#: Routes whose bodies are checked before they reach BentoML, and their checks (each returns the input texts).
+#: Routes whose bodies are checked before they reach BentoML, and their checks.
 CHECKS = {"/classify": check_classify, "/feedback": check_feedback, "/rerank": check_rerank}
+#: Every route a Stillhouse service (or BentoML around it) answers: the audit's ``endpoint`` vocabulary.
+SERVICE_ROUTES = frozenset({*CHECKS, "/metrics", "/docs", "/docs.json", "/schema.json", "/healthz", "/livez",
+                            "/readyz"})
+#: Routes whose requests change stored state: their audit lines are fsync'd under ``audit.fsync: changes``.
+STATE_CHANGING = frozenset({"/feedback"})

@@ -1,0 +1,45 @@
+"""Private file modes for everything serving writes: 0700 folders, 0600 files.
+
+The audit log, the feedback database (raw texts of recent requests, corrections) and its WAL/SHM files, the
+audit key and the written config live on a host or in a pod shared with other processes; none of them is for
+anyone but the server's own user. ``stillhouse serve`` also sets the process umask to 077 (``PRIVATE_UMASK``)
+so that files BentoML and SQLite create on their own (metrics, sockets, journals) are private too; these helpers
+make the modes explicit where Stillhouse creates the file, whatever the umask of the process that imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: str | Path) -> Path:
+    """``path`` as an existing folder; created (with its missing parents) with mode 0700 if it is missing.
+
+    An existing folder keeps its mode: it may be shared on purpose (``/var/log``), and the files Stillhouse puts
+    in it are private on their own.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; this one is meant
+    return path
+
+
+def private_file(path: str | Path) -> Path:
+    """``path`` as an existing file with mode 0600: created empty if missing, narrowed if wider.
+
+    Narrowing matters for files an older version (or another tool) created world-readable.
+    """
+    path = Path(path)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path

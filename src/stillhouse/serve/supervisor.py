@@ -1,0 +1,93 @@
+"""``python -m stillhouse.serve.supervisor SERVICE``: BentoML's ``bentoml serve``, with the process around it
+hardened. ``stillhouse serve`` checks the config and then becomes this process (``exec``), so its pid is the
+server's.
+
+What differs from ``bentoml serve`` (each measured against BentoML 1.4 here):
+
+- **Control channel.** The supervisor (circus) takes commands — including "start this program" — on a ZeroMQ
+  endpoint that BentoML binds to two unauthenticated TCP ports on 127.0.0.1, reachable by every process in the
+  pod or on the host. Here both endpoints are Unix sockets in a 0700 folder of the server's own
+  (``ipc://``), so no TCP port but the service's is open.
+- **Workers** run ``stillhouse.serve.worker`` (connection limits, TLS policy, they die with the supervisor).
+- **Private files**: umask 077, so what BentoML and SQLite create on their own is private too.
+- **Metrics folder** of its own (in the serving folder, removed at exit): BentoML clears
+  ``$BENTOML_HOME/prometheus_multiproc_dir`` at every start, so servers sharing a BentoML home wiped each
+  other's metrics.
+- **Telemetry off** (``BENTOML_DO_NOT_TRACK``), and the start line names ``https://`` when serving TLS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from stillhouse.serve.files import PRIVATE_UMASK, private_dir
+from stillhouse.serve.logs import install_log_hygiene
+from stillhouse.serve.worker import SUPERVISOR_PID_ENV
+
+WORKER_MODULE = "stillhouse.serve.worker"
+
+
+def private_arbiter(control_dir: Path):
+    """A replacement for BentoML's ``create_standalone_arbiter`` with the control endpoints on Unix sockets."""
+    from bentoml._internal.utils.circus import Arbiter, ThreadedArbiter  # circus's, with an exit stack
+
+    def create(watchers, *, threaded: bool = False, **kwargs):
+        arbiter = (ThreadedArbiter if threaded else Arbiter)(
+            watchers, endpoint=f"ipc://{control_dir}/control.sock", pubsub_endpoint=f"ipc://{control_dir}/pubsub.sock",
+            check_delay=kwargs.pop("check_delay", 10), **kwargs)  # BentoML's value, for the same reason
+        arbiter.exit_stack.callback(shutil.rmtree, control_dir, ignore_errors=True)
+        return arbiter
+
+    return create
+
+
+def run_server(service: str, host: str, port: int, folder: str | Path, certfile: str | None = None,
+               keyfile: str | None = None) -> None:
+    """Serve ``service`` (an import string or a Bento tag) until stopped; blocks."""
+    import _bentoml_impl.server.serving as bentoml_serving
+    import bentoml._internal.utils.circus as bentoml_circus
+    from _bentoml_impl.loader import load
+    from _bentoml_impl.server import serve_http
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.context import server_context
+    from bentoml._internal.log import configure_server_logging
+
+    os.umask(PRIVATE_UMASK)
+    os.environ.update({"BENTOML_DO_NOT_TRACK": "True", SUPERVISOR_PID_ENV: str(os.getpid())})
+    install_log_hygiene()
+    server_context.service_type = "supervisor"  # the tag of its log lines
+    configure_server_logging()
+    control_dir = Path(tempfile.mkdtemp(prefix="stillhouse-control-"))  # 0700; short enough for a socket path
+    bentoml_circus.create_standalone_arbiter = private_arbiter(control_dir)
+    bentoml_serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE
+    svc = load(service, working_dir=".")
+    svc.inject_config()  # what `bentoml serve` does before serve_http; it reloads BentoML's config
+    metrics = tempfile.mkdtemp(prefix="metrics-", dir=private_dir(folder))
+    BentoMLContainer.prometheus_multiproc_dir.set(metrics)
+    if certfile:
+        BentoMLContainer.ssl.enabled.set(True)
+    try:
+        serve_http(service, working_dir=".", host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile)
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stillhouse.serve.supervisor", description=__doc__.split("\n")[0])
+    parser.add_argument("service", help="import string of the service, or a Bento tag")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--folder", default="stillhouse-serve", help="serving folder (the metrics folder goes here)")
+    parser.add_argument("--ssl-certfile")
+    parser.add_argument("--ssl-keyfile")
+    args = parser.parse_args(argv)
+    run_server(args.service, args.host, args.port, args.folder, args.ssl_certfile, args.ssl_keyfile)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``python -m stillhouse.serve.worker``: BentoML's service worker, run the way a served student needs it.
+
+``stillhouse serve``'s supervisor (``stillhouse.serve.supervisor``) starts every worker, front and model
+services alike, through this module instead of ``_bentoml_impl.worker.service``. Before handing over to
+BentoML's worker (same arguments), it:
+
+- asks the kernel to kill the worker when the supervisor dies (``PR_SET_PDEATHSIG``): circus starts each worker
+  in a session of its own, so killing the supervisor's process group left workers serving with the old
+  configuration (revoked tokens still accepted) and holding the port;
+- sets a private umask and Stillhouse's log hygiene;
+- has uvicorn use Stillhouse's connection limits and TLS policy (``stillhouse.serve.transport``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+from stillhouse.serve.files import PRIVATE_UMASK
+from stillhouse.serve.logs import install_log_hygiene
+
+SUPERVISOR_PID_ENV = "STILLHOUSE_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_supervisor() -> None:
+    """SIGKILL this process when its parent exits; exit now if the parent is already gone (the race at fork)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    expected = os.environ.get(SUPERVISOR_PID_ENV)
+    if expected and os.getppid() != int(expected):
+        os._exit(1)
+
+
+def guard_uvicorn() -> None:
+    """Make ``uvicorn.Config`` — which BentoML's worker builds after loading the service — add our options."""
+    import uvicorn
+
+    from stillhouse.serve.config import load_serve_config
+    from stillhouse.serve.transport import uvicorn_options
+
+    class GuardedConfig(uvicorn.Config):
+        def __init__(self, *args, **kwargs):
+            limits = load_serve_config().connections  # the service's own config, read where BentoML reads it
+            super().__init__(*args, **{**kwargs, **uvicorn_options(limits, tls=bool(kwargs.get("ssl_certfile")))})
+
+    uvicorn.Config = GuardedConfig
+
+
+def main() -> None:
+    die_with_supervisor()
+    os.umask(PRIVATE_UMASK)
+    install_log_hygiene()
+    guard_uvicorn()
+    from _bentoml_impl.worker.service import main as bentoml_worker
+
+    bentoml_worker()  # click reads sys.argv: the arguments BentoML's supervisor gave this worker
+
+
+if __name__ == "__main__":
+    main()
