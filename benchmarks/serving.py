@@ -96,14 +96,16 @@ def in_process_ms(model, tokenizer, texts: list[str], batch: int) -> float:
     return round(min(one_pass() for _ in range(3)) / len(texts) * 1000, 3)
 
 
-def start(tag: str, batching: bool, work: Path):
+def start(tag: str, batching: bool, work: Path, env: dict | None = None, name: str = ""):
+    """A real `stillhouse serve` of ``tag`` (``env`` on top of this process's, e.g. another checkout's PYTHONPATH)."""
     from stillhouse.serve.local import start_serve
     from stillhouse.serve.tokens import hash_token
 
-    folder = work / f"serve-{tag.replace(':', '-')}-{'batch' if batching else 'nobatch'}"
+    folder = work / f"serve-{name}{tag.replace(':', '-')}-{'batch' if batching else 'nobatch'}"
     folder.mkdir()
     process, client, port = start_serve([tag, "--dir", str(folder), *([] if batching else ["--no-batching"])],
-                                        folder, env={"STILLHOUSE_TOKEN_HASHES": f"bench {hash_token(TOKEN)}"})
+                                        folder, env={"STILLHOUSE_TOKEN_HASHES": f"bench {hash_token(TOKEN)}",
+                                                     **(env or {})})
     client.close()
     return process, f"http://127.0.0.1:{port}"
 

@@ -85,6 +85,7 @@ class SecurityMiddleware:
         self.tokens = config.auth.token_table() if config.auth.enabled else None
         self.audit = AuditLog(config.audit.path, config.audit.load_key(), config.audit.log_inputs)
         self.routes = SERVICE_ROUTES | frozenset(config.auth.open_paths)
+        self.audit_alarm_at = float("-inf")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -117,15 +118,15 @@ class _Exchange:
 
     async def run(self) -> None:
         try:
-            if not self.open_path:
-                self._open_audit()
-            self._refuse_repeated_headers()
-            if not self.open_path:
-                self._authenticate()
-            await self._read_and_check()
-        except Refusal as refusal:
-            return await self._answer_refusal(refusal)
-        try:
+            try:
+                if not self.open_path:
+                    self._open_audit()
+                self._refuse_repeated_headers()
+                if not self.open_path:
+                    self._authenticate()
+                await self._read_and_check()
+            except Refusal as refusal:
+                return await self._answer_refusal(refusal)
             await self._dispatch()
         finally:
             if self.fd is not None:
@@ -141,8 +142,11 @@ class _Exchange:
         try:
             self.fd = self.mw.audit.reserve()
         except OSError as exc:
-            logger.error("audit log %s cannot be opened (%s): refusing requests", self.mw.audit.path,
-                         type(exc).__name__)
+            now = time.monotonic()
+            if now - self.mw.audit_alarm_at > 60:  # once a minute: refused clients must not flood the log instead
+                self.mw.audit_alarm_at = now
+                logger.error("audit log %s cannot be opened (%s): refusing requests", self.mw.audit.path,
+                             type(exc).__name__)
             raise Refusal(503, "audit_unavailable", "the service cannot write its audit log",
                           "retry later; operators: check the audit log's path, permissions and disk") from None
 
@@ -223,11 +227,7 @@ class _Exchange:
             await self.mw.app(scope, replay, hold)
         except Exception as exc:  # noqa: BLE001 - answered and audited here, never a hanging request
             logger.error("the service failed with %s", type(exc).__name__)
-            if not self.answered:
-                await self._answer_refusal(Refusal(500, "internal_error", "internal error",
-                                                   "retry; if it persists, report the X-Request-ID"))
-            return
-        if not self.answered:  # the app returned without a complete response
+        if not self.answered:  # it failed, or returned without a complete response
             await self._answer_refusal(Refusal(500, "internal_error", "internal error",
                                                "retry; if it persists, report the X-Request-ID"))
 

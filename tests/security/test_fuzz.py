@@ -2,11 +2,12 @@
 
 For any body and headers: never a 5xx, never a fragment of the client's text in the logs (the audit log and
 every log record of the process), always exactly one new audit line naming the request. Bounded: a fixed
-number of examples, no deadline (the tiny model runs in-process).
+number of examples, no deadline (the tiny model runs in-process), no example database in the checkout.
 """
 
 import json
 import logging
+import os
 import uuid
 
 import pytest
@@ -65,7 +66,9 @@ def test_any_body_and_headers_get_a_non_5xx_answer_an_audit_line_and_no_log_of_t
     audit = folder / "audit.jsonl"
     caplog.set_level(logging.DEBUG)
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    # CI replays a fixed set of examples (a red build names a real input, reproducibly); elsewhere they vary
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck),
+              derandomize=os.environ.get("CI") == "true", database=None)
     @given(payload=bodies(), data=st.data(), extra=headers)
     def probe(payload, data, extra):
         body = data.draw(encodings(payload))

@@ -1,7 +1,10 @@
 """Request and response schemas of the student and chain services, and the checks that guard them.
 
 The checks run on the raw body before BentoML parses it (``serving/middleware.py``), so a bad request gets
-one clear 422 naming the field and the limit, and no validation error that quotes the input reaches a log.
+one clear 422 naming the field and the limit, and no validation error that quotes the input reaches a log. The
+body is decoded strictly (``decode_json_object``): where JSON parsers disagree (a BOM, lone surrogates, repeated
+keys, huge numbers) the request is refused, and the service is then given the checked object re-encoded, so
+what it parses is what was checked.
 """
 
 from __future__ import annotations
