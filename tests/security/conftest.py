@@ -98,6 +98,7 @@ def asgi(tiny_student_tag, tmp_path, monkeypatch):
         import stillhouse.serving.student_service as module
 
         module = importlib.reload(module)  # the service reads its config on import
+        forget_service_metrics()  # an app of an earlier test (or module) may have registered them
         client = TestClient(module.Student.to_asgi(), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
