@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("tag", nargs="?", help="BentoML model tag of the student (see `stillhouse models list`)")
     srv.add_argument("--chain", help="serve a chain of students from this chain spec YAML instead of one tag")
     srv.add_argument("--config", help="serving config YAML (see the README); flags override it")
-    srv.add_argument("--dir", default="stillhouse-serve", help="private folder (0700) for the config, audit log and key, feedback, metrics")
+    srv.add_argument("--dir", default="stillhouse-serve",
+                     help="private folder (0700) for the config, audit log and key, feedback, metrics")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     srv.add_argument("--port", type=int, default=3000)
     srv.add_argument("--ssl-certfile", help="TLS certificate (PEM); with --ssl-keyfile serves HTTPS only")

@@ -1,4 +1,5 @@
-"""A real `stillhouse serve` (→ BentoML's server under Stillhouse's supervisor, front + model service) on 127.0.0.1 with TLS and tokens.
+"""A real `stillhouse serve` (BentoML's server under Stillhouse's supervisor: front + model service) on 127.0.0.1,
+with TLS and tokens.
 
 The server is killed with SIGKILL in the last test, right after an acknowledged feedback write, which must
 still be in the database.
