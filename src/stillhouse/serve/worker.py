@@ -7,7 +7,7 @@ BentoML's worker (same arguments), it:
 - asks the kernel to kill the worker when the supervisor dies (``PR_SET_PDEATHSIG``): circus starts each worker
   in a session of its own, so killing the supervisor's process group left workers serving with the old
   configuration (revoked tokens still accepted) and holding the port;
-- sets a private umask and Stillhouse's log hygiene;
+- installs Stillhouse's log hygiene before BentoML logs anything (the umask 077 it inherits from the supervisor);
 - has uvicorn use Stillhouse's connection limits and TLS policy (``stillhouse.serve.transport``).
 """
 
@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 
-from stillhouse.serve.files import PRIVATE_UMASK
 from stillhouse.serve.logs import install_log_hygiene
 
 SUPERVISOR_PID_ENV = "STILLHOUSE_SUPERVISOR_PID"
@@ -54,7 +53,6 @@ def guard_uvicorn() -> None:
 
 def main() -> None:
     die_with_supervisor()
-    os.umask(PRIVATE_UMASK)
     install_log_hygiene()
     guard_uvicorn()
     from _bentoml_impl.worker.service import main as bentoml_worker
