@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stillhouse.cluster.launcher import default_launcher
+from stillhouse.cluster.launcher import launcher_for
 from stillhouse.data.io import atomic_dir, atomic_file, write_json
 from stillhouse.data.prepare import PreparedData, prepare_data
 from stillhouse.distill.soft_labels import (SOFT_LABELS_FILE, attach_teacher_logits, read_soft_labels,
@@ -94,7 +94,7 @@ def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.Da
                    workers=spec.runtime.workers, cpus_per_worker=spec.runtime.cpus_per_worker,
                    use_gpu=spec.runtime.use_gpu, max_failures=spec.runtime.max_failures,
                    freeze_word_embeddings=freeze_embeddings, **job_fields)
-    checkpoint = default_launcher().fit(job)
+    checkpoint = launcher_for(spec.runtime).fit(job)
     model.load_state_dict(load_trained_state(checkpoint))
     with atomic_dir(out_dir) as tmp:
         save(model, tokenizer, info, tmp)

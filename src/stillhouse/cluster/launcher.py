@@ -1,8 +1,11 @@
-"""Where training jobs run: one interface, a local-Ray implementation now, a KubeRay RayJob one later.
+"""Where training jobs run: one interface, chosen by ``runtime.launcher``.
 
 A pipeline step builds a :class:`~stillhouse.distill.training.TrainJob` and hands it to a launcher; the
-launcher returns the folder of the final checkpoint. Steps never call Ray directly, so the same step can
-submit the same job to a cluster (``KubeRayLauncher``, a later issue) instead of the step's own process.
+launcher returns a local folder holding the final checkpoint. Steps never call Ray directly, so the same step
+trains in its own process (``local``: Ray started inside it) or submits the same job to a cluster
+(``kuberay``: :class:`~stillhouse.cluster.kuberay.KubeRayLauncher` creates a RayJob whose entrypoint,
+:mod:`stillhouse.cluster.job`, calls :func:`run_trainer` there). A new runtime is one more entry in
+:data:`LAUNCHERS`.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from stillhouse.cluster import storage
 from stillhouse.distill.training import TrainJob, train_loop_per_worker
 from stillhouse.errors import StillhouseError
+from stillhouse.spec.runtime import RuntimeSpec
 
 
 class Launcher(Protocol):
@@ -24,34 +29,46 @@ class Launcher(Protocol):
 class LocalRayLauncher:
     """Ray Train ``TorchTrainer`` on a Ray instance started inside this process (``ray.init``)."""
 
-    def fit(self, job: TrainJob) -> Path:
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
+    def __init__(self, runtime: RuntimeSpec | None = None):
+        self.runtime = runtime
 
+    def fit(self, job: TrainJob) -> Path:
         _ensure_ray(job)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=job.to_config(),
-            torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu,
-                                         resources_per_worker={"CPU": job.cpus_per_worker}),
-            run_config=RunConfig(
-                name=job.name,
-                storage_path=str(Path(job.storage_dir).resolve()),
-                failure_config=FailureConfig(max_failures=job.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=1),
-                worker_runtime_env={"env_vars": _forwarded_env()},
-            ),
-        )
-        try:
-            result = trainer.fit()
-        except Exception as exc:  # TrainingFailedError wraps the worker's exception
-            raise StillhouseError(f"training job `{job.name}` failed: {str(exc).strip().splitlines()[-1]}",
-                                  f"see the worker log above; checkpoints are in {job.storage_dir}") from exc
-        if result.checkpoint is None:
-            raise StillhouseError(f"training job `{job.name}` finished without a checkpoint",
-                                  "set at least one epoch")
-        return Path(result.checkpoint.path)
+        return Path(run_trainer(job))
+
+
+def run_trainer(job: TrainJob) -> str:
+    """Fit ``job`` with Ray Train on the Ray instance this process is connected to; return the final
+    checkpoint's location in the job's storage (a path, or an ``s3://`` URI when ``storage_dir`` is one)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    filesystem, storage_path = storage.resolve(job.storage_dir)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=job.to_config(),
+        torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.use_gpu,
+                                     resources_per_worker={"CPU": job.cpus_per_worker}),
+        run_config=RunConfig(
+            name=job.name,
+            # The checkpoints live in the job's storage, so a restarted worker (or pod) resumes from there.
+            storage_path=storage_path,
+            storage_filesystem=filesystem if storage.is_remote(job.storage_dir) else None,
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            worker_runtime_env={"env_vars": _forwarded_env()},
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # TrainingFailedError wraps the worker's exception
+        raise StillhouseError(f"training job `{job.name}` failed: {str(exc).strip().splitlines()[-1]}",
+                              f"see the worker log above; checkpoints are in {job.storage_dir}") from exc
+    if result.checkpoint is None:
+        raise StillhouseError(f"training job `{job.name}` finished without a checkpoint",
+                              "set at least one epoch")
+    return storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path)
 
 
 _started_here = False
@@ -88,12 +105,23 @@ def _ensure_ray(job: TrainJob) -> None:
 
 def _forwarded_env() -> dict[str, str]:
     # Ray workers do not inherit the driver's environment for these; offline mode must hold there too.
-    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "STILLHOUSE_INJECT_FAILURE_AFTER_EPOCH")
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "STILLHOUSE_INJECT_FAILURE_AFTER_EPOCH", "STILLHOUSE_CACHE",
+             "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
     env = {name: os.environ[name] for name in names if name in os.environ}
     # Ray Train V2 re-routes print() through its logger as well, so each progress line appeared twice.
     env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     return env
 
 
-def default_launcher() -> Launcher:
-    return LocalRayLauncher()
+def _kuberay(runtime: RuntimeSpec) -> Launcher:
+    from stillhouse.cluster.kuberay import KubeRayLauncher
+
+    return KubeRayLauncher(runtime)
+
+
+LAUNCHERS = {"local": LocalRayLauncher, "kuberay": _kuberay}
+
+
+def launcher_for(runtime: RuntimeSpec) -> Launcher:
+    """The launcher ``runtime.launcher`` names."""
+    return LAUNCHERS[runtime.launcher](runtime)

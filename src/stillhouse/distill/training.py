@@ -24,13 +24,14 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from stillhouse.cluster import storage
 from stillhouse.distill.losses import distillation_loss, embedding_cosine, ranking_loss
 from stillhouse.progress import progress, say
 from stillhouse.tasks.classification import load_classifier, tokenize
@@ -101,9 +102,11 @@ def _optimizer(model, job: TrainJob, total_steps: int):
 
 def _maybe_inject_failure(epoch: int, storage_dir: str) -> None:
     target = os.environ.get(FAIL_AFTER_EPOCH_ENV)
-    marker = Path(storage_dir) / ".failure-injected"
-    if target is not None and int(target) == epoch and not marker.exists():
-        marker.write_text("1")
+    if target is None or int(target) != epoch:
+        return
+    marker = storage.join(storage_dir, ".failure-injected")  # in the job's storage: seen by every worker pod
+    if not storage.exists(marker):
+        storage.write_text(marker, "1")
         # Die as a worker does mid-epoch: after Ray Train's controller (2 s poll) has registered the
         # checkpoint just reported, then hard, as an OOM kill or a lost node would look.
         time.sleep(5)
@@ -241,6 +244,9 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     job = TrainJob(**config)
+    # On a KubeRay cluster the inputs are URIs in the job's shared storage; each node copies them once.
+    job = replace(job, init_model_dir=str(storage.localize(job.init_model_dir)),
+                  train_file=str(storage.localize(job.train_file)))
     torch.manual_seed(job.seed)
     torch.set_num_threads(job.cpus_per_worker)
     context = ray.train.get_context()

@@ -19,6 +19,7 @@ from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 from stillhouse.errors import SpecError
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
+from stillhouse.spec.runtime import KubeRaySpec, KubernetesSpec, RuntimeSpec
 from stillhouse.spec.synthesis import (AugmentSpec, LLMGeneratorSpec, QuerySynthesisSpec, SynthesisFilterSpec,
                                        SynthesisSpec)
 from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
@@ -192,16 +193,6 @@ class EvaluationSpec(_Strict):
     calibration_bins: int = Field(15, gt=1, description="Bins for expected calibration error.")
 
 
-class RuntimeSpec(_Strict):
-    """Where and how training runs."""
-
-    workers: int = Field(1, gt=0, description="Ray Train workers per training job.")
-    cpus_per_worker: int = Field(2, gt=0, description="CPUs (and torch threads) per worker.")
-    use_gpu: bool = Field(False, description="One GPU per worker (NCCL, bf16 autocast).")
-    max_failures: int = Field(2, ge=0, description="Worker failures a job survives, resuming from its last epoch.")
-    seed: int = Field(13, description="Random seed for sampling, initialisation and shuffling.")
-
-
 class PackageSpec(_Strict):
     """Where the student goes when it is done."""
 
@@ -348,7 +339,7 @@ def spec_from_json(text: str) -> Spec:
 __all__ = [
     "AugmentSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
-    "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
+    "KubeRaySpec", "KubernetesSpec", "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
     "SoftLabelChecks", "Spec", "StudentSpec",
     "SynthesisFilterSpec", "SynthesisSpec", "SyntheticChecks", "TaskSpec", "TeacherSpec", "TinyEncoderConfig",
     "ValidationSpec", "encoder_teacher", "load_spec", "parse_spec", "spec_from_json",
