@@ -28,7 +28,7 @@ STEP_SERVICES = {step.name: student_model_service(f"stillhouse-chain-{step.name}
 
 class ChainBase:
     def __init__(self) -> None:
-        self.feedback_store = FeedbackStore(CONFIG.feedback.path, CONFIG.feedback.keep_requests)
+        self.feedback_store = FeedbackStore(CONFIG.feedback.location, CONFIG.feedback.keep_requests)
         self.info: dict[str, dict] | None = None
 
     def step_model(self, name: str):

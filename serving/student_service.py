@@ -35,7 +35,7 @@ class Student:
     model = bentoml.depends(StudentModel)
 
     def __init__(self) -> None:
-        self.feedback_store = FeedbackStore(CONFIG.feedback.path, CONFIG.feedback.keep_requests)
+        self.feedback_store = FeedbackStore(CONFIG.feedback.location, CONFIG.feedback.keep_requests)
         self.passages = PassageStore(CONFIG.passages)
         self.info: dict | None = None
 

@@ -169,3 +169,31 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
                                                        serialization.PrivateFormat.PKCS8,
                                                        serialization.NoEncryption()))
     return folder / "cert.pem", folder / "key.pem"
+
+
+POSTGRES_URL = os.environ.get("STILLHOUSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture()
+def postgres_url():
+    """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards): each test its own tables.
+
+    Skips where no server answers at $STILLHOUSE_TEST_POSTGRES (default 127.0.0.1:5432, database `test`), except
+    under CI=true, where the server is part of the machine and its absence is a failure.
+    """
+    import uuid
+    from urllib.parse import quote
+
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+    schema = f"stillhouse_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options={quote(f'-c search_path={schema}')}"
+    admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    admin.close()

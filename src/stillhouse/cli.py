@@ -1,5 +1,5 @@
-"""The ``stillhouse`` command: ``run``, ``compile``, ``validate``, ``models list``, ``serve``, ``token new``,
-``feedback export``, ``llm-serve``.
+"""The ``stillhouse`` command: ``run``, ``compile``, ``submit``, ``validate``, ``models list``, ``serve``,
+``token new``, ``feedback export``, ``llm-serve``.
 
 Thin by design: each command parses arguments, calls one library function, and prints its result. A
 :class:`StillhouseError` is printed as ``error: ...`` with its fix and exits with status 1 (no traceback).
@@ -41,13 +41,31 @@ def _cmd_compile(args) -> int:
     from stillhouse.spec import load_spec
 
     spec = load_spec(args.spec)
-    path = compile_pipeline(args.output)
+    path = compile_pipeline(args.output, spec)
     print(f"wrote {path}; run it on Kubeflow Pipelines with the parameter spec_json:")
     print(f"  {spec.model_dump_json()[:120]}...")
     if args.params:
         with open(args.params, "w", encoding="utf-8") as handle:
             json.dump({"spec_json": spec.model_dump_json()}, handle)
         print(f"wrote run parameters to {args.params}")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from stillhouse.cluster.submit import submit
+    from stillhouse.spec import load_spec
+
+    spec = load_spec(args.spec)
+    result = submit(spec, args.host, namespace=args.namespace, experiment=args.experiment, schedule=args.schedule,
+                    dry_run=args.dry_run, out_dir=args.out_dir)
+    print(f"wrote {result.pipeline} and {result.params}")
+    if args.dry_run:
+        print("dry run: nothing submitted (upload the package in the Kubeflow UI with these parameters, or drop "
+              "--dry-run)")
+    elif result.recurring_run_id:
+        print(f"recurring run {result.recurring_run_id} on `{args.schedule}`: {result.url}")
+    else:
+        print(f"run {result.run_id} started: {result.url}")
     return 0
 
 
@@ -86,7 +104,8 @@ def _cmd_serve(args) -> int:
                                  args.ssl_keyfile, CHAIN_SERVICE if config.chain else STUDENT_SERVICE)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"serving {config.chain or config.model} on {scheme}://{args.host}:{args.port} (auth "
-          f"{'on' if config.auth.enabled else 'OFF'}; audit log {config.audit.path}; feedback {config.feedback.path})",
+          f"{'on' if config.auth.enabled else 'OFF'}; audit log {config.audit.path}; "
+          f"feedback {config.feedback.location})",
           flush=True)
     # exec, not a child: the server's pid is this one, so a signal to it (or its death) reaches the supervisor
     os.execve(command[0], command, env)
@@ -132,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", default="pipeline.yaml")
     comp.add_argument("--params", help="also write the run parameters (spec_json) to this JSON file")
     comp.set_defaults(func=_cmd_compile)
+    sbm = sub.add_parser("submit", help="compile and start the pipeline on a Kubeflow Pipelines server")
+    sbm.add_argument("spec")
+    sbm.add_argument("--host", help="KFP API URL, e.g. https://kubeflow.example.com/pipeline "
+                     "(default: $KF_PIPELINES_ENDPOINT)")
+    sbm.add_argument("--namespace", help="Kubeflow profile namespace (multi-user deployments)")
+    sbm.add_argument("--experiment", help="experiment name (default: stillhouse-<spec name>)")
+    sbm.add_argument("--schedule", help="cron (5 fields) for a recurring run, e.g. \"0 3 * * 1\" (re-distillation)")
+    sbm.add_argument("--dry-run", action="store_true", help="write the package and parameters, contact nothing")
+    sbm.add_argument("--out-dir", default=".", help="where the package and parameters go (default: here)")
+    sbm.set_defaults(func=_cmd_submit)
     models = sub.add_parser("models", help="packaged students in the BentoML model store")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="list packaged students").set_defaults(func=_cmd_models_list)
@@ -169,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     feedback = sub.add_parser("feedback", help="feedback collected by served students")
     feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
     export = feedback_sub.add_parser("export", help="write feedback as a seed data set (JSONL, or CSV for people)")
-    export.add_argument("db", help="the service's feedback database (feedback.sqlite)")
+    export.add_argument("db", help="the service's feedback database: feedback.sqlite, or its postgresql:// URL")
     export.add_argument("output", help=".jsonl (exact texts: for re-distillation) or .csv (spreadsheet formulas "
                         "escaped with a leading ')")
     export.add_argument("--text-field", default="text")

@@ -76,15 +76,17 @@ class _Tee:
         return False
 
 
-def compile_pipeline(out_path: str | Path) -> Path:
-    """Write the distillation pipeline's IR YAML (what a Kubeflow Pipelines cluster accepts)."""
+def compile_pipeline(out_path: str | Path, spec: Spec | None = None) -> Path:
+    """Write the distillation pipeline's IR YAML (what a Kubeflow Pipelines cluster accepts), with ``spec``'s
+    cluster settings (``runtime.kubernetes``, images, GPUs) in its platform spec."""
     from kfp import compiler
 
-    from stillhouse.pipelines.distill import distill_pipeline
+    from stillhouse.pipelines.distill import build_distill_pipeline
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(distill_pipeline, package_path=str(out_path))
+    pipeline = build_distill_pipeline(spec.runtime if spec is not None else None)
+    compiler.Compiler().compile(pipeline, package_path=str(out_path))
     return out_path
 
 
@@ -127,11 +129,12 @@ def run_local(spec: Spec, verbose: bool = False) -> RunResult:
     """Run the distillation pipeline locally; raise :class:`StillhouseError` with the failing step's message."""
     from kfp import local
 
-    from stillhouse.pipelines.distill import distill_pipeline
+    from stillhouse.pipelines.distill import build_distill_pipeline
 
     run_dir = new_run_dir(spec)
     (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-    compile_pipeline(run_dir / "pipeline.yaml")
+    compile_pipeline(run_dir / "pipeline.yaml", spec)
+    distill_pipeline = build_distill_pipeline(spec.runtime)
     pipeline_root = run_dir / "artifacts"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     status = {"status": "running", "run": spec.name, "spec_hash": spec.spec_hash()}

@@ -194,8 +194,9 @@ def test_compile_writes_a_valid_pipeline_with_every_component(tmp_path, tiny_mod
     result = stillhouse("compile", str(spec), "-o", str(tmp_path / "p.yaml"), "--params", str(tmp_path / "p.json"),
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    ir = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    ir, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())  # the pipeline, then its platform spec
     json_format.ParseDict(ir, pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields would raise
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
     tasks = set(ir["root"]["dag"]["tasks"])
     assert tasks == {"prepare-data", "train-teacher", "synthesize", "soft-label", "distill-student", "train-baseline",
                      "evaluate", "package"}

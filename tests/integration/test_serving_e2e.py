@@ -74,3 +74,42 @@ def test_a_server_that_exits_at_start_is_reported_with_its_log(tmp_path):
     with pytest.raises(RuntimeError, match="did not become ready") as failure:
         start_serve(["no-such-student:latest", "--dir", str(tmp_path / "serve"), "--no-auth"], tmp_path, timeout_s=60)
     assert "no-such-student" in str(failure.value)  # the CLI's own error, read from server.log
+
+
+def test_feedback_on_postgresql_survives_sigkill_and_exports_the_latest_label(tiny_student_tag, tmp_path,
+                                                                               postgres_url):
+    import psycopg
+    import yaml
+
+    from stillhouse.serve.feedback import export_feedback
+
+    (tmp_path / "tokens").write_text(f"ci {hash_token(TOKEN)}\n")
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"model": tiny_student_tag, "feedback": {"url": postgres_url}}))
+    process, client, _ = start_serve(["--config", str(config), "--dir", str(tmp_path / "serve"),
+                                      "--tokens-file", str(tmp_path / "tokens")], tmp_path)
+    try:
+        first = client.post("/feedback", json={"text": "card was stolen", "label": "positive"}, headers=auth())
+        second = client.post("/feedback", json={"text": "card was stolen", "label": "negative"}, headers=auth())
+        assert first.status_code == second.status_code == 200
+    finally:
+        stop_process_group(process, signal.SIGKILL)
+    assert not (tmp_path / "serve" / "feedback.sqlite").exists()  # the URL replaced the file
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT id, text, label FROM feedback ORDER BY id").fetchall()
+    assert [(r[0], r[2]) for r in rows] == [(first.json()["feedback_id"], "positive"),
+                                            (second.json()["feedback_id"], "negative")]
+    assert export_feedback(postgres_url, tmp_path / "seed.jsonl") == 1
+    (record,) = [json.loads(line) for line in (tmp_path / "seed.jsonl").read_text().splitlines()]
+    assert (record["text"], record["label"]) == ("card was stolen", "negative")  # the latest correction wins
+
+
+def test_an_unreachable_feedback_database_stops_serve_before_it_starts(tiny_student_tag, tmp_path):
+    import yaml
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"model": tiny_student_tag, "auth": {"enabled": False},
+                                      "feedback": {"url": "postgresql://nobody@127.0.0.1:9/none"}}))
+    with pytest.raises(RuntimeError, match="did not become ready") as failure:
+        start_serve(["--config", str(config), "--dir", str(tmp_path / "serve")], tmp_path, timeout_s=60)
+    assert "cannot connect to the feedback database" in str(failure.value)

@@ -100,8 +100,16 @@ def test_classify_and_feedback_checks_pass_good_bodies():
             check_feedback(body, LIMITS)
 
 
-def test_feedback_by_text_or_request_id_and_export_as_seed(tmp_path):
-    store = FeedbackStore(tmp_path / "fb.sqlite", keep_requests=2)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feedback_location(request, tmp_path):
+    """The same feedback tests on both stores: a SQLite file, and a real PostgreSQL server (see conftest)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fb.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_feedback_by_text_or_request_id_and_export_as_seed(feedback_location, tmp_path):
+    store = FeedbackStore(feedback_location, keep_requests=2)
     labels = ["billing", "card_lost"]
     store.remember_request("alice", "r1", ["lost my card", "wrong charge"], "student:v1")
     first = store.add("card_lost", labels, request_id="r1", index=0, principal="alice")
@@ -114,17 +122,49 @@ def test_feedback_by_text_or_request_id_and_export_as_seed(tmp_path):
         store.add("billing", labels)
     with pytest.raises(RequestError, match="outside the request's 2 text"):
         store.add("billing", labels, request_id="r1", index=2, principal="alice")
+    with pytest.raises(RequestError, match="unknown request_id"):
+        store.add("billing", labels, request_id="r1", principal="bob")  # only alice may cite her request
     store.remember_request("alice", "r2", ["a"], "t")
     store.remember_request("alice", "r3", ["b"], "t")  # keeps the last 2: r1 is forgotten
     with pytest.raises(RequestError, match="unknown request_id"):
         store.add("billing", labels, request_id="r1", principal="alice")
-    count = export_feedback(tmp_path / "fb.sqlite", tmp_path / "seed.csv", label_field="intent")
+    store.close()
+    count = export_feedback(feedback_location, tmp_path / "seed.csv", label_field="intent")
     rows = list(csv.DictReader(open(tmp_path / "seed.csv", encoding="utf-8")))
     assert count == 2 and [(r["text"], r["intent"]) for r in rows] == [("double charge", "billing"),
                                                                          ("lost my card", "billing")]
     assert rows[1]["model_tag"] == "student:v1" and rows[0]["comment"] == "reviewed"
     with pytest.raises(DataError, match="does not exist"):
         export_feedback(tmp_path / "none.sqlite", tmp_path / "x.csv")
+
+
+def test_an_idempotency_key_stores_a_retry_once_on_every_store(feedback_location):
+    labels = ["billing", "card_lost"]
+    stores = [FeedbackStore(feedback_location), FeedbackStore(feedback_location)]  # two replicas, one database
+    first = stores[0].add("billing", labels, text="charged twice", principal="crm", idempotency_key="k-1")
+    assert stores[1].add("billing", labels, text="charged twice", principal="crm", idempotency_key="k-1") == first
+    with pytest.raises(RequestError, match="already used for a different correction"):
+        stores[1].add("card_lost", labels, text="charged twice", principal="crm", idempotency_key="k-1")
+    # Another principal's key of the same name is its own; so is the anonymous principal's.
+    assert stores[1].add("billing", labels, text="charged twice", principal="app", idempotency_key="k-1") != first
+    anonymous = stores[0].add("billing", labels, text="t", idempotency_key="k-2")
+    assert stores[1].add("billing", labels, text="t", idempotency_key="k-2") == anonymous
+    assert len(stores[0].latest()) == 2  # two texts; the retries stored nothing
+    for store in stores:
+        store.close()
+
+
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://app:s3cret@db:5432/feedback", "contains a password"),
+    ("mysql://db/feedback", "must be postgresql://"),
+    ("postgresql://db:5432", "must be postgresql://"),
+])
+def test_a_feedback_url_with_a_password_or_no_database_is_refused(url, words):
+    from stillhouse.serve.config import validate_config
+
+    with pytest.raises(ServeConfigError) as err:
+        validate_config({"model": "m:v", "feedback": {"url": url}}, "serve.yaml")
+    assert "feedback.url" in str(err.value) and words in str(err.value) and "s3cret" not in str(err.value)
 
 
 def test_audit_lines_hold_no_raw_text_unless_enabled_and_then_redacted(tmp_path):

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from stillhouse.errors import ServeConfigError
+from stillhouse.errors import ServeConfigError, StillhouseError
 from stillhouse.serve.tokens import TokenTable
 from stillhouse.spec.base import _Strict, validation_problems
 
@@ -104,9 +104,29 @@ class AuditConfig(_Strict):
 
 
 class FeedbackConfig(_Strict):
-    path: str = Field("feedback.sqlite", description="SQLite database (WAL mode) for feedback.")
+    path: str = Field("feedback.sqlite", description="SQLite database (WAL mode) for feedback (one server).")
+    url: str | None = Field(None, description="Instead of `path`: a PostgreSQL database shared by every replica, "
+                            "`postgresql://user@host:5432/db?sslmode=verify-full`; the password comes from "
+                            "$PGPASSWORD or $PGPASSFILE, never from here.")
     keep_requests: int = Field(100_000, ge=0, description="Recent requests whose texts are kept so that feedback "
                                "can cite a request id (0: feedback must carry the text itself).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        from stillhouse.serve.feedback_db import check_database_url
+
+        if url is None:
+            return None
+        try:
+            return check_database_url(url)
+        except StillhouseError as exc:
+            raise ValueError(exc.problem + "; " + (exc.fix or "")) from None
+
+    @property
+    def location(self) -> str:
+        """Where the store is: the database URL, else the SQLite file."""
+        return self.url or self.path
 
 
 class ServeConfig(_Strict):

@@ -1,8 +1,9 @@
 """Feedback on a student's answers, stored durably, and exported as seed data for re-distillation.
 
-SQLite in WAL mode with ``synchronous=FULL``: a write is acknowledged only after its transaction is on disk, so
-an acknowledged correction survives the server being killed right after (tested with SIGKILL). Several worker
-processes may share the file (WAL lets readers and one writer proceed together; writers wait up to 10 s).
+A write is acknowledged only after its transaction is on disk, so an acknowledged correction survives the server
+being killed right after (tested with SIGKILL): a SQLite file in WAL mode with ``synchronous=FULL`` for one
+server (its worker processes share the file), or a PostgreSQL database for several replicas
+(:mod:`stillhouse.serve.feedback_db`).
 
 So that feedback can cite a request id instead of resending the text, the service remembers the texts of the
 last ``keep_requests`` requests in the same database, keyed by the principal and the server-generated request
@@ -23,47 +24,19 @@ from pathlib import Path
 
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import DataError, RequestError
-from stillhouse.serve.files import private_file
+from stillhouse.serve.feedback_db import LATEST_FEEDBACK, PostgresFeedback, is_database_url, open_feedback_db
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, request_id TEXT, text TEXT NOT NULL,
-    label TEXT NOT NULL, comment TEXT, principal TEXT, model_tag TEXT, idempotency_key TEXT);
-CREATE TABLE IF NOT EXISTS recent_requests (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, principal TEXT NOT NULL, request_id TEXT NOT NULL,
-    received_at REAL NOT NULL, texts TEXT NOT NULL, model_tag TEXT, UNIQUE (principal, request_id));
--- before request ids were the server's and owned: a client could overwrite another client's stored texts
-DROP TABLE IF EXISTS requests;
-"""
-_MIGRATIONS = ["ALTER TABLE feedback ADD COLUMN idempotency_key TEXT"]
-_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS feedback_idempotency ON feedback (principal, idempotency_key) "
-          "WHERE idempotency_key IS NOT NULL")
 ANONYMOUS = ""  # the principal of requests served with auth off
 
 
-def connect(path: str | Path, synchronous: str = "FULL") -> sqlite3.Connection:
-    # created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database file's mode
-    private_file(path)
-    db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.executescript(SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(feedback)")}
-    if "idempotency_key" not in columns:
-        for statement in _MIGRATIONS:
-            db.execute(statement)
-    db.execute(_INDEX)
-    return db
-
-
 class FeedbackStore:
-    def __init__(self, path: str | Path, keep_requests: int = 100_000):
-        self.path = Path(path)
+    """Checks and stores corrections in a SQLite file (``location`` a path) or PostgreSQL (a ``postgresql://``
+    URL; see :mod:`stillhouse.serve.feedback_db`)."""
+
+    def __init__(self, location: str | Path, keep_requests: int = 100_000):
+        self.location = location
         self.keep_requests = keep_requests
-        self._db = connect(self.path)
-        # Remembering every request's texts must not cost an fsync per /classify: in WAL mode NORMAL survives a
-        # killed process (only a power cut can lose the newest entries, which are a cache for feedback by id).
-        self._recent = connect(self.path, synchronous="NORMAL")
+        self._db = open_feedback_db(location)
         self._lock = threading.Lock()  # the connections are shared by the service's threads
 
     def remember_request(self, principal: str | None, request_id: str, texts: list[str], model_tag: str) -> None:
@@ -71,15 +44,10 @@ class FeedbackStore:
         if self.keep_requests <= 0:
             return
         with self._lock:
-            self._recent.execute("INSERT OR REPLACE INTO recent_requests (principal, request_id, received_at, texts, "
-                                 "model_tag) VALUES (?, ?, ?, ?, ?)",
-                                 (principal or ANONYMOUS, request_id, time.time(), json.dumps(texts), model_tag))
-            self._recent.execute("DELETE FROM recent_requests WHERE seq <= (SELECT MAX(seq) FROM recent_requests) - ?",
-                                 (self.keep_requests,))
+            self._db.remember(principal or ANONYMOUS, request_id, texts, model_tag, self.keep_requests)
 
     def _cited_text(self, principal: str | None, request_id: str, index: int) -> tuple[str, str]:
-        row = self._db.execute("SELECT texts, model_tag FROM recent_requests WHERE principal = ? AND request_id = ?",
-                               (principal or ANONYMOUS, request_id)).fetchone()
+        row = self._db.cited(principal or ANONYMOUS, request_id)
         if row is None:
             # the same answer for another principal's id as for one never seen: ids reveal nothing
             raise RequestError("unknown request_id (not one of your requests, or older than the requests kept)",
@@ -89,16 +57,6 @@ class FeedbackStore:
             raise RequestError(f"index is outside the request's {len(texts)} text(s)",
                                "give the position of the corrected text in that request, from 0")
         return texts[index], row[1]
-
-    def _replayed(self, principal: str | None, key: str, fields: tuple) -> int | None:
-        row = self._db.execute("SELECT id, request_id, text, label, comment FROM feedback "
-                               "WHERE principal IS ? AND idempotency_key = ?", (principal, key)).fetchone()
-        if row is None:
-            return None
-        if tuple(row[1:]) != fields:
-            raise RequestError("this Idempotency-Key was already used for a different correction",
-                               "use a new key for each new correction; reuse a key only to retry the same one")
-        return int(row[0])
 
     def add(self, label: str, labels: list[str], *, text: str | None = None, request_id: str | None = None,
             index: int = 0, comment: str | None = None, principal: str | None = None,
@@ -118,26 +76,20 @@ class FeedbackStore:
             if request_id is not None:
                 text, cited_tag = self._cited_text(principal, request_id, index)
                 model_tag = model_tag or cited_tag
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                replayed = (self._replayed(principal, idempotency_key, (request_id, text, label, comment))
-                            if idempotency_key else None)
-                if replayed is not None:
-                    self._db.execute("ROLLBACK")
-                    return replayed
-                cursor = self._db.execute(
-                    "INSERT INTO feedback (received_at, request_id, text, label, comment, principal, model_tag, "
-                    "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (time.time(), request_id, text, label, comment, principal, model_tag, idempotency_key))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return int(cursor.lastrowid)
+            row = (time.time(), request_id, text, label, comment, principal, model_tag, idempotency_key)
+            feedback_id, replayed = self._db.insert(row, principal, idempotency_key)
+        if replayed is not None and replayed != (request_id, text, label, comment):
+            raise RequestError("this Idempotency-Key was already used for a different correction",
+                               "use a new key for each new correction; reuse a key only to retry the same one")
+        return feedback_id
+
+    def latest(self) -> list[tuple]:
+        """The newest correction of every text: (id, received_at, request_id, text, label, comment, model_tag)."""
+        with self._lock:
+            return self._db.latest()
 
     def close(self) -> None:
         self._db.close()
-        self._recent.close()
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -150,24 +102,31 @@ def spreadsheet_safe(cell: str) -> str:
 
 def export_feedback(db_path: str | Path, out: str | Path, text_field: str = "text",
                     label_field: str = "label") -> int:
-    """Write the feedback as a seed data set the pipeline reads (``data.seed``); return the row count.
+    """Write the feedback (a SQLite file, or a ``postgresql://`` URL) as a seed data set the pipeline reads
+    (``data.seed``); return the row count.
 
     Columns: ``text_field``, ``label_field``, then provenance (feedback_id, received_at, request_id, model_tag,
     comment). The latest correction of the same text wins: a reviewer who changes their mind should not leave
     two labels. ``out`` ending in ``.jsonl`` keeps every text exactly (use it for re-distillation); ``.csv`` is for
     people, who open it in a spreadsheet: cells that would run as formulas get a leading ``'``.
     """
-    if not Path(db_path).is_file():
-        raise DataError(f"feedback database {db_path} does not exist", "point to the service's feedback.path")
     suffix = Path(out).suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise DataError(f"cannot tell the export format of {out} from its extension", "name it .jsonl or .csv")
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT id, received_at, request_id, text, label, comment, model_tag FROM feedback "
-                          "WHERE id IN (SELECT MAX(id) FROM feedback GROUP BY text) ORDER BY id").fetchall()
-    finally:
-        db.close()
+    if is_database_url(str(db_path)):
+        store = PostgresFeedback(str(db_path))
+        try:
+            rows = store.latest()
+        finally:
+            store.close()
+    else:
+        if not Path(db_path).is_file():
+            raise DataError(f"feedback database {db_path} does not exist", "point to the service's feedback.path")
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(LATEST_FEEDBACK).fetchall()
+        finally:
+            db.close()
     columns = [text_field, label_field, "feedback_id", "received_at", "request_id", "model_tag", "comment"]
     records = [[text, label, fid, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(received)), request_id or "",
                 tag or "", comment or ""] for fid, received, request_id, text, label, comment, tag in rows]

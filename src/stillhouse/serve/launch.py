@@ -57,6 +57,10 @@ def check_config(config: ServeConfig) -> None:
     if config.auth.enabled:
         config.auth.token_table()
     config.audit.load_key()  # a bad key file fails here; a missing default key is generated now
+    if config.feedback.url:  # an unreachable database or a wrong password fails here, before any worker starts
+        from stillhouse.serve.feedback_db import PostgresFeedback
+
+        PostgresFeedback(config.feedback.url).close()
     if config.chain:
         chain = load_chain(config.chain)
         rerankers = [step.name for step in chain.steps if ServedStudent.task_of(step.model) != "classification"]

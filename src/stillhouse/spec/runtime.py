@@ -187,6 +187,9 @@ class KubernetesSpec(_Strict):
     secrets: list[SecretEnv] = Field([], description="Secrets exposed as environment variables.")
     model_cache: Volume | None = Field(
         None, description="PVC for unpacked packaged models (`$STILLHOUSE_CACHE`), shared across steps and runs.")
+    model_store: Volume | None = Field(
+        None, description="PVC holding the BentoML model store (`$BENTOML_HOME`) the package step saves students to; "
+        "without it a packaged student lives only in the pipeline's artifact store.")
     volumes: list[Volume] = Field([], description="Further PVCs every step mounts (e.g. where the data lives).")
     image_pull_secrets: list[str] = Field([], description="Secrets for pulling images from a private registry.")
 
@@ -195,11 +198,12 @@ class KubernetesSpec(_Strict):
         own = self.steps.get(step)  # type: ignore[call-overload]
         if own is None:
             return self.defaults
-        return self.defaults.model_copy(update=own.model_dump(exclude_unset=True))
+        return self.defaults.model_copy(update={name: getattr(own, name) for name in own.model_fields_set})
 
     @model_validator(mode="after")
     def _mounts_distinct(self) -> "KubernetesSpec":
-        mounts = [v.mount_path for v in self.volumes] + ([self.model_cache.mount_path] if self.model_cache else [])
+        shared = [v for v in (self.model_cache, self.model_store) if v is not None]
+        mounts = [v.mount_path for v in [*self.volumes, *shared]]
         if len(set(mounts)) != len(mounts):
             raise ValueError("two volumes share a mount_path: give each its own folder")
         return self
