@@ -54,6 +54,19 @@ def test_every_built_rayjob_validates_against_the_crd_schema(case):
     assert spec["entrypoint"].startswith("python -m stillhouse.cluster.job --job ")
 
 
+def test_the_cluster_example_builds_a_valid_rayjob():
+    runtime = load_spec(REPO / "examples" / "quickstart-cluster.yaml").runtime
+    from stillhouse.cluster.kuberay import KubeRayLauncher
+
+    assert KubeRayLauncher(runtime).namespace() == "ml"  # the spec's, where the chart's Role is
+    body = _body(runtime)
+    assert crd_errors(body) == []
+    check_rayjob(body)
+    worker = body["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert worker["replicas"] == 2 and worker["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "2", "memory": "6Gi"}
+
+
 def test_the_schema_check_is_strict_enough_to_catch_a_typo():
     body = _body(_runtime(**SPECS["s3 storage with its secret"]))
     wrong = copy.deepcopy(body)
