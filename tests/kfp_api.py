@@ -8,27 +8,17 @@ unchanged; the test reads what reached the server (headers, the pipeline spec, p
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
+from tests.kube_api import JsonHandler, LoopbackServer
 
-class FakeKfpServer:
+
+class FakeKfpServer(LoopbackServer):
     def __init__(self, refuse_with: int | None = None):
         self.refuse_with = refuse_with
         self.requests: list[dict] = []  # {method, path, headers, body}
         self.experiments: list[dict] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._start()
 
     def posted(self, path: str) -> list[dict]:
         return [r for r in self.requests if r["method"] == "POST" and r["path"] == path]
@@ -36,18 +26,7 @@ class FakeKfpServer:
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _record(self, method: str) -> dict:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None

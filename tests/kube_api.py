@@ -24,7 +24,42 @@ from urllib.parse import parse_qs, urlparse
 _PATH = re.compile(r"/apis/ray\.io/v1/namespaces/(?P<ns>[^/]+)/rayjobs(?:/(?P<name>[^/]+))?(?P<status>/status)?")
 
 
-class FakeRayJobAPI:
+class JsonHandler(BaseHTTPRequestHandler):
+    """A request handler that answers JSON and keeps quiet (pytest shows the test's own lines)."""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class LoopbackServer:
+    """An HTTP server on a free 127.0.0.1 port, serving ``self._handler()`` from a daemon thread."""
+
+    def _start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _handler(self):
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeRayJobAPI(LoopbackServer):
     """The RayJob REST resource: create, get, get status, list + watch, delete."""
 
     def __init__(self, transitions: list[tuple[float, dict]] | None = None, errors: dict[str, list[int]] | None = None,
@@ -39,13 +74,7 @@ class FakeRayJobAPI:
         self.entrypoint_output = ""
         self._version = 0
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._start()
 
     def kubeconfig(self, folder: Path, namespace: str = "ml") -> Path:
         path = folder / "kubeconfig"
@@ -56,10 +85,6 @@ class FakeRayJobAPI:
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
         }))
         return path
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     # -- state -------------------------------------------------------------------------------------------------
 
@@ -100,18 +125,7 @@ class FakeRayJobAPI:
     def _handler(self):
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest's output for the test's own lines
-                pass
-
-            def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _status(self, code: int, reason: str, message: str) -> None:
                 self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
                                   "reason": reason, "message": message})

@@ -215,3 +215,12 @@ def test_the_values_readme_lists_every_top_level_value():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     missing = [key for key in values if f"`{key}" not in readme]
     assert missing == []
+
+
+def test_the_kind_walkthrough_manifests_validate_strictly():
+    import kubernetes_validate
+
+    docs = [d for d in yaml.safe_load_all((REPO / "infra" / "kind" / "minio.yaml").read_text()) if d]
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Job"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)

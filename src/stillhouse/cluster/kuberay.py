@@ -28,7 +28,7 @@ from pathlib import Path
 from stillhouse.cluster import storage
 from stillhouse.cluster.job import result_uri
 from stillhouse.cluster.rayjob import GROUP, PLURAL, VERSION, check_rayjob, job_folder, job_name, rayjob_manifest
-from stillhouse.distill.training import TrainJob
+from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec.runtime import RuntimeSpec
@@ -283,11 +283,11 @@ def _reason(exc) -> str:
 
 
 def _pod_env() -> dict[str, str]:
-    """What the Ray pods inherit from the step (offline mode, cache, S3 endpoint); never credentials, which
-    come to them from runtime.storage_secret."""
+    """What the Ray pods inherit from the step (offline mode, S3 endpoint and region); never credentials, which
+    come to them from runtime.storage_secret, nor the step's own paths (its model cache is not mounted there)."""
     from stillhouse.cluster.launcher import _forwarded_env
 
-    return {k: v for k, v in _forwarded_env().items() if not k.startswith("STILLHOUSE_INJECT")}
+    return {k: v for k, v in _forwarded_env().items() if k not in ("STILLHOUSE_CACHE", FAIL_AFTER_EPOCH_ENV)}
 
 
 @contextlib.contextmanager

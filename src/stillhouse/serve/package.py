@@ -24,11 +24,12 @@ from stillhouse.errors import ModelError
 from stillhouse.serve.config import BENTO_ARGUMENT, CONFIG_ENV, ServeConfig
 from stillhouse.serve.launch import STUDENT_SERVICE
 
-RUNTIME_EXTRAS = {"serving"}
+# postgres: a containerized student may keep its feedback in PostgreSQL (feedback.url; the chart, several replicas).
+RUNTIME_EXTRAS = {"serving", "postgres"}
 
 
 def runtime_requirements() -> list[str]:
-    """The installed stillhouse's core requirements plus its serving extra, as pip requirement strings."""
+    """The installed stillhouse's core requirements plus its serving and postgres extras, as pip requirements."""
     out = []
     for requirement in metadata.requires("stillhouse") or []:
         spec, _, marker = requirement.partition(";")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from stillhouse.spec.base import _Strict
 
@@ -57,6 +57,11 @@ def _check_selector(selector: dict[str, str]) -> dict[str, str]:
         _check(_LABEL_KEY, key, "label key")
         _check(_LABEL_VALUE, value, "label value")
     return selector
+
+
+# Types whose values are checked wherever they appear.
+ImageRef = Annotated[str, AfterValidator(_check_image)]
+NodeSelector = Annotated[dict[str, str], AfterValidator(_check_selector)]
 
 
 class Toleration(_Strict):
@@ -162,20 +167,10 @@ class StepSettings(_Strict):
     """What one pipeline step's pod gets on the cluster."""
 
     resources: Resources | None = Field(None, description="CPU/memory requests and limits, GPUs.")
-    image: str | None = Field(None, description="Image for this step (default: `runtime.image`).")
+    image: ImageRef | None = Field(None, description="Image for this step (default: `runtime.image`).")
     timeout_s: int | None = Field(None, gt=0, description="Seconds before the step is stopped.")
-    node_selector: dict[str, str] = Field({}, description="Node labels the pod must land on.")
+    node_selector: NodeSelector = Field({}, description="Node labels the pod must land on.")
     tolerations: list[Toleration] = Field([], description="Taints the pod tolerates.")
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return _check_image(value)
-
-    @field_validator("node_selector")
-    @classmethod
-    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_selector(value)
 
 
 class KubernetesSpec(_Strict):
@@ -213,13 +208,13 @@ class KubeRaySpec(_Strict):
     """The RayJob a training step creates with ``runtime.launcher: kuberay``."""
 
     namespace: str | None = Field(None, description="Namespace of the RayJobs (default: the step pod's own).")
-    image: str | None = Field(None, description="Ray head/worker image (default: `runtime.image`).")
+    image: ImageRef | None = Field(None, description="Ray head/worker image (default: `runtime.image`).")
     service_account: str | None = Field(None, description="Service account of the Ray pods (S3 access via IRSA/WI).")
     head: Resources = Field(Resources(cpu="1", memory="4Gi"), description="The Ray head pod (runs the driver).")
     worker: Resources = Field(
         Resources(memory="8Gi"),
         description="Each Ray worker pod; CPU defaults to `runtime.cpus_per_worker`, GPUs to 1 with `use_gpu`.")
-    node_selector: dict[str, str] = Field({}, description="Node labels the Ray pods must land on.")
+    node_selector: NodeSelector = Field({}, description="Node labels the Ray pods must land on.")
     tolerations: list[Toleration] = Field([], description="Taints the Ray pods tolerate.")
     ttl_seconds_after_finished: int = Field(
         300, ge=0, description="Seconds the finished cluster stays for inspection before KubeRay deletes it.")
@@ -236,16 +231,6 @@ class KubeRaySpec(_Strict):
     @classmethod
     def _service_account(cls, value: str | None) -> str | None:
         return value if value is None else _check(_DNS_SUBDOMAIN, value, "service account name")
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return _check_image(value)
-
-    @field_validator("node_selector")
-    @classmethod
-    def _selector(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_selector(value)
 
 
 class RuntimeSpec(_Strict):
@@ -268,16 +253,11 @@ class RuntimeSpec(_Strict):
     storage_secret: str | None = Field(
         None, description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) become "
         "the environment of every step and Ray pod, for S3 `storage`.")
-    image: str | None = Field(
+    image: ImageRef | None = Field(
         None, description=f"Image of every step and Ray pod (default: ${IMAGE_ENV}, else {DEFAULT_IMAGE}, "
         "built from infra/images/Dockerfile).")
     kuberay: KubeRaySpec = Field(KubeRaySpec(), description="The RayJob of each training job (launcher `kuberay`).")
     kubernetes: KubernetesSpec = Field(KubernetesSpec(), description="Per-step pod settings on a cluster.")
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return _check_image(value)
 
     @field_validator("storage")
     @classmethod
