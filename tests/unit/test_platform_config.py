@@ -116,3 +116,11 @@ def test_bad_cluster_settings_are_refused_naming_the_field(kubernetes, field):
 def test_every_example_compiles(tmp_path):
     for path in sorted((REPO / "examples").glob("*.yaml")):
         compile_pipeline(tmp_path / f"{path.stem}.yaml", load_spec(path))
+
+
+def test_where_a_recipe_runs_is_not_part_of_its_hash():
+    local, cluster = load_spec(QUICKSTART), load_spec(REPO / "examples" / "quickstart-cluster.yaml")
+    assert cluster.runtime.launcher == "kuberay" and cluster.runtime.workers != local.runtime.workers
+    same_workers = cluster.model_copy(update={"runtime": cluster.runtime.model_copy(update={"workers": 1})})
+    assert same_workers.spec_hash() == local.spec_hash()
+    assert cluster.spec_hash() != local.spec_hash()  # the number of workers is part of the recipe

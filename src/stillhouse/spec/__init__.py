@@ -19,7 +19,7 @@ from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 from stillhouse.errors import SpecError
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
-from stillhouse.spec.runtime import KubeRaySpec, KubernetesSpec, RuntimeSpec
+from stillhouse.spec.runtime import DEPLOYMENT_FIELDS, KubeRaySpec, KubernetesSpec, RuntimeSpec
 from stillhouse.spec.synthesis import (AugmentSpec, LLMGeneratorSpec, QuerySynthesisSpec, SynthesisFilterSpec,
                                        SynthesisSpec)
 from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
@@ -273,8 +273,13 @@ class Spec(_Strict):
         return self.package.model_name or f"stillhouse-{self.name}"
 
     def spec_hash(self) -> str:
-        """SHA-256 of the canonical JSON of the validated spec: the identity of this recipe."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical JSON of the validated spec: the identity of this recipe.
+
+        Where it runs is not part of the recipe: the same spec on the local launcher and on KubeRay, with any
+        image, storage or pod settings, has one hash (``runtime.DEPLOYMENT_FIELDS`` are left out).
+        """
+        recipe = self.model_dump(mode="json", exclude={"runtime": set(DEPLOYMENT_FIELDS)})
+        canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_yaml(self) -> str:

@@ -24,6 +24,8 @@ IMAGE_ENV = "STILLHOUSE_IMAGE"
 StepName = Literal["prepare-data", "train-teacher", "synthesize", "soft-label", "distill-student",
                    "train-baseline", "evaluate", "package"]
 TRAINING_STEPS: tuple[str, ...] = ("train-teacher", "distill-student", "train-baseline")
+# Where a run executes, not what it computes: left out of the spec hash (the recipe's identity).
+DEPLOYMENT_FIELDS = ("launcher", "storage", "storage_volume", "storage_secret", "image", "kuberay", "kubernetes")
 
 # Kubernetes resource quantities as users write them (the apiserver accepts a few more spellings; these are
 # the ones a reviewer can read): 2, 500m, 1.5, 8Gi, 512M.
