@@ -103,22 +103,24 @@ class KubeRayLauncher:
         storage.upload(job.init_model_dir, remote.init_model_dir)
         storage.upload(job.train_file, remote.train_file)
         storage.write_text(storage.join(folder, "job.json"), json.dumps(remote.to_config()))
-        self._call("create", lambda: api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body),
-                   name, namespace)
-        say(f"{job.name}: RayJob {name} created in namespace {namespace}")
-        decided = False
+        created = decided = cancelled = False
         try:
-            with _sigterm_cancels():
+            with _sigterm_cancels():  # from the create on: a cancelled step must not leave its RayJob running
+                self._call("create", lambda: api.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, body), name, namespace)
+                created = True
+                say(f"{job.name}: RayJob {name} created in namespace {namespace}")
                 self._wait(api, name, namespace)
             decided = True
         except RayJobFailed:
             decided = True
             raise
         except _Cancelled:
+            cancelled = True  # the create itself may have been under way: delete whatever exists
             raise StillhouseError(f"training job `{job.name}` was cancelled; its RayJob {name} was deleted",
                                   "rerun the step when you want it trained") from None
         finally:
-            if not decided:
+            if (created or cancelled) and not decided:
                 self._delete(api, name, namespace)
         result = json.loads(storage.read_text(result_uri(storage.join(folder, "job.json"))))
         checkpoint = storage.download(result["checkpoint"], Path(job.storage_dir) / "checkpoint")
