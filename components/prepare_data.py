@@ -2,7 +2,6 @@
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Output
-
 from stillhouse.components._image import STILLHOUSE_IMAGE
 
 
@@ -10,5 +9,5 @@ from stillhouse.components._image import STILLHOUSE_IMAGE
 def prepare_data(spec_json: str, data: Output[Dataset], validation: Output[Artifact]):
     from stillhouse.steps import prepare_step, run_step
 
-    data.metadata.update(run_step("validate-data", prepare_step, spec_json=spec_json, out_dir=data.path,
+    data.metadata.update(run_step("prepare-data", prepare_step, spec_json=spec_json, out_dir=data.path,
                                   validation_dir=validation.path))

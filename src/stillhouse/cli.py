@@ -29,10 +29,13 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_validate(args) -> int:
+    from stillhouse.data.io import check_data_files
     from stillhouse.spec import load_spec
 
     spec = load_spec(args.spec)
-    print(f"spec OK: {spec.name} (hash {spec.spec_hash()[:16]})")
+    files = check_data_files(spec)  # a missing or unreadable data file fails here, not minutes into a run
+    print(f"spec OK: {spec.name} (hash {spec.spec_hash()[:16]}); {len(files)} data file(s) readable; runs go to "
+          f"{spec.output_dir}")
     return 0
 
 
@@ -94,8 +97,14 @@ def _cmd_llm_serve(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from stillhouse.serve.launch import (CHAIN_SERVICE, STUDENT_SERVICE, check_config, config_from_flags,
-                                         serve_command, write_config)
+    from stillhouse.serve.launch import (
+        CHAIN_SERVICE,
+        STUDENT_SERVICE,
+        check_config,
+        config_from_flags,
+        serve_command,
+        write_config,
+    )
 
     config = config_from_flags(args.config, args.dir, args.tag, args.chain, args.tokens_file, args.no_auth,
                                args.no_batching, args.passages)
@@ -143,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="path of the YAML spec, e.g. examples/quickstart.yaml")
     run.add_argument("-v", "--verbose", action="store_true", help="show every step's full output, not only progress")
     run.set_defaults(func=_cmd_run)
-    validate = sub.add_parser("validate", help="check a spec without running anything")
+    validate = sub.add_parser("validate", help="check a spec and that its data files exist, without running anything")
     validate.add_argument("spec")
     validate.set_defaults(func=_cmd_validate)
     comp = sub.add_parser("compile", help="write the pipeline as KFP IR YAML for a Kubeflow cluster")

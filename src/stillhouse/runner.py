@@ -62,9 +62,9 @@ class _Tee:
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
         for line in lines:
-            if ERROR_MARKER in line:
+            if ERROR_MARKER in line:  # shown once, in the run's final error message, not also as it happens
                 self.errors.append(line.split(ERROR_MARKER, 1)[1].strip())
-            if not self.verbose and any(marker in line for marker in _CONSOLE_MARKERS):
+            elif not self.verbose and any(marker in line for marker in _CONSOLE_MARKERS):
                 self.console.write(_ANSI.sub("", line).strip() + "\n")
         return len(text)
 

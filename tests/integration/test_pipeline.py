@@ -75,6 +75,11 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     for step, suite in (("prepare-data", "seed"), ("soft-label", "soft_labels"), ("synthesize", "synthetic")):
         assert json.loads((run_dir / "validation" / step / f"{suite}.json").read_text())["success"] is True
         assert (run_dir / "validation" / step / "data_docs" / "index.html").is_file()
+        page = (run_dir / "validation" / step / f"{suite}.html").read_text()
+        assert_offline_page(page)
+        assert page.count('<span class="ok">passed</span>') == json.loads(
+            (run_dir / "validation" / step / f"{suite}.json").read_text())["statistics"]["evaluated_expectations"]
+        assert f'href="validation/{step}/{suite}.html"' in report  # the report links each suite's page
     assert len(soft["teacher_logits"].iloc[0]) == 2 and (soft["temperature"] == 2.0).all()
     assert soft["teacher_fingerprint"].nunique() == 1 and metrics["teacher_fingerprint"] == soft["teacher_fingerprint"][0]
     # The student's training rows (kept for audit) count each synthetic row at distillation.synthetic_weight.
@@ -135,6 +140,15 @@ def test_ensemble_teacher_with_a_prompted_llm_and_llm_synthesis(tmp_path, tiny_m
 
 
 @pytest.mark.timeout(300)
+def assert_offline_page(page: str) -> bool:
+    """A page that renders with no network: no script, and no reference to anything outside it."""
+    import re
+
+    assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "default-src 'none'" in page  # and the browser is told to load nothing
+    return True
+
+
 def test_bad_seed_label_stops_at_validation_with_one_clear_error(tmp_path, tiny_model_dir, tiny_data):
     tiny_data["seed"] = write_csv(tmp_path / "bad_seed.csv", make_rows(8) + [("lost my card", "complaint")])
     spec = tmp_path / "spec.yaml"
@@ -144,7 +158,8 @@ def test_bad_seed_label_stops_at_validation_with_one_clear_error(tmp_path, tiny_
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()
     assert last[0].startswith("error: the pipeline failed:")
-    assert "validate-data: seed data" in result.stderr and "unknown label(s) 'complaint'" in result.stderr
+    assert "prepare-data: seed data" in result.stderr and "unknown label(s) 'complaint'" in result.stderr
+    assert (result.stdout + result.stderr).count("unknown label(s) 'complaint'") == 1  # once, not twice
     assert "Traceback" not in result.stderr
     run_dir = only_run_dir(tmp_path / "runs")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
@@ -171,6 +186,9 @@ def test_misspelt_seed_label_fails_the_seed_suite_and_no_model_is_trained(tmp_pa
     saved = json.loads((run_dir / "validation" / "prepare-data" / "seed.json").read_text())
     assert saved["success"] is False
     assert (run_dir / "validation" / "prepare-data" / "data_docs" / "index.html").is_file()
+    page = (run_dir / "validation" / "prepare-data" / "seed.html").read_text()
+    assert_offline_page(page) and 'class="fail">failed</span></td><td>every label has at least 3 seed' in page
+    assert str(run_dir / "validation" / "prepare-data" / "seed.html") in result.stderr  # the summary names it
     assert not list(run_dir.glob("artifacts/*/train-teacher"))
     assert not list(run_dir.glob("artifacts/*/prepare-data/data"))
 

@@ -165,3 +165,41 @@ def test_hugging_face_source_without_datasets_package_says_how_to_fix(tmp_path, 
     spec = spec_for(tmp_path, f"{{seed: {{hf_dataset: banking77}}, eval: {tiny_data['eval']}}}")
     with pytest.raises(DataError, match=r"needs the `datasets` package.*\n  fix: pip install datasets"):
         prepare_data(spec, tmp_path / "out")
+
+
+def test_a_binary_file_is_named_as_one_instead_of_suggesting_an_encoding(tmp_path, tiny_data):
+    import zipfile
+
+    path = tmp_path / "seed.csv"  # a spreadsheet saved as .xlsx and renamed: a zip archive
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("xl/workbook.xml", "\x00\xff" * 100)
+    spec = spec_for(tmp_path, f"{{seed: {path}, eval: {tiny_data['eval']}}}")
+    with pytest.raises(DataError) as err:
+        prepare_data(spec, tmp_path / "out")
+    assert "is a binary file" in str(err.value) and "latin-1" not in str(err.value)
+    assert "save as CSV" in str(err.value)
+
+
+def test_validate_checks_that_every_data_file_exists_and_is_readable(tmp_path, tiny_data):
+    from stillhouse.data.io import check_data_files
+
+    spec = spec_for(tmp_path, f"{{seed: {tiny_data['seed']}, pool: {tiny_data['pool']}, eval: {tiny_data['eval']}}}")
+    assert check_data_files(spec) == [tiny_data["seed"], tiny_data["pool"], tiny_data["eval"]]
+    missing = spec_for(tmp_path, f"{{seed: {tiny_data['seed']}, eval: {tmp_path / 'gone.csv'}}}")
+    with pytest.raises(DataError, match="data.eval: data file not found"):
+        check_data_files(missing)
+    if os.geteuid() != 0:  # root reads every file
+        tiny_data["pool"].chmod(0)
+        with pytest.raises(DataError, match="data.pool: .* is not readable"):
+            check_data_files(spec)
+
+
+def test_utf16_text_is_not_mistaken_for_a_binary_file(tmp_path, tiny_data):
+    path = tmp_path / "utf16.csv"
+    path.write_bytes(("text,label\n" + "".join(f"{t},{l}\n" for t, l in make_rows(3))).encode("utf-16"))
+    spec = spec_for(tmp_path, f"{{seed: {path}, eval: {tiny_data['eval']}}}")
+    with pytest.raises(DataError) as err:
+        prepare_data(spec, tmp_path / "out")
+    assert "binary" not in str(err.value) and "encoding:" in str(err.value)
+    fixed = spec_for(tmp_path, f"{{seed: {{path: {path}, encoding: utf-16}}, eval: {tiny_data['eval']}}}")
+    assert len(prepare_data(fixed, tmp_path / "out").seed) == 6

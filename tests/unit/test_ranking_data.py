@@ -90,3 +90,35 @@ def test_embedding_distillation_without_stored_teacher_embeddings_names_the_file
     with pytest.raises(StillhouseError, match=f"no teacher embeddings \\({TEACHER_EMBEDDINGS_FILE}\\)") as err:
         _learn_teacher_embeddings(None, None, tmp_path, None, None, None, str(tmp_path / "student"))
     assert "ranking.embedding_epochs" in str(err.value) and not (tmp_path / "student").exists()
+
+
+def test_queries_that_cannot_be_ranked_are_dropped_and_counted_not_fatal():
+    import pandas as pd
+
+    from stillhouse.data.prepare_ranking import _drop_unrankable
+
+    rows = [("s1", "d1", 1, 1.0), ("s1", "d2", 2, 0.0),          # a seed query to learn from
+            ("s2", "d1", 1, 1.0),                                  # one candidate: nothing to rank
+            ("s3", "d1", 1, 1.0), ("s3", "d2", 2, 1.0),          # both relevant: no pair to compare
+            ("e1", "d1", 1, 0.0), ("e1", "d2", 2, 0.0),          # eval, first stage missed: kept (nDCG 0)
+            ("e2", "d3", 1, 1.0),                                  # eval, one candidate
+            ("p1", "d1", 1, -1.0), ("p1", "d3", 2, -1.0)]        # pool (unjudged)
+    candidates = pd.DataFrame(rows, columns=["query_id", "passage_id", "first_stage_rank", "relevance"])
+    report = {}
+    kept, roles = _drop_unrankable(candidates, {"seed": ["s1", "s2", "s3"], "eval": ["e1", "e2"], "pool": ["p1"]},
+                                   report)
+    assert roles == {"seed": ["s1"], "eval": ["e1"], "pool": ["p1"]}
+    assert set(kept["query_id"]) == {"s1", "e1", "p1"}
+    assert report["dropped_queries"] == {
+        "seed": {"fewer_than_2_candidates": 1, "all_candidates_judged_alike": 1},
+        "eval": {"fewer_than_2_candidates": 1}, "pool": {"fewer_than_2_candidates": 0}}
+    with pytest.raises(DataError, match="no seed query can be ranked"):
+        _drop_unrankable(candidates, {"seed": ["s2", "s3"], "eval": ["e1"], "pool": []}, {})
+
+
+def test_suite_examples_print_ids_not_numpy_reprs():
+    import numpy as np
+
+    from stillhouse.validate.runner import _short
+
+    assert _short(np.str_("Q1551")) == "'Q1551'" and _short(np.int64(3)) == "3" and _short(0.123456) == "0.1235"

@@ -13,11 +13,12 @@ def test_console_shows_tagged_lines_and_task_status_log_keeps_everything():
     tee.write('    {"executorInput": {"inputs": ...}}\n')
     tee.write("12:00:01 - INFO - Executing task \x1b[96m'train-teacher'\x1b[0m\n    [stillhouse] teacher: ep")
     tee.write("och 1/4 loss 0.1\n")
-    tee.write(f"    {ERROR_MARKER} validate-data: seed data (a.csv): unknown label(s) 'x'\n")
+    tee.write(f"    {ERROR_MARKER} prepare-data: seed data (a.csv): unknown label(s) 'x'\n")
     assert "executorInput" not in console.getvalue() and "executorInput" in log.getvalue()
     assert "Executing task 'train-teacher'" in console.getvalue()  # colour codes stripped
     assert "[stillhouse] teacher: epoch 1/4 loss 0.1" in console.getvalue()
-    assert tee.errors == ["validate-data: seed data (a.csv): unknown label(s) 'x'"]
+    assert tee.errors == ["prepare-data: seed data (a.csv): unknown label(s) 'x'"]
+    assert "unknown label" not in console.getvalue()  # printed once, by the run's final error, not twice
 
 
 def test_verbose_console_gets_everything():

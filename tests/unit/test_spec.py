@@ -110,3 +110,21 @@ def test_embedding_distillation_needs_a_bi_encoder_teacher_and_student(tmp_path,
     with pytest.raises(SpecError, match="embedding_epochs distils a bi-encoder teacher's embeddings into a "
                                         "bi-encoder student.*set ranking.embedding_epochs to 0"):
         parse_spec(RERANKING + extra + "\n", tmp_path)
+
+
+@pytest.mark.parametrize("teacher, field", [
+    ("{model: m, epoch: 3}", "teacher.epoch"),
+    ("{kind: ensemble, members: [{model: m, epoch: 2}, {model: n}]}", "teacher.members.0.epoch"),
+    ("{kind: llm, modle: x}", "teacher.modle"),
+])
+def test_a_nested_typo_is_named_as_written_not_with_the_union_tag(tmp_path, teacher, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec(f"name: demo\ndata: {{seed: seed.csv, eval: eval.csv}}\nteacher: {teacher}\n", tmp_path)
+    assert f"{field}: unknown field" in str(err.value)
+    assert ".encoder." not in str(err.value) and ".ensemble." not in str(err.value)
+
+
+def test_output_dir_is_relative_to_the_spec_folder_like_every_path(tmp_path):
+    assert parse_spec(MINIMAL, tmp_path).output_dir == str(tmp_path / "runs")
+    assert parse_spec(MINIMAL + "output_dir: out/here\n", tmp_path).output_dir == str(tmp_path / "out" / "here")
+    assert parse_spec(MINIMAL + "output_dir: /abs/runs\n", tmp_path).output_dir == "/abs/runs"

@@ -95,12 +95,61 @@ def _ensure_ray(job: TrainJob) -> None:
         ray.shutdown()
     # Ray Train V2; with V1 a 2-worker run on 2 cores was measured to hang forever.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(num_cpus=cpus, num_gpus=job.workers if job.use_gpu else 0, include_dashboard=False,
-             log_to_driver=True, configure_logging=True, logging_level="WARNING",
-             # Without the dashboard, Ray Train's placement-group cleaner warns every second that the state
-             # API is unavailable (hundreds of lines per run); ERROR keeps real problems visible.
-             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+    address = _start_isolated_ray(cpus, job.workers if job.use_gpu else 0)
+    # Anything in this process that asks Ray for "the" cluster (the state API, job tools) gets this one.
+    os.environ["RAY_ADDRESS"] = address
     _started_here = True
+
+
+def _start_isolated_ray(cpus: int, gpus: int) -> str:
+    """Start a Ray instance of this process's own, which other Ray instances on the host cannot disturb and
+    which cannot disturb them; return its GCS address.
+
+    ``address="local"``: never join a cluster found through $RAY_ADDRESS or /tmp/ray. A temp folder of its own:
+    nothing is written to /tmp/ray, where `ray start` clusters and other users' runs record themselves. On
+    127.0.0.1 at a port chosen here, so that every worker and actor of the job (Ray Train's placement-group
+    cleaner among them) is given the address in $RAY_ADDRESS: without it they look for "the" local instance by
+    scanning processes and, with a second Ray on the host, died with "Found multiple active Ray instances".
+    """
+    import atexit
+    import socket
+    import tempfile
+
+    import ray
+
+    with socket.socket() as probe:  # a free port now; Ray binds it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    temp_dir = tempfile.mkdtemp(prefix="shray-")  # short: Ray's socket paths must stay under 107 characters
+    atexit.register(_remove_ray_temp, temp_dir)  # runs after Ray's own shutdown hook (registered later)
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 _temp_dir=temp_dir, runtime_env={"env_vars": {"RAY_ADDRESS": address}},
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING",
+                 # Without the dashboard, Ray Train's placement-group cleaner warns every second that the state
+                 # API is unavailable (hundreds of lines per run); ERROR keeps real problems visible.
+                 logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    return address
+
+
+def _remove_ray_temp(temp_dir: str) -> None:
+    """Remove a finished Ray's temp folder; its processes may still write a file or two while they exit."""
+    import shutil
+    import time
+
+    for _ in range(10):
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if not os.path.exists(temp_dir):
+            return
+        time.sleep(0.2)
 
 
 def _forwarded_env() -> dict[str, str]:

@@ -6,6 +6,7 @@ a temporary sibling and renamed into place, so a failed step never leaves a half
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import importlib.util
 import json
@@ -43,6 +44,41 @@ def _local_path(source: DataSource) -> Path:
     return path
 
 
+def check_data_files(spec) -> list[Path]:
+    """Every local data file the spec names, after checking that it exists, is a file and can be read (what
+    ``stillhouse validate`` reports before a run would find it). Hub data sets are not fetched here."""
+    from stillhouse.spec import RankingDataSpec
+
+    data = spec.data
+    if isinstance(data, RankingDataSpec):
+        sources = [(name, DataSource(path=getattr(data, name))) for name in ("corpus", "queries", "qrels",
+                                                                           "candidates") if getattr(data, name)]
+    else:
+        sources = [(name, getattr(data, name)) for name in ("seed", "pool", "eval")
+                   if getattr(data, name) is not None and getattr(data, name).path]
+    checked = []
+    for name, source in sources:
+        try:
+            path = _local_path(source)
+        except DataError as err:
+            raise DataError(f"data.{name}: {err.problem}", err.fix) from None
+        if not os.access(path, os.R_OK):
+            raise DataError(f"data.{name}: {path} is not readable by this user", "fix the file's permissions")
+        checked.append(path)
+    return checked
+
+
+def _binary(path: Path, encoding: str) -> bool:
+    """NUL bytes in the first 8 KiB: no 8-bit encoding or UTF-8 text has them; UTF-16/32 text (named in the
+    spec, or starting with its byte-order mark) does and is not binary."""
+    if encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32")):
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(8192)
+    boms = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    return b"\x00" in head and not head.startswith(boms)
+
+
 def _read_file(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
     if fmt == "auto":
         fmt = _FORMATS.get(path.suffix.lower(), "")
@@ -51,6 +87,10 @@ def _read_file(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
                             "use .csv, .jsonl or .parquet, or set `format:` in the spec")
     if path.stat().st_size == 0:
         raise DataError(f"data file is empty: {path}", "provide a file with a header and at least one row")
+    if fmt in ("csv", "jsonl") and _binary(path, encoding):  # no encoding would help: it is not text
+        raise DataError(f"{path} is a binary file, not {fmt} text (it contains NUL bytes)",
+                        "export the data as CSV, JSONL or Parquet (a spreadsheet: save as CSV UTF-8), or point "
+                        "the spec at the right file")
     try:
         if fmt == "csv":
             return pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False)

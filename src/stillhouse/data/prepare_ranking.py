@@ -79,7 +79,7 @@ def _split_roles(spec: Spec, data: RankingData, report: dict) -> dict[str, list[
     judged = sorted(q for q, grades in data.qrels.items() if any(g > 0 for g in grades.values()))
     train, held_out = split_queries(judged, ranking.eval_queries, spec.runtime.seed)
     rng = np.random.default_rng(spec.runtime.seed + 1)
-    train = list(rng.permutation(train))
+    train = [str(q) for q in rng.permutation(train)]  # ids as str, not np.str_ (they end up in reports)
     seed_count = ranking.seed_queries or len(train)
     if seed_count > len(train):
         raise DataError(f"data.seed_queries={seed_count} but only {len(train)} judged queries remain after holding "
@@ -122,6 +122,40 @@ def _candidates(spec: Spec, data: RankingData, roles: dict[str, list[str]], repo
     return pd.DataFrame(rows, columns=["query_id", "passage_id", "first_stage_rank", "relevance"])
 
 
+def _drop_unrankable(candidates: pd.DataFrame, roles: dict[str, list[str]],
+                     report: dict) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Drop the queries that cannot be ranked, and count them (``report["dropped_queries"]``): fewer than 2
+    candidates (nothing to rank), or, for seed queries, every candidate judged alike (no pair for the teacher to
+    learn from). Real judgment files have such queries; they are dropped like duplicate rows are, not a reason to
+    stop the run. Evaluation queries whose candidates are all judged alike (the first stage found no relevant
+    passage) stay: their nDCG of 0 is part of the end-to-end figure, the same for every model compared."""
+    per_query = candidates.groupby("query_id")
+    size = per_query["passage_id"].transform("size")
+    grades = per_query["relevance"].transform("nunique")
+    judged = candidates["query_id"].isin(set(roles["seed"]))
+    few = size < 2
+    alike = judged & ~few & (grades < 2)
+    dropped = {}
+    kept_roles = {}
+    for role, ids in roles.items():
+        in_role = candidates["query_id"].isin(set(ids))
+        counts = {"fewer_than_2_candidates": int(candidates.loc[in_role & few, "query_id"].nunique())}
+        if role == "seed":
+            counts["all_candidates_judged_alike"] = int(candidates.loc[in_role & alike, "query_id"].nunique())
+        gone = set(candidates.loc[in_role & (few | alike), "query_id"])
+        kept_roles[role] = [q for q in ids if q not in gone and q in set(candidates.loc[in_role, "query_id"])]
+        dropped[role] = counts
+    report["dropped_queries"] = dropped
+    kept = candidates[~(few | alike)].reset_index(drop=True)
+    if not kept_roles["seed"] or not kept_roles["eval"]:
+        role = "seed" if not kept_roles["seed"] else "eval"
+        raise DataError(f"no {role} query can be ranked: every one has fewer than 2 candidates or all its "
+                        f"candidates judged alike ({dropped[role]})",
+                        "add candidates (data.candidates or a larger data.candidates_k) or judgments with "
+                        "different grades")
+    return kept, kept_roles
+
+
 def validate_ranking_seed(frame: pd.DataFrame, validation_dir: str | Path | None) -> dict:
     """The Great Expectations re-ranking seed suite over the seed queries' candidate rows."""
     from stillhouse.validate.runner import require, run_suite
@@ -143,6 +177,7 @@ def prepare_ranking(spec: Spec, out_dir: str | Path, validation_dir: str | Path 
                                 "candidates": d.candidates}}
     roles = _split_roles(spec, data, report)
     candidates = _candidates(spec, data, roles, report)
+    candidates, roles = _drop_unrankable(candidates, roles, report)
     split_of = {q: role for role, ids in roles.items() for q in ids}
     queries = pd.DataFrame({"query_id": list(split_of), "text": [data.queries[q] for q in split_of],
                             "split": list(split_of.values())})

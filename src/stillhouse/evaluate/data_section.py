@@ -55,6 +55,11 @@ def data_section(data: PreparedData, synthetic_dir: str | None, soft_labels_dir:
     return section
 
 
+# The step whose `validation` output holds each suite's files (collected to <run>/validation/<step>/).
+_SUITE_STEP = {"seed": "prepare-data", "ranking_seed": "prepare-data", "soft_labels": "soft-label",
+               "ranking_soft_labels": "soft-label", "synthetic": "synthesize"}
+
+
 def _rows(items: list[dict], columns: list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(item.get(key)))}</td>" for key, _ in columns) + "</tr>"
@@ -68,10 +73,14 @@ def _fmt(value) -> str:
 
 def render_data_section(section: dict, plots: dict[str, str]) -> str:
     """HTML for the data section; ``plots`` are data-URI PNGs keyed by name (may be empty)."""
+    links = "".join(
+        f"<tr><td><a href=\"validation/{_SUITE_STEP.get(v['suite'], '')}/{html.escape(v['suite'])}.html\">"
+        f"{html.escape(v['suite'])}</a></td><td>{v['expectations']}</td><td>{v['rows']}</td><td>passed</td></tr>"
+        for v in section["validation"])
     parts = ["<h2>Data</h2>", "<h3>Validation (Great Expectations)</h3>",
-             _rows([{**v, "result": "passed"} for v in section["validation"]],
-                   [("suite", "suite"), ("expectations", "expectations"), ("rows", "rows"), ("result", "result")]),
-             "<p>Full results and Data Docs: <code>validation/</code> in the run folder.</p>"]
+             "<table><tr><th>suite</th><th>expectations</th><th>rows</th><th>result</th></tr>" + links + "</table>",
+             "<p>Each suite's name opens its results, one page that reads offline; the result JSON and GE's Data "
+             "Docs (which load their scripts from CDNs) are beside it in <code>validation/&lt;step&gt;/</code>.</p>"]
     if section["soft_labels"]:
         splits = [{"split": k, **v} for k, v in section["soft_labels"]["splits"].items()]
         parts += ["<h3>Soft labels</h3>", f"<p>Teacher(s): {html.escape(', '.join(section['soft_labels']['teachers']))}</p>",

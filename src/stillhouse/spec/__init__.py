@@ -14,17 +14,46 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stillhouse.errors import SpecError
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
-from stillhouse.spec.runtime import DEPLOYMENT_FIELDS, KubeRaySpec, KubernetesSpec, RuntimeSpec
-from stillhouse.spec.synthesis import (AugmentSpec, LLMGeneratorSpec, QuerySynthesisSpec, SynthesisFilterSpec,
-                                       SynthesisSpec)
-from stillhouse.spec.teachers import (EncoderTeacherSpec, EndpointTeacherSpec, EnsembleTeacherSpec, LLMTeacherSpec,
-                                      TeacherSpec, _with_kind, encoder_teacher)
-from stillhouse.spec.validation import SeedChecks, SoftLabelChecks, SyntheticChecks, ValidationSpec
+from stillhouse.spec.runtime import (
+    DEPLOYMENT_FIELDS,
+    KubeRaySpec,
+    KubernetesSpec,
+    RuntimeSpec,
+)
+from stillhouse.spec.synthesis import (
+    AugmentSpec,
+    LLMGeneratorSpec,
+    QuerySynthesisSpec,
+    SynthesisFilterSpec,
+    SynthesisSpec,
+)
+from stillhouse.spec.teachers import (
+    EncoderTeacherSpec,
+    EndpointTeacherSpec,
+    EnsembleTeacherSpec,
+    LLMTeacherSpec,
+    TeacherSpec,
+    _with_kind,
+    encoder_teacher,
+)
+from stillhouse.spec.validation import (
+    SeedChecks,
+    SoftLabelChecks,
+    SyntheticChecks,
+    ValidationSpec,
+)
 
 
 class TaskSpec(_Strict):
@@ -224,7 +253,8 @@ class Spec(_Strict):
     validation: ValidationSpec = ValidationSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     package: PackageSpec = PackageSpec()
-    output_dir: str = Field("runs", description="Folder for run folders (relative to the working directory).")
+    output_dir: str = Field("runs", description="Folder for run folders (relative to the spec's folder, like every "
+                            "path in a spec).")
 
     @field_validator("teacher", mode="before")
     @classmethod
@@ -276,9 +306,10 @@ class Spec(_Strict):
         """SHA-256 of the canonical JSON of the validated spec: the identity of this recipe.
 
         Where it runs is not part of the recipe: the same spec on the local launcher and on KubeRay, with any
-        image, storage or pod settings, has one hash (``runtime.DEPLOYMENT_FIELDS`` are left out).
+        image, storage or pod settings or run folder, has one hash (``output_dir`` and
+        ``runtime.DEPLOYMENT_FIELDS`` are left out).
         """
-        recipe = self.model_dump(mode="json", exclude={"runtime": set(DEPLOYMENT_FIELDS)})
+        recipe = self.model_dump(mode="json", exclude={"output_dir": True, "runtime": set(DEPLOYMENT_FIELDS)})
         canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -286,15 +317,23 @@ class Spec(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
 
 
+_TEACHER_TAG = re.compile(r"((?:^|\.)(?:teacher|members\.\d+))\.(?:encoder|llm|endpoint|ensemble)(?=[.:])")
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
-    # `data` is a union told apart by its fields; its tag is not a field the user wrote, so leave it out.
-    problems = [re.sub(r"^data\.(classification|reranking)(\.|:)", r"data\2", line)
+    # `data` and each teacher are unions told apart by their fields or `kind`; the union's tag is not a field
+    # the user wrote, so leave it out (`teacher.epoch`, not `teacher.encoder.epoch`).
+    problems = [_TEACHER_TAG.sub(r"\1", re.sub(r"^data\.(classification|reranking)(\.|:)", r"data\2", line))
                 for line in validation_problems(err)]
     return "\n".join([f"invalid spec {origin}:", *(f"  {line}" for line in problems)])
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
-    """Make relative data paths absolute against the spec's folder (leaves `package:` paths alone)."""
+    """Make relative paths absolute against the spec's folder (leaves `package:` paths alone): the data files and
+    ``output_dir`` (its default ``runs`` included: one rule for every path in a spec)."""
+    output_dir = raw.get("output_dir", "runs")
+    if isinstance(output_dir, str) and not Path(output_dir).is_absolute():
+        raw["output_dir"] = str((base / output_dir).resolve())
     data = raw.get("data")
     if not isinstance(data, dict):
         return raw

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from stillhouse.errors import DataError
+from stillhouse.validate.page import write_validation_page
 
 _EXAMPLES = 3
 
@@ -48,6 +49,7 @@ class SuiteResult:
     failures: list[dict] = field(default_factory=list)
     results_path: str = ""
     docs_path: str = ""
+    page_path: str = ""  # Stillhouse's own self-contained page (reads offline; GE's Data Docs need CDNs)
 
     def summary(self) -> str:
         lines = [f"{self.suite} validation failed: {len(self.failures)} of {self.evaluated} expectations "
@@ -57,6 +59,8 @@ class SuiteResult:
             detail = (f"{where}, e.g. {failure['examples']}" if failure["examples"]
                       else f"{where} {failure['observed']}")
             lines.append(f"  - {failure['meaning']} [{failure['type']}]: {detail}")
+        if self.page_path:
+            lines.append(f"  results (one page, offline): {self.page_path}")
         if self.docs_path:
             lines.append(f"  GE results and Data Docs: {Path(self.results_path).parent}")
         return "\n".join(lines)
@@ -74,6 +78,10 @@ def _quiet_context():
 
 
 def _short(value, limit: int = 60) -> str:
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # a numpy scalar: 'Q1551', not np.str_('Q1551')
+    elif isinstance(value, str):
+        value = str(value)  # np.str_ is a str subclass whose repr names the type
     text = repr(value) if not isinstance(value, float) else f"{value:.4g}"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -107,7 +115,9 @@ def run_suite(name: str, frame: pd.DataFrame, checks: list[Check], out_dir: str 
     # Expectations come back in the suite's order; ``meaning`` is matched to each by its id.
     meanings = {e.id: check for e, check in zip(suite.expectations, checks)}
     outcome = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-    failures = [_failure(meanings[r.expectation_config.id], r, frame) for r in outcome.results if not r.success]
+    described = [{**_failure(meanings[r.expectation_config.id], r, frame), "success": bool(r.success)}
+                 for r in outcome.results]
+    failures = [{k: v for k, v in d.items() if k != "success"} for d in described if not d["success"]]
     result = SuiteResult(suite=name, success=bool(outcome.success), evaluated=len(outcome.results),
                          rows=len(frame), failures=failures)
     if out_dir is not None:
@@ -115,6 +125,7 @@ def run_suite(name: str, frame: pd.DataFrame, checks: list[Check], out_dir: str 
         out_dir.mkdir(parents=True, exist_ok=True)
         result.results_path = str(out_dir / f"{name}.json")
         Path(result.results_path).write_text(json.dumps(outcome.to_json_dict(), indent=2), encoding="utf-8")
+        result.page_path = write_validation_page(out_dir / f"{name}.html", name, result.success, len(frame), described)
         result.docs_path = _build_data_docs(context, definition, frame, out_dir / "data_docs")
     return result
 
