@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stillhouse import __version__
 from stillhouse.data.io import read_json
+from stillhouse.evaluate.model_card import stamp_tag
 from stillhouse.spec import Spec
 
 FRAMEWORK_LABEL = "stillhouse"
@@ -63,6 +64,11 @@ def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Pat
         shutil.copytree(classifier_dir, target / "student")
         for filename, source in (files or {}).items():
             shutil.copy2(source, target / filename)
+            if filename in ("model_card.md", "report.html"):  # written before the tag existed: fill it in
+                path = target / filename
+                path.write_text(stamp_tag(path.read_text(encoding="utf-8"), str(model.tag), code_version(),
+                                          html=filename.endswith(".html")),
+                                encoding="utf-8")
     return str(model.tag)
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from stillhouse.data.io import write_json
 from stillhouse.errors import StillhouseError
+from stillhouse.evaluate.model_card import stamp_tag
+from stillhouse.registry import code_version
 from stillhouse.progress import TAG, say
 from stillhouse.spec import Spec
 from stillhouse.steps import ERROR_MARKER
@@ -156,9 +158,10 @@ def run_local(spec: Spec, verbose: bool = False) -> RunResult:
             raise StillhouseError(f"the pipeline failed:\n{message}", f"see {run_dir / 'run.log'}") from None
     artifacts = _artifacts(pipeline_root)
     evaluation = next(path for key, path in artifacts.items() if key.endswith("/evaluation"))
-    for name in _EVALUATION_FILES:
-        shutil.copy2(Path(evaluation) / name, run_dir / name)
     tag = task.output
+    for name in _EVALUATION_FILES:
+        text = (Path(evaluation) / name).read_text(encoding="utf-8")
+        (run_dir / name).write_text(stamp_tag(text, tag, code_version(), html=name.endswith(".html")), encoding="utf-8")
     write_json(run_dir / "run.json", {**status, "status": "succeeded", "model_tag": tag, "artifacts": artifacts,
                                       "validation": _collect_validation(artifacts, run_dir)})
     return RunResult(run_dir=run_dir, model_tag=tag, artifacts=artifacts)

@@ -50,13 +50,17 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert metrics["data"]["counts"] == {"seed": 16, "pool": 40, "eval": 20, "labels": 2}
 
     report = (run_dir / "report.html").read_text()
-    # Self-contained: five inlined plots (quality/latency, reliability, confusion; synthetic label distribution,
-    # privacy distances), no external files.
-    assert report.count("data:image/png;base64,") == 5 and "distilled student" in report
+    # Self-contained: seven inlined plots (quality/latency, reliability, a confusion matrix per model; synthetic
+    # label distribution, privacy distances), no external files.
+    assert report.count("data:image/png;base64,") == 7 and "distilled student" in report
+    assert "paired 95 % CI" in report and f"<code>{tag}</code>" in report  # intervals in words; the model tag
     assert "Validation (Great Expectations)" in report and "Kept rows (with the teacher" in report
     assert 'src="http' not in report
     card = (run_dir / "model_card.md").read_text()
     assert metrics["spec_hash"] in card and metrics["data"]["fingerprints"]["seed"] in card
+    assert f"Model tag: `{tag}`" in card and "{'" not in card  # the tag, and no Python dict printed
+    assert set(metrics["comparison"]["student_vs_teacher"]) == {"difference", "low", "high", "verdict"}
+    assert len(metrics["models"]["student"]["accuracy_ci95"]) == 2 and metrics["models"]["teacher"]["per_class"]
 
     # Soft labels: logits, temperature, teacher and input fingerprints per row.
     import pandas as pd
@@ -97,7 +101,7 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert stored.info.metadata["spec_hash"] == metrics["spec_hash"]
     assert stored.info.metadata["data_fingerprints"]["seed"] == metrics["data"]["fingerprints"]["seed"]
     assert (Path(stored.path) / "student" / "classifier.json").is_file()
-    assert (Path(stored.path) / "model_card.md").is_file()
+    assert f"Model tag: `{tag}`" in (Path(stored.path) / "model_card.md").read_text()
     # No temporary or half-written folders anywhere in the run.
     assert not [p for p in run_dir.rglob(".*tmp-*")]
 

@@ -13,14 +13,30 @@ from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
 from stillhouse.data.prepare import PreparedData
-from stillhouse.evaluate.metrics import (calibration_bins, classification_metrics, confusion_matrix, softmax)
+from stillhouse.evaluate.data_section import data_section
+from stillhouse.evaluate.metrics import (
+    accuracy,
+    calibration_bins,
+    classification_metrics,
+    confusion_matrix,
+    macro_f1,
+    softmax,
+)
 from stillhouse.evaluate.model_card import render_model_card
 from stillhouse.evaluate.report import render_report
-from stillhouse.evaluate.data_section import data_section
 from stillhouse.evaluate.speed import Timed, TimedTeacher, measure_speeds
+from stillhouse.evaluate.uncertainty import (
+    bootstrap_interval,
+    paired_difference,
+    per_class,
+)
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.classification import count_parameters, encode_texts, load_classifier
+from stillhouse.tasks.classification import (
+    count_parameters,
+    encode_texts,
+    load_classifier,
+)
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
@@ -48,6 +64,30 @@ def _load_any(name: str, folder: str) -> tuple[Timed | TimedTeacher, int | None,
         return _load(folder)
     teacher = load_teacher(folder)
     return TimedTeacher(teacher), teacher.parameters, None
+
+
+def quality_intervals(y: np.ndarray, pred: np.ndarray, labels: list[str], seed: int) -> dict:
+    """95 % bootstrap intervals of accuracy and macro-F1, and the per-class figures, for one model."""
+    return {"accuracy_ci95": list(bootstrap_interval(y, pred, accuracy, seed=seed)),
+            "macro_f1_ci95": list(bootstrap_interval(y, pred, lambda t, p: macro_f1(t, p, len(labels)), seed=seed)),
+            "per_class": per_class(y, pred, labels)}
+
+
+def paired_comparisons(y: np.ndarray, preds: dict[str, np.ndarray], seed: int) -> dict:
+    """Student − teacher and student − hard-label student accuracy with paired-bootstrap 95 % intervals."""
+    return {"student_vs_teacher": paired_difference(y, preds["student"], preds["teacher"], accuracy, seed=seed),
+            "student_vs_baseline": paired_difference(y, preds["student"], preds["baseline"], accuracy, seed=seed)}
+
+
+def _disagreements(texts: list[str], y: np.ndarray, logits: dict, labels: list[str], limit: int = 8) -> list[dict]:
+    """Held-out rows where the student and the teacher disagree, with gold and both answers (most confident
+    student answers first: the clearest cases of what the student did not take from its teacher)."""
+    student, teacher = softmax(logits["student"]), softmax(logits["teacher"])
+    differ = np.flatnonzero(student.argmax(1) != teacher.argmax(1))
+    order = differ[np.argsort(-student[differ].max(1))][:limit]
+    return [{"text": texts[i], "gold": labels[y[i]], "teacher": labels[int(teacher[i].argmax())],
+             "teacher_confidence": float(teacher[i].max()), "student": labels[int(student[i].argmax())],
+             "student_confidence": float(student[i].max())} for i in order]
 
 
 def _comparison(models: dict) -> dict:
@@ -79,14 +119,18 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         logits[name] = _predict(timed[name], texts)
         reference = logits["teacher"].argmax(1) if name != "teacher" else None
         models[name] = {**classification_metrics(logits[name], y, spec.evaluation.calibration_bins, reference),
+                        **quality_intervals(y, logits[name].argmax(1), data.labels, spec.runtime.seed),
                         "parameters": parameters, "size_mb": size_mb}
     say("evaluate: timing the three models (interleaved, CPU)")
     speeds = measure_speeds(timed, texts, spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
     for name in MODELS:
         models[name].update(speeds[name])
+    comparison = {**_comparison(models), **paired_comparisons(y, {n: logits[n].argmax(1) for n in MODELS},
+                                                              spec.runtime.seed)}
     metrics = {
         "run": spec.name, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
-        "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": _comparison(models),
+        "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": comparison,
+        "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
         "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),
         "privacy_threshold": spec.validation.synthetic.min_seed_distance,
     }
@@ -95,7 +139,9 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     plots = {
         "calibration": {name: calibration_bins(softmax(logits[name]), y, spec.evaluation.calibration_bins)
                         for name in MODELS},
-        "confusion_student": confusion_matrix(y, logits["student"].argmax(1), len(data.labels)).tolist(),
+        "confusion": {name: confusion_matrix(y, logits[name].argmax(1), len(data.labels)).tolist() for name in MODELS},
+        "disagreements": _disagreements(texts, y, logits, data.labels),
+        "eval_label_counts": {label: int((y == i).sum()) for i, label in enumerate(data.labels)},
     }
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)

