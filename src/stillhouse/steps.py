@@ -23,7 +23,7 @@ from stillhouse.data.prepare import PreparedData, prepare_data
 from stillhouse.distill.soft_labels import (SOFT_LABELS_FILE, attach_teacher_logits, read_soft_labels,
                                            soft_label_table, write_soft_labels)
 from stillhouse.distill.student import build_student
-from stillhouse.distill.training import TrainJob, load_trained_state
+from stillhouse.distill.training import HISTORY_FILE, load_training_history, TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import EncoderTeacherSpec, Spec, spec_from_json
@@ -98,6 +98,7 @@ def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.Da
     model.load_state_dict(load_trained_state(checkpoint))
     with atomic_dir(out_dir) as tmp:
         save(model, tokenizer, info, tmp)
+        write_json(tmp / HISTORY_FILE, {"job": name, "epochs": load_training_history(checkpoint)})
     # Keep the exact training rows (train.parquet) for audit; the initial weights and the optimiser-laden
     # checkpoints (hundreds of MB for a teacher) are not needed once the trained model is saved.
     shutil.rmtree(work / "init", ignore_errors=True)

@@ -50,9 +50,9 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert metrics["data"]["counts"] == {"seed": 16, "pool": 40, "eval": 20, "labels": 2}
 
     report = (run_dir / "report.html").read_text()
-    # Self-contained: seven inlined plots (quality/latency, reliability, a confusion matrix per model; synthetic
-    # label distribution, privacy distances), no external files.
-    assert report.count("data:image/png;base64,") == 7 and "distilled student" in report
+    # Self-contained: ten inlined plots (quality/latency, reliability, training loss, a confusion matrix per model,
+    # soft-label confidence and labels per set; synthetic label distribution, privacy distances), no external files.
+    assert report.count("data:image/png;base64,") == 10 and "distilled student" in report
     assert "paired 95 % CI" in report and f"<code>{tag}</code>" in report  # intervals in words; the model tag
     assert "Validation (Great Expectations)" in report and "Kept rows (with the teacher" in report
     assert 'src="http' not in report

@@ -265,7 +265,7 @@ def train_loop_per_worker(config: dict) -> None:
     steps_per_epoch = max(1, math.ceil((items.count // world) / job.batch_size))
     optimizer, scheduler = _optimizer(model, job, steps_per_epoch * job.epochs)
 
-    start_epoch, resumed_at = 0, []
+    start_epoch, resumed_at, history = 0, [], []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -275,6 +275,7 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
         resumed_at = state.get("resumed_at", []) + [start_epoch]
+        history = state.get("history", [])
         if rank == 0:
             say(f"{job.name}: resuming from the checkpoint of epoch {start_epoch}")
 
@@ -288,12 +289,22 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 core = model.module if hasattr(model, "module") else model
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "resumed_at": resumed_at},
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "resumed_at": resumed_at,
+                            "history": [*history, {"epoch": epoch + 1, "loss": metrics["loss"]}]},
                            Path(folder) / _STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
                 say(f"{job.name}: epoch {epoch + 1}/{job.epochs} loss {metrics['loss']:.4f}")
             ray.train.report(metrics, checkpoint=checkpoint)
+        history = history + [{"epoch": epoch + 1, "loss": metrics["loss"]}]
         _maybe_inject_failure(epoch, job.storage_dir)
+
+
+HISTORY_FILE = "training_history.json"
+
+
+def load_training_history(checkpoint_dir: str | Path) -> list[dict]:
+    """``[{"epoch", "loss"}]`` of every epoch the job trained (across resumptions), from its last checkpoint."""
+    return torch.load(Path(checkpoint_dir) / _STATE_FILE, map_location="cpu", weights_only=False).get("history", [])
 
 
 def load_trained_state(checkpoint_dir: str | Path) -> dict:

@@ -11,8 +11,9 @@ import numpy as np
 
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
-from stillhouse.data.io import atomic_dir, write_json
+from stillhouse.data.io import atomic_dir, read_json, write_json
 from stillhouse.data.prepare import PreparedData
+from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.evaluate.data_section import data_section
 from stillhouse.evaluate.metrics import (
     accuracy,
@@ -142,6 +143,8 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         "confusion": {name: confusion_matrix(y, logits[name].argmax(1), len(data.labels)).tolist() for name in MODELS},
         "disagreements": _disagreements(texts, y, logits, data.labels),
         "eval_label_counts": {label: int((y == i).sum()) for i, label in enumerate(data.labels)},
+        "training_history": {name: read_json(Path(folder) / HISTORY_FILE)["epochs"] for name, folder in folders.items()
+                             if (Path(folder) / HISTORY_FILE).is_file()},
     }
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)

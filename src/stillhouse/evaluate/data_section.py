@@ -21,9 +21,20 @@ def _split_stats(soft: pd.DataFrame, data: PreparedData) -> dict:
     from stillhouse.validate.suites import soft_label_frame
 
     frame = soft_label_frame(soft, data.seed, data.labels)
-    return {split: {"rows": int(len(part)), "mean_confidence": float(part["prob_max"].mean()),
-                    "mean_entropy": float(part["entropy"].mean())}
-            for split, part in frame.groupby("split", sort=False)}
+    top = np.stack(soft["teacher_logits"].to_numpy()).argmax(1)
+    edges = np.linspace(0.0, 1.0, _CONFIDENCE_BINS + 1)
+    out = {}
+    for split, part in frame.groupby("split", sort=False):
+        labels_of = top[part.index.to_numpy()]
+        out[split] = {"rows": int(len(part)), "mean_confidence": float(part["prob_max"].mean()),
+                      "mean_entropy": float(part["entropy"].mean()),
+                      "confidence_histogram": np.histogram(part["prob_max"], bins=edges)[0].tolist(),
+                      "teacher_label_counts": {label: int((labels_of == i).sum()) for i, label in
+                                               enumerate(data.labels)}}
+    return out
+
+
+_CONFIDENCE_BINS = 20
 
 
 def data_section(data: PreparedData, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
@@ -35,7 +46,9 @@ def data_section(data: PreparedData, synthetic_dir: str | None, soft_labels_dir:
         section["validation"].append(summary["great_expectations"])
         soft = pd.read_parquet(Path(soft_labels_dir) / "soft_labels.parquet")
         section["soft_labels"] = {"teachers": sorted(soft["teacher"].unique().tolist()) if "teacher" in soft else [],
-                                  "splits": _split_stats(soft, data)}
+                                  "splits": _split_stats(soft, data),
+                                  "gold_label_counts": {role: {str(k): int(v) for k, v in getattr(
+                                      data, role)["label"].value_counts().items()} for role in ("seed", "eval")}}
     if synthetic_dir and (Path(synthetic_dir) / "synthesis.json").is_file():
         synthesis = read_json(Path(synthetic_dir) / "synthesis.json")
         section["synthesis"] = synthesis
@@ -83,9 +96,12 @@ def render_data_section(section: dict, plots: dict[str, str]) -> str:
              "Docs (which load their scripts from CDNs) are beside it in <code>validation/&lt;step&gt;/</code>.</p>"]
     if section["soft_labels"]:
         splits = [{"split": k, **v} for k, v in section["soft_labels"]["splits"].items()]
-        parts += ["<h3>Soft labels</h3>", f"<p>Teacher(s): {html.escape(', '.join(section['soft_labels']['teachers']))}</p>",
+        teachers = html.escape(", ".join(section["soft_labels"]["teachers"]))
+        parts += ["<h3>Soft labels</h3>", f"<p>Teacher(s): {teachers}</p>",
                   _rows(splits, [("split", "split"), ("rows", "rows"), ("mean_confidence", "mean top probability"),
-                                 ("mean_entropy", "mean entropy / log K")])]
+                                 ("mean_entropy", "mean entropy / log K")]),
+                  "<div class='plots'>" + "".join(f"<img alt='{k}' src='{v}'>" for k, v in plots.items()
+                                                  if k.startswith("soft labels")) + "</div>"]
     synthesis = section["synthesis"]
     if synthesis and synthesis.get("enabled"):
         counts = synthesis["filter"]
@@ -93,7 +109,8 @@ def render_data_section(section: dict, plots: dict[str, str]) -> str:
                   f"<p>Generator <code>{html.escape(str(synthesis['generator']))}</code>: {synthesis['generated']} rows in "
                   f"{synthesis['seconds']} s ({synthesis['rows_per_s']} rows/s); kept {counts['kept']}.</p>",
                   _rows([{"reason": k, "rows": v} for k, v in counts.items()], [("reason", "outcome"), ("rows", "rows")]),
-                  "<div class='plots'>" + "".join(f"<img alt='{k}' src='{v}'>" for k, v in plots.items()) + "</div>",
+                  "<div class='plots'>" + "".join(f"<img alt='{k}' src='{v}'>" for k, v in plots.items()
+                                                  if not k.startswith("soft labels")) + "</div>",
                   "<h4>Kept rows (with the teacher's soft label)</h4>",
                   _rows(section["kept_examples"], [("text", "text"), ("label", "written for"),
                                                    ("teacher_label", "teacher's label"), ("confidence", "confidence")]),

@@ -80,6 +80,20 @@ def quality_latency_plot(models: dict) -> str:
     return _png(fig)
 
 
+def training_loss_plot(histories: dict) -> str:
+    """Mean training loss per epoch of each model trained here (the teacher's on its seed set; the student's
+    distillation loss; the hard-label student's cross-entropy): different losses, so compare shapes, not levels."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, epochs in histories.items():
+        if epochs:
+            ax.plot([e["epoch"] for e in epochs], [e["loss"] for e in epochs], "o-", color=_COLOURS[name],
+                    label=_TITLES[name], markersize=3)
+    ax.set(xlabel="epoch", ylabel="mean training loss", title="Training loss per epoch", yscale="log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def label_distribution_plot(label_counts: dict) -> str:
     """Share of each label in the seed vs the kept synthetic rows (the drift the synthetic suite bounds)."""
     labels = list(label_counts["seed"])
@@ -110,12 +124,50 @@ def privacy_plot(distance: dict, threshold: float | None) -> str:
     return _png(fig)
 
 
+def confidence_histogram_plot(splits: dict) -> str:
+    """The teacher's top probability per row, one histogram per split (share of the split's rows): how sure the
+    soft labels are where the student learns from them."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, stats in splits.items():
+        counts = np.array(stats["confidence_histogram"], dtype=float)
+        edges = np.linspace(0.0, 1.0, len(counts) + 1)
+        ax.step(edges[:-1], counts / max(counts.sum(), 1), where="post", label=f"{name} ({stats['rows']} rows)")
+    ax.set(xlabel="teacher's top probability", ylabel="share of rows", title="Soft-label confidence per split",
+           xlim=(0, 1))
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def split_labels_plot(soft_labels: dict, labels: list[str]) -> str:
+    """Label shares of the seed and held-out sets (gold) and the pool (the teacher's labels)."""
+    gold = soft_labels.get("gold_label_counts", {})
+    series = {f"{role} (gold)": gold[role] for role in ("seed", "eval") if role in gold}
+    if "pool" in soft_labels["splits"]:
+        series["pool (teacher's label)"] = soft_labels["splits"]["pool"]["teacher_label_counts"]
+    fig, ax = plt.subplots(figsize=(min(12, 3.5 + 0.2 * len(labels)), 3.5))
+    x = np.arange(len(labels))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, counts) in enumerate(series.items()):
+        values = np.array([counts.get(label, 0) for label in labels], dtype=float)
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values / max(values.sum(), 1), width, label=name)
+    if len(labels) <= 30:
+        ax.set_xticks(x, labels, rotation=90 if len(labels) > 6 else 0, fontsize=7)
+    ax.set(ylabel="share of rows", title="Labels per set", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def _data_plots(metrics: dict) -> dict[str, str]:
+    plots = {}
+    soft = metrics.get("soft_labels") or {}
+    if soft.get("splits") and all("confidence_histogram" in s for s in soft["splits"].values()):
+        plots["soft labels: confidence"] = confidence_histogram_plot(soft["splits"])
+        plots["soft labels: labels per set"] = split_labels_plot(soft, metrics["labels"])
     synthesis = metrics.get("synthesis") or {}
-    if not synthesis.get("enabled") or not synthesis.get("generated"):
-        return {}
-    return {"label distribution": label_distribution_plot(synthesis["label_counts"]),
-            "privacy distances": privacy_plot(synthesis["nearest_seed_distance"], metrics.get("privacy_threshold"))}
+    if synthesis.get("enabled") and synthesis.get("generated"):
+        plots["label distribution"] = label_distribution_plot(synthesis["label_counts"])
+        plots["privacy distances"] = privacy_plot(synthesis["nearest_seed_distance"], metrics.get("privacy_threshold"))
+    return plots
 
 
 def _table(models: dict) -> str:
@@ -206,7 +258,9 @@ it did nothing else of this run; another load on that machine inflates them: com
 milliseconds.</p>
 <h2 id="plots">Plots</h2><div class="plots">
 <img alt="quality vs latency" src="{quality_latency_plot(metrics['models'])}">
-<img alt="reliability diagram" src="{reliability_plot(plots['calibration'])}"></div>
+<img alt="reliability diagram" src="{reliability_plot(plots['calibration'])}">
+{f'<img alt="training loss" src="{training_loss_plot(plots["training_history"])}">' if plots.get("training_history") else ""}
+</div>
 <h2 id="per-class">Per class</h2>{_per_class_table(metrics['models']) if metrics['models']['student'].get('per_class') else ''}
 <p class="note">Held-out label counts: {html.escape(", ".join(f"{k} {v}" for k, v in eval_counts.items()))}.</p>
 <h2 id="confusion">Confusion</h2><div class="plots">{confusion_imgs}</div>
