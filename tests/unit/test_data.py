@@ -203,3 +203,21 @@ def test_utf16_text_is_not_mistaken_for_a_binary_file(tmp_path, tiny_data):
     assert "binary" not in str(err.value) and "encoding:" in str(err.value)
     fixed = spec_for(tmp_path, f"{{seed: {{path: {path}, encoding: utf-16}}, eval: {tiny_data['eval']}}}")
     assert len(prepare_data(fixed, tmp_path / "out").seed) == 6
+
+
+def test_exported_feedback_joins_the_seed_after_sampling(tmp_path, tiny_data):
+    import json
+
+    rows = make_rows(6)
+    source = write_csv(tmp_path / "all.csv", rows + make_rows(6, offset=100))
+    fixed, new = rows[0][0], "a brand new customer message"
+    feedback = tmp_path / "feedback.jsonl"  # as `stillhouse feedback export ... --label-field label` writes it
+    feedback.write_text("".join(json.dumps({"text": t, "label": l, "feedback_id": i}) + "\n"
+                                for i, (t, l) in enumerate([(fixed, "negative"), (new, "positive")])))
+    spec = spec_for(tmp_path, f"{{seed: {source}, feedback: feedback.jsonl, sampling: {{seed_per_label: 4}}, "
+                              f"eval: {tiny_data['eval']}}}")
+    data = prepare_data(spec, tmp_path / "out")
+    texts = dict(zip(data.seed["text"], data.seed["label"]))
+    assert texts[new] == "positive" and texts[fixed] == "negative"  # both kept whatever the sampling drew
+    assert list(data.seed["text"]).count(fixed) == 1  # the correction replaced the original row
+    assert data.report["feedback_rows"] == 2 and fixed not in set(data.pool["text"])

@@ -122,3 +122,32 @@ def test_suite_examples_print_ids_not_numpy_reprs():
     from stillhouse.validate.runner import _short
 
     assert _short(np.str_("Q1551")) == "'Q1551'" and _short(np.int64(3)) == "3" and _short(0.123456) == "0.1235"
+
+
+@pytest.mark.parametrize("choice, passages", [("training", {"d1", "d2"}), ("corpus", {"d1", "d2", "d3"})])
+def test_embedding_texts_leave_out_passages_only_held_out_queries_rank_unless_asked(tmp_path, choice, passages):
+    import pandas as pd
+
+    from stillhouse.data.prepare_ranking import PreparedRanking
+    from stillhouse.ranking_steps import embedding_texts
+    from stillhouse.spec import parse_spec
+
+    queries = pd.DataFrame({"query_id": ["s1", "p1", "e1"], "text": ["seed q", "pool q", "eval q"],
+                            "split": ["seed", "pool", "eval"]})
+    candidates = pd.DataFrame({"query_id": ["s1", "s1", "p1", "e1", "e1"], "passage_id": ["d1", "d2", "d2", "d2", "d3"],
+                               "first_stage_rank": [1, 2, 1, 1, 2], "relevance": [1.0, 0.0, -1.0, 1.0, 0.0]})
+    data = PreparedRanking(queries, candidates, pd.DataFrame({"passage_id": ["d1", "d2", "d3"], "text": ["a", "b", "c"]}),
+                           pd.DataFrame(columns=["query_id", "passage_id", "grade"]), {})
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
+        (tmp_path / name).write_text("")
+    spec = parse_spec(f"""
+name: r
+task: {{type: reranking}}
+data: {{corpus: corpus.jsonl, queries: queries.jsonl, qrels: qrels.tsv, eval_queries: 1}}
+teacher: {{model: m}}
+student: {{kind: pretrained, model: m}}
+ranking: {{embedding_epochs: 1, embedding_texts: {choice}}}
+""", tmp_path)
+    texts = embedding_texts(spec, data)
+    assert set(texts.loc[texts["kind"] == "passage", "id"]) == passages
+    assert set(texts.loc[texts["kind"] == "query", "id"]) == {"s1", "p1"}  # held-out queries never

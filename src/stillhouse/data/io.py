@@ -54,7 +54,7 @@ def check_data_files(spec) -> list[Path]:
         sources = [(name, DataSource(path=getattr(data, name))) for name in ("corpus", "queries", "qrels",
                                                                            "candidates") if getattr(data, name)]
     else:
-        sources = [(name, getattr(data, name)) for name in ("seed", "pool", "eval")
+        sources = [(name, getattr(data, name)) for name in ("seed", "pool", "eval", "feedback")
                    if getattr(data, name) is not None and getattr(data, name).path]
     checked = []
     for name, source in sources:

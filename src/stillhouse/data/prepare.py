@@ -104,6 +104,12 @@ def _prepare_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     report["sources"]["seed"] = describe_source(spec.data.seed)
     seed, labels = check_labelled(raw_seed, task, "seed", describe_source(spec.data.seed), task.labels)
     seed, rest, held_out = _split(spec, seed, report)
+    if spec.data.feedback is not None:  # corrections from serving join the seed whole, after sampling
+        report["sources"]["feedback"] = describe_source(spec.data.feedback)
+        corrections, _ = check_labelled(read_source(spec.data.feedback), task, "feedback",
+                                        describe_source(spec.data.feedback), labels)
+        seed = pd.concat([seed[~seed["text"].isin(set(corrections["text"]))], corrections[["text", "label"]]])
+        report["feedback_rows"] = len(corrections)
 
     if spec.data.eval is not None:
         report["sources"]["eval"] = describe_source(spec.data.eval)

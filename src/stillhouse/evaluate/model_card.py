@@ -39,7 +39,7 @@ def _sampling(spec: Spec) -> str:
 
 
 def _licences(spec: Spec) -> str:
-    sources = [(role, getattr(spec.data, role, None)) for role in ("seed", "pool", "eval")]
+    sources = [(role, getattr(spec.data, role, None)) for role in ("seed", "pool", "eval", "feedback")]
     lines = [f"- {role}: {source.licence}" for role, source in sources if source is not None and source.licence]
     return "\n".join(lines) or ("- not stated in the spec (`data.<source>.licence`): check the data's terms before "
                                  "deploying or sharing this model")

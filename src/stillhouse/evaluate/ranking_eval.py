@@ -83,7 +83,8 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
     metrics = {"run": spec.name, "task": "reranking", "spec_hash": spec.spec_hash(),
                "stillhouse_version": __version__, "eval_queries": len(groups), "models": models,
                "comparison": comparison, "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
-               "teacher": spec.teacher.describe(), "synthesis": _synthesis_report(synthetic_dir)}
+               "teacher": spec.teacher.describe(), "synthesis": _synthesis_report(synthetic_dir),
+               "embedding_texts": spec.ranking.embedding_texts if spec.ranking.embedding_epochs else None}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         (tmp / "report.html").write_text(render_ranking_report(metrics), encoding="utf-8")
@@ -163,6 +164,17 @@ same student trained on the judgments alone.</p>
 <p><img alt="quality" src="{_quality_plot(metrics['models'])}"></p></body></html>"""
 
 
+def _embedding_line(spec: Spec) -> str:
+    r = spec.ranking
+    if not r.embedding_epochs:
+        return "off"
+    which = ("training queries' candidate passages only (inductive: no held-out passage seen)"
+             if r.embedding_texts == "training" else
+             "every candidate passage, held-out queries' included (transductive: no labels, but the evaluation "
+             "passages' texts were seen)")
+    return f"{r.embedding_epochs} epoch(s) on the training queries and {which}"
+
+
 def render_ranking_card(spec: Spec, metrics: dict) -> str:
     c, data = metrics["comparison"], metrics["data"]
     counts = ", ".join(f"{k} {v}" for k, v in data["counts"].items())
@@ -184,6 +196,7 @@ the `{spec.ranking.loss}` loss (T={spec.distillation.temperature}) plus the seed
 - spec hash: `{metrics['spec_hash']}`
 - teacher fingerprint: `{metrics['teacher_fingerprint']}`
 - queries: {counts}; first stage: {data.get('first_stage', '')}
+- embedding-level distillation: {_embedding_line(spec)}
 
 ## Evaluation ({metrics['eval_queries']} held-out queries)
 | model | nDCG@10 | MRR@10 | Recall@10 | parameters | re-rank one query (CPU, p50) |

@@ -119,9 +119,13 @@ class DataSpec(_Strict):
     seed: DataSource = Field(description="Labelled seed set the teacher learns from.")
     pool: DataSource | None = Field(None, description="Unlabelled pool the teacher soft-labels (labels ignored).")
     eval: DataSource | None = Field(None, description="Held-out labelled evaluation set.")
+    feedback: DataSource | None = Field(
+        None, description="Corrections exported by `stillhouse feedback export` (same text and label columns as "
+        "the seed): added to the seed after sampling, each replacing a seed row with the same text; one that is "
+        "also an evaluation text is dropped (counted), as any seed row would be.")
     sampling: SamplingSpec | None = Field(None, description="Carve the sets out of `seed` (see SamplingSpec).")
 
-    @field_validator("seed", "pool", "eval", mode="before")
+    @field_validator("seed", "pool", "eval", "feedback", mode="before")
     @classmethod
     def _path_shorthand(cls, value):
         return {"path": value} if isinstance(value, str) else value
@@ -342,7 +346,7 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     for key in ("corpus", "queries", "qrels", "candidates"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str((base / data[key]).resolve())
-    for key in ("seed", "pool", "eval"):
+    for key in ("seed", "pool", "eval", "feedback"):
         source = data.get(key)
         if isinstance(source, str):
             source = data[key] = {"path": source}
