@@ -88,7 +88,10 @@ def test_a_real_training_job_runs_through_its_rayjob(cluster, tmp_path, tiny_mod
     rows = make_rows(16)
     pd.DataFrame({"text": [t for t, _ in rows], "label_idx": [int(lab == "positive") for _, lab in rows]}).to_parquet(
         tmp_path / "train.parquet")
-    api = cluster(operator="run", env={**os.environ, "RAY_TRAIN_V2_ENABLED": "1"})
+    # The submitter's driver starts its own Ray here (on a cluster it gets the head's address from KubeRay): not
+    # this test process's instance, whose address an earlier test may have left in RAY_ADDRESS.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    api = cluster(operator="run", env={**env, "RAY_TRAIN_V2_ENABLED": "1"})
     launcher = KubeRayLauncher(_runtime(tmp_path))
 
     checkpoint = launcher.fit(_job(tmp_path, epochs=6))
