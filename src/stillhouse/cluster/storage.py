@@ -72,19 +72,14 @@ def _storage_error(action: str, uri: str, exc: Exception) -> StillhouseError:
 
 
 def upload(local: str | Path, uri: str) -> None:
-    """Copy a local file or folder to ``uri`` (replacing what is there)."""
+    """Copy a local file or folder to ``uri`` (files of the same name there are overwritten)."""
     from pyarrow import fs
 
     target_fs, target = resolve(uri)
     try:
-        if Path(local).is_dir():
-            target_fs.create_dir(target, recursive=True)
-            fs.copy_files(str(Path(local).resolve()), target, source_filesystem=fs.LocalFileSystem(),
-                          destination_filesystem=target_fs)
-        else:
-            target_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-            fs.copy_files(str(Path(local).resolve()), target, source_filesystem=fs.LocalFileSystem(),
-                          destination_filesystem=target_fs)
+        target_fs.create_dir(target if Path(local).is_dir() else target.rsplit("/", 1)[0], recursive=True)
+        fs.copy_files(str(Path(local).resolve()), target, source_filesystem=fs.LocalFileSystem(),
+                      destination_filesystem=target_fs)
     except OSError as exc:
         raise _storage_error("write", uri, exc) from None
 

@@ -61,9 +61,21 @@ def _check_selector(selector: dict[str, str]) -> dict[str, str]:
     return selector
 
 
+def _absolute_path(value: str, message: str) -> str:
+    """``value`` without a trailing ``/`` if it is absolute and has no ``..``; else ``ValueError(message)``."""
+    if not value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(message)
+    return value.rstrip("/") or "/"
+
+
+def _named(pattern: re.Pattern, what: str) -> AfterValidator:
+    return AfterValidator(lambda value: _check(pattern, value, what))
+
+
 # Types whose values are checked wherever they appear.
 ImageRef = Annotated[str, AfterValidator(_check_image)]
 NodeSelector = Annotated[dict[str, str], AfterValidator(_check_selector)]
+SecretName = Annotated[str, _named(_DNS_SUBDOMAIN, "Secret name")]
 
 
 class Toleration(_Strict):
@@ -127,33 +139,22 @@ class Resources(_Strict):
 class Volume(_Strict):
     """An existing PersistentVolumeClaim mounted into every step (and, for ``runtime.storage``, every Ray pod)."""
 
-    claim: str = Field(description="Name of the PersistentVolumeClaim (it must exist in the namespace).")
+    claim: Annotated[str, _named(_DNS_SUBDOMAIN, "claim name")] = Field(
+        description="Name of the PersistentVolumeClaim (it must exist in the namespace).")
     mount_path: str = Field(description="Absolute path it is mounted at.")
-
-    @field_validator("claim")
-    @classmethod
-    def _claim(cls, value: str) -> str:
-        return _check(_DNS_SUBDOMAIN, value, "claim name")
 
     @field_validator("mount_path")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or ".." in value.split("/"):
-            raise ValueError("must be an absolute path without `..`")
-        return value.rstrip("/") or "/"
+        return _absolute_path(value, "must be an absolute path without `..`")
 
 
 class SecretEnv(_Strict):
     """Environment variables taken from an existing Secret (API keys, S3 credentials, serving tokens)."""
 
-    secret: str = Field(description="Name of the Kubernetes Secret.")
+    secret: SecretName = Field(description="Name of the Kubernetes Secret.")
     env: dict[str, str] = Field(description="Environment variable name → key in the Secret.")
     steps: list[StepName] | None = Field(None, description="Steps that get them (default: every step).")
-
-    @field_validator("secret")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _check(_DNS_SUBDOMAIN, value, "Secret name")
 
     @field_validator("env")
     @classmethod
@@ -209,9 +210,11 @@ class KubernetesSpec(_Strict):
 class KubeRaySpec(_Strict):
     """The RayJob a training step creates with ``runtime.launcher: kuberay``."""
 
-    namespace: str | None = Field(None, description="Namespace of the RayJobs (default: the step pod's own).")
+    namespace: Annotated[str, _named(_DNS_LABEL, "namespace")] | None = Field(
+        None, description="Namespace of the RayJobs (default: the step pod's own).")
     image: ImageRef | None = Field(None, description="Ray head/worker image (default: `runtime.image`).")
-    service_account: str | None = Field(None, description="Service account of the Ray pods (S3 access via IRSA/WI).")
+    service_account: Annotated[str, _named(_DNS_SUBDOMAIN, "service account name")] | None = Field(
+        None, description="Service account of the Ray pods (S3 access via IRSA/WI).")
     head: Resources = Field(Resources(cpu="1", memory="4Gi"), description="The Ray head pod (runs the driver).")
     worker: Resources = Field(
         Resources(memory="8Gi"),
@@ -224,15 +227,6 @@ class KubeRaySpec(_Strict):
         86_400, gt=0, description="KubeRay fails the job after this many seconds (DeadlineExceeded).")
     poll_seconds: float = Field(10.0, gt=0, description="Longest wait between status reads while it runs.")
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str | None) -> str | None:
-        return value if value is None else _check(_DNS_LABEL, value, "namespace")
-
-    @field_validator("service_account")
-    @classmethod
-    def _service_account(cls, value: str | None) -> str | None:
-        return value if value is None else _check(_DNS_SUBDOMAIN, value, "service account name")
 
 
 class RuntimeSpec(_Strict):
@@ -252,7 +246,7 @@ class RuntimeSpec(_Strict):
     storage_volume: Volume | None = Field(
         None, description="With a path `storage`: the ReadWriteMany PVC that holds it (mounted into steps and Ray "
         "pods).")
-    storage_secret: str | None = Field(
+    storage_secret: SecretName | None = Field(
         None, description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) become "
         "the environment of every step and Ray pod, for S3 `storage`.")
     image: ImageRef | None = Field(
@@ -272,14 +266,7 @@ class RuntimeSpec(_Strict):
             return value.rstrip("/")
         if "://" in value:
             raise ValueError("use s3://bucket/prefix or an absolute path on a shared volume")
-        if not value.startswith("/") or ".." in value.split("/"):
-            raise ValueError("a storage path must be absolute (the same path in every pod), without `..`")
-        return value.rstrip("/") or "/"
-
-    @field_validator("storage_secret")
-    @classmethod
-    def _secret(cls, value: str | None) -> str | None:
-        return value if value is None else _check(_DNS_SUBDOMAIN, value, "Secret name")
+        return _absolute_path(value, "a storage path must be absolute (the same path in every pod), without `..`")
 
     @model_validator(mode="after")
     def _storage_fits_launcher(self) -> "RuntimeSpec":
