@@ -17,12 +17,18 @@ Defaults a cluster operator would otherwise have to remember:
 from __future__ import annotations
 
 from stillhouse.cluster.rayjob import RUN_AS_USER
-from stillhouse.spec.runtime import TRAINING_STEPS, Resources, RuntimeSpec, StepSettings, Volume
+from stillhouse.spec.runtime import (
+    TRAINING_STEPS,
+    Resources,
+    RuntimeSpec,
+    StepSettings,
+    Volume,
+)
+from stillhouse.tasks.packaged import CACHE_ENV
 
 # S3 credentials and endpoint, as AWS SDKs and pyarrow read them; taken from runtime.storage_secret when present.
 STORAGE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
                        "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-CACHE_ENV = "STILLHOUSE_CACHE"
 
 
 def step_settings(step: str, runtime: RuntimeSpec) -> StepSettings:
