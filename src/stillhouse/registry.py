@@ -48,20 +48,29 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
                          "retention": metrics["comparison"]["student_retention"]})
     labels = {"run": spec.name}
     files = {name: Path(evaluation_dir) / name for name in ("metrics.json", "model_card.md", "report.html")}
-    return store_classifier(spec.model_name, student_dir, files, labels, metadata, task=spec.task.type)
+    calibration = student.get("calibration")
+    if calibration:
+        metadata["temperature"] = calibration["temperature"]
+    return store_classifier(spec.model_name, student_dir, files, labels, metadata, task=spec.task.type,
+                            temperature=calibration["temperature"] if calibration else None)
 
 
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
-                     labels: dict | None = None, metadata: dict | None = None, task: str = "classification") -> str:
+                     labels: dict | None = None, metadata: dict | None = None, task: str = "classification",
+                     temperature: float | None = None) -> str:
     """A new BentoML model version ``name`` holding the student folder (a classifier or a re-ranker) as
-    ``student/`` (what serving loads)
-    and ``files`` beside it; return its tag."""
+    ``student/`` (what serving loads) and ``files`` beside it; return its tag. ``temperature`` (a classifier's
+    fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it."""
     import bentoml
+
+    from stillhouse.tasks.classification import set_temperature
 
     with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
                                metadata=metadata or {}) as model:
         target = Path(model.path)
         shutil.copytree(classifier_dir, target / "student")
+        if temperature is not None:
+            set_temperature(target / "student", temperature)
         for filename, source in (files or {}).items():
             shutil.copy2(source, target / filename)
             if filename in ("model_card.md", "report.html"):  # written before the tag existed: fill it in

@@ -50,9 +50,10 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert metrics["data"]["counts"] == {"seed": 16, "pool": 40, "eval": 20, "labels": 2}
 
     report = (run_dir / "report.html").read_text()
-    # Self-contained: ten inlined plots (quality/latency, reliability, training loss, a confusion matrix per model,
+    # Self-contained: eleven inlined plots (quality/latency, reliability before and after calibration, training loss, a confusion matrix per model,
     # soft-label confidence and labels per set; synthetic label distribution, privacy distances), no external files.
-    assert report.count("data:image/png;base64,") == 10 and "distilled student" in report
+    assert report.count("data:image/png;base64,") == 11 and "distilled student" in report
+    assert 'id="calibration"' in report and "out-of-fold" in report
     assert "paired 95 % CI" in report and f"<code>{tag}</code>" in report  # intervals in words; the model tag
     assert "Validation (Great Expectations)" in report and "Kept rows (with the teacher" in report
     assert 'src="http' not in report
@@ -100,7 +101,17 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     stored = bentoml.models.get(tag)
     assert stored.info.metadata["spec_hash"] == metrics["spec_hash"]
     assert stored.info.metadata["data_fingerprints"]["seed"] == metrics["data"]["fingerprints"]["seed"]
-    assert (Path(stored.path) / "student" / "classifier.json").is_file()
+    # Calibration: fitted for every model on the held-out rows, cross-fitted figures, the student's temperature
+    # travels with the packaged model (the run's own student folder stays as trained).
+    for model in metrics["models"].values():
+        c = model["calibration"]
+        assert c["folds"] == 5 and len(c["fold_temperatures"]) == 5 and c["nll_after"] > 0
+        assert c["applied"] == (c["nll_after"] < c["nll_before"]) and (c["temperature"] != 1.0) == c["applied"]
+    served = json.loads((Path(stored.path) / "student" / "classifier.json").read_text())
+    assert served["temperature"] == metrics["models"]["student"]["calibration"]["temperature"]
+    assert stored.info.metadata["temperature"] == served["temperature"]
+    assert json.loads((student_dir / "classifier.json").read_text()).get("temperature", 1.0) == 1.0
+    assert "Calibration:" in card
     assert f"Model tag: `{tag}`" in (Path(stored.path) / "model_card.md").read_text()
     # No temporary or half-written folders anywhere in the run.
     assert not [p for p in run_dir.rglob(".*tmp-*")]

@@ -45,6 +45,32 @@ def test_classifier_folder_round_trip(tmp_path, tiny_model_dir):
                                atol=1e-5)
 
 
+def test_stored_temperature_softens_the_served_probabilities(tmp_path, tiny_model_dir):
+    from stillhouse.evaluate.metrics import softmax
+    from stillhouse.registry import store_classifier
+    from stillhouse.serve.student import ServedStudent
+
+    encoder, tokenizer = load_encoder(str(tiny_model_dir))
+    torch.manual_seed(0)
+    model = TextClassifier(encoder, 3)
+    with torch.no_grad():
+        model.head.weight.mul_(50)  # sharp logits, so T = 4 visibly softens them
+    save_classifier(model, tokenizer, ClassifierInfo(labels=["a", "b", "c"], max_length=16), tmp_path / "clf")
+    texts = ["hello there", "a longer sentence"]
+    logits = encode_texts(model, tokenizer, texts, 16)
+    raw = ServedStudent.from_store(store_classifier("temperature-raw", tmp_path / "clf"))
+    scaled = ServedStudent.from_store(store_classifier("temperature-four", tmp_path / "clf", temperature=4.0))
+    assert (raw.temperature, scaled.temperature) == (1.0, 4.0)
+    for served, temperature in ((raw, 1.0), (scaled, 4.0)):
+        answers = served.predict(texts)
+        expected = softmax(logits, temperature)
+        got = np.array([[a["probabilities"][k] for k in "abc"] for a in answers])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert [a["label"] for a in answers] == ["abc"[i] for i in logits.argmax(1)]
+    assert max(a["confidence"] for a in scaled.predict(texts)) < max(a["confidence"] for a in raw.predict(texts))
+    assert load_classifier(tmp_path / "clf")[2].temperature == 1.0  # the run's own folder is left as trained
+
+
 def test_encode_texts_returns_input_order_despite_length_sorting(tiny_model_dir):
     encoder, tokenizer = load_encoder(str(tiny_model_dir))
     model = TextClassifier(encoder, 2).eval()

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from stillhouse.evaluate.calibration import calibrate
 from stillhouse.evaluate.metrics import accuracy, calibration_bins, confusion_matrix, softmax
 from stillhouse.evaluate.uncertainty import bootstrap_interval, paired_difference, per_class
 
@@ -79,6 +80,9 @@ def _metrics_and_plots():
                         "parameters": 1_000_000, "size_mb": 4.0, "latency_ms_p50": 5.0 if name != "teacher" else 12,
                         "latency_ms_p95": 9.0, "throughput_per_s": 100.0,
                         **quality_intervals(y, pred, labels, seed=13)}
+    calibrated = {n: calibrate(logits[n], y, bins=15) for n in logits}
+    for name in logits:
+        models[name]["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
     comparison = {"parameter_ratio": 0.7, "speedup_batch1_p50": 2.4, "student_retention": 1.0,
                   "student_minus_baseline_accuracy": 0.1, "throughput_ratio": 2.0,
                   **paired_comparisons(y, {n: logits[n].argmax(1) for n in logits}, seed=13)}
@@ -89,7 +93,9 @@ def _metrics_and_plots():
     plots = {"calibration": {n: calibration_bins(softmax(logits[n]), y) for n in logits},
              "confusion": {n: confusion_matrix(y, logits[n].argmax(1), 3).tolist() for n in logits},
              "disagreements": _disagreements([f"text {i}" for i in range(300)], y, logits, labels),
-             "eval_label_counts": {label: int((y == i).sum()) for i, label in enumerate(labels)}}
+             "eval_label_counts": {label: int((y == i).sum()) for i, label in enumerate(labels)},
+             "calibration_after": {n: calibrated[n]["bins_after"] for n in logits}}
+    metrics["calibration"] = {"fitted_on": "the held-out evaluation rows", "figures_after": "out-of-fold (5-fold)"}
     return metrics, plots
 
 
@@ -100,10 +106,14 @@ def test_the_report_is_one_self_contained_file_with_every_section():
     page = render_report(metrics, plots)
     parsed = _Page()
     parsed.feed(page)
-    assert {"models", "plots", "per-class", "confusion", "disagreements", "recipe"} <= parsed.ids
-    assert len(parsed.images) == 5 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
+    assert {"models", "plots", "calibration", "per-class", "confusion", "disagreements", "recipe"} <= parsed.ids
+    assert len(parsed.images) == 6 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
     assert parsed.outside == [] and parsed.scripts == 0
     verdict = metrics["comparison"]["student_vs_teacher"]["verdict"]
     assert {"better": "better than", "worse": "worse than", "within noise": "within noise of"}[verdict] in page
     assert "95 % CI" in page and "compare the ratios" in page and "&quot;temperature&quot;: 2.0" in page
     assert "text " in page  # the disagreement examples are shown
+    student = metrics["models"]["student"]["calibration"]
+    assert f"{student['ece_before']:.4f} → {student['ece_after']:.4f}" in page
+    served = f"T = {student['temperature']:.3f}</b>" if student["applied"] else "serves its own probabilities"
+    assert served in page

@@ -14,6 +14,7 @@ from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, read_json, write_json
 from stillhouse.data.prepare import PreparedData
 from stillhouse.distill.training import HISTORY_FILE
+from stillhouse.evaluate.calibration import calibrate
 from stillhouse.evaluate.data_section import data_section
 from stillhouse.evaluate.metrics import (
     accuracy,
@@ -80,6 +81,13 @@ def paired_comparisons(y: np.ndarray, preds: dict[str, np.ndarray], seed: int) -
             "student_vs_baseline": paired_difference(y, preds["student"], preds["baseline"], accuracy, seed=seed)}
 
 
+def calibrations(spec: Spec, logits: dict[str, np.ndarray], y: np.ndarray) -> dict[str, dict]:
+    """Temperature scaling of each model on the held-out rows (see :mod:`stillhouse.evaluate.calibration`)."""
+    e = spec.evaluation
+    return {name: calibrate(logits[name], y, e.calibration_bins, e.calibration_folds, spec.runtime.seed,
+                            e.calibration) for name in MODELS}
+
+
 def _disagreements(texts: list[str], y: np.ndarray, logits: dict, labels: list[str], limit: int = 8) -> list[dict]:
     """Held-out rows where the student and the teacher disagree, with gold and both answers (most confident
     student answers first: the clearest cases of what the student did not take from its teacher)."""
@@ -122,6 +130,9 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         models[name] = {**classification_metrics(logits[name], y, spec.evaluation.calibration_bins, reference),
                         **quality_intervals(y, logits[name].argmax(1), data.labels, spec.runtime.seed),
                         "parameters": parameters, "size_mb": size_mb}
+    calibrated = calibrations(spec, logits, y)
+    for name in MODELS:
+        models[name]["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
     say("evaluate: timing the three models (interleaved, CPU)")
     speeds = measure_speeds(timed, texts, spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
     for name in MODELS:
@@ -134,12 +145,16 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
         "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),
         "privacy_threshold": spec.validation.synthetic.min_seed_distance,
+        "calibration": {"method": spec.evaluation.calibration, "fitted_on": "the held-out evaluation rows",
+                        "figures_after": f"out-of-fold ({spec.evaluation.calibration_folds}-fold cross-fitting)",
+                        "served_temperature": models["student"]["calibration"]["temperature"]},
     }
     section = data_section(data, synthetic_dir, soft_labels_dir)
     metrics.update(synthesis=section["synthesis"], soft_labels=section["soft_labels"])
     plots = {
         "calibration": {name: calibration_bins(softmax(logits[name]), y, spec.evaluation.calibration_bins)
                         for name in MODELS},
+        "calibration_after": {name: calibrated[name]["bins_after"] for name in MODELS},
         "confusion": {name: confusion_matrix(y, logits[name].argmax(1), len(data.labels)).tolist() for name in MODELS},
         "disagreements": _disagreements(texts, y, logits, data.labels),
         "eval_label_counts": {label: int((y == i).sum()) for i, label in enumerate(data.labels)},
@@ -155,4 +170,7 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     say(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
           f"| hard-label student {models['baseline']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
           f"| speed-up x{c['speedup_batch1_p50']:.2f}")
+    cal = models["student"]["calibration"]
+    say(f"evaluate: student ECE {cal['ece_before']:.4f} → {cal['ece_after']:.4f} with temperature scaling "
+        f"(T={cal['temperature']:.2f}, {'served' if cal['applied'] else 'not applied: ' + cal['reason']})")
     return metrics

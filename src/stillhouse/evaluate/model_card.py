@@ -85,7 +85,7 @@ Data licences and terms:
 {_licences(spec)}
 
 ## Evaluation ({metrics['eval_rows']} held-out rows)
-| model | accuracy | macro-F1 | ECE | agreement w/ teacher | parameters | p50 latency (CPU, batch 1) |
+| model | accuracy | macro-F1 | ECE (raw) | agreement w/ teacher | parameters | p50 latency (CPU, batch 1) |
 |---|---|---|---|---|---|---|
 {_row("teacher", models["teacher"])}
 {_row("distilled student", models["student"])}
@@ -97,9 +97,21 @@ parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, 
 ## Limitations
 - Measured on one held-out set drawn like the seed data; quality on shifted data is unknown.
 - The student inherits the teacher's errors and biases; its ceiling is the teacher's quality.
-- Calibration (ECE above) is for this data; re-check before using probabilities as risk scores.
+- Calibration: {_calibration(models["student"])} Re-check on your own data before using probabilities as
+  risk scores.
 - Latency was measured on the machine that ran the pipeline; serving hardware will differ.
 """
+
+
+def _calibration(student: dict) -> str:
+    c = student.get("calibration")
+    if not c:
+        return "not fitted (ECE above is the model's own)."
+    if not c["applied"]:
+        return f"no temperature applied ({c['reason']}); ECE {c['ece_before']:.4f}."
+    return (f"served probabilities are temperature-scaled (T = {c['temperature']:.3f}, fitted on the held-out rows); "
+            f"ECE {c['ece_before']:.4f} → {c['ece_after']:.4f} and NLL {c['nll_before']:.4f} → {c['nll_after']:.4f} "
+            f"({c['folds']}-fold cross-fitted).")
 
 
 def _intervals(models: dict, c: dict) -> str:

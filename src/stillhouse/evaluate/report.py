@@ -23,7 +23,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def reliability_plot(calibration: dict) -> str:
+def reliability_plot(calibration: dict, title: str = "Reliability diagram") -> str:
     """Accuracy vs confidence per bin; each point's area and the bars below show how many predictions it holds
     (a top bin with half the predictions weighs more than an empty-looking curve suggests)."""
     fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
@@ -37,7 +37,7 @@ def reliability_plot(calibration: dict) -> str:
             ax.scatter(x, y, s=[10 + 200 * c / max(n) for c in n], color=_COLOURS[name], label=_TITLES[name])
         counts_ax.bar([b["lower"] + width * (0.2 + 0.3 * offset) for b in bins], [b["count"] for b in bins],
                       width=width * 0.3, align="edge", color=_COLOURS[name])
-    ax.set(ylabel="accuracy", title="Reliability diagram (point area: predictions in the bin)", ylim=(0, 1))
+    ax.set(ylabel="accuracy", title=f"{title} (point area: predictions in the bin)", ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
     counts_ax.set(xlabel="confidence (top label)", ylabel="predictions", xlim=(0, 1))
     return _png(fig)
@@ -171,8 +171,8 @@ def _data_plots(metrics: dict) -> dict[str, str]:
 
 
 def _table(models: dict) -> str:
-    columns = [("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"), ("ece", "ECE", "{:.4f}"),
-               ("nll", "NLL", "{:.4f}"), ("agreement_with_teacher", "agreement w/ teacher", "{:.4f}"),
+    columns = [("accuracy", "accuracy", "{:.4f}"), ("macro_f1", "macro-F1", "{:.4f}"), ("ece", "ECE (raw)", "{:.4f}"),
+               ("nll", "NLL (raw)", "{:.4f}"), ("agreement_with_teacher", "agreement w/ teacher", "{:.4f}"),
                ("parameters", "parameters", "{:,}"), ("size_mb", "size (MB)", "{:.1f}"),
                ("latency_ms_p50", "p50 ms (batch 1)", "{:.2f}"), ("latency_ms_p95", "p95 ms (batch 1)", "{:.2f}"),
                ("throughput_per_s", "texts/s (batch 32)", "{:.1f}")]
@@ -182,6 +182,40 @@ def _table(models: dict) -> str:
         cells = "".join(f"<td>{fmt.format(m[key]) if m.get(key) is not None else '—'}</td>" for key, _, fmt in columns)
         rows.append(f"<tr><th>{_TITLES[name]}</th>{cells}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _calibration_table(models: dict) -> str:
+    """Temperature, ECE and NLL before → after per model, and whether serving applies it."""
+    rows = []
+    for name, m in models.items():
+        c = m.get("calibration")
+        if not c:
+            continue
+        served = "yes" if c["applied"] else "no"
+        rows.append(f"<tr><th>{_TITLES[name]}</th><td>{c['temperature']:.3f}</td><td>{c['ece_before']:.4f} → "
+                    f"{c['ece_after']:.4f}</td><td>{c['nll_before']:.4f} → {c['nll_after']:.4f}</td>"
+                    f"<td>{served}</td></tr>")
+    return ("<table><tr><th>model</th><th>temperature</th><th>ECE before → after</th><th>NLL before → after</th>"
+            f"<th>applied{' (served)' if rows else ''}</th></tr>{''.join(rows)}</table>")
+
+
+def _calibration_section(metrics: dict, plots: dict) -> str:
+    student = metrics["models"]["student"].get("calibration")
+    if not student:
+        return ""
+    info = metrics.get("calibration", {})
+    after = plots.get("calibration_after")
+    image = (f'<img alt="reliability diagram after temperature scaling" '
+             f'src="{reliability_plot(after, "After temperature scaling, out-of-fold")}">' if after else "")
+    served = (f"The packaged student divides its logits by <b>T = {student['temperature']:.3f}</b> before the "
+              "softmax, so the served probabilities are the calibrated ones." if student["applied"]
+              else f"The packaged student serves its own probabilities: {html.escape(student['reason'])}.")
+    return f"""<h2 id="calibration">Calibration</h2>{_calibration_table(metrics['models'])}
+<p class="note">Temperature scaling (Guo et al. 2017) fitted on {html.escape(info.get('fitted_on', 'held-out rows'))},
+which no model trained on; the "after" figures are {html.escape(info.get('figures_after', 'out-of-fold'))}: each
+row's probability uses a temperature fitted on the other folds, so they are not measured on the rows they were
+fitted on. Accuracy does not change (the top label stays the same). {served}</p>
+<div class="plots">{image}</div>"""
 
 
 def _summary(metrics: dict) -> str:
@@ -261,6 +295,7 @@ milliseconds.</p>
 <img alt="reliability diagram" src="{reliability_plot(plots['calibration'])}">
 {f'<img alt="training loss" src="{training_loss_plot(plots["training_history"])}">' if plots.get("training_history") else ""}
 </div>
+{_calibration_section(metrics, plots)}
 <h2 id="per-class">Per class</h2>{_per_class_table(metrics['models']) if metrics['models']['student'].get('per_class') else ''}
 <p class="note">Held-out label counts: {html.escape(", ".join(f"{k} {v}" for k, v in eval_counts.items()))}.</p>
 <h2 id="confusion">Confusion</h2><div class="plots">{confusion_imgs}</div>

@@ -21,6 +21,7 @@ class ServedStudent:
     tag: str
     version: str
     task: str = "classification"
+    temperature: float = 1.0  # temperature scaling fitted at evaluation (classifier.json)
 
     @staticmethod
     def check_tag(tag: str):
@@ -68,7 +69,8 @@ class ServedStudent:
             model, tokenizer, ranker = load_reranker(folder)
             return cls(model, tokenizer, [], ranker.max_length, str(stored.tag), stored.tag.version or "", "reranking")
         model, tokenizer, info = load_classifier(folder)
-        return cls(model, tokenizer, info.labels, info.max_length, str(stored.tag), stored.tag.version or "")
+        return cls(model, tokenizer, info.labels, info.max_length, str(stored.tag), stored.tag.version or "",
+                   temperature=info.temperature)
 
     def predict(self, texts: list[str]) -> list[dict]:
         """One ``{label, confidence, probabilities}`` per text, in order."""
@@ -78,7 +80,7 @@ class ServedStudent:
             raise ModelError(f"{self.tag} is a re-ranker; it scores (query, passage) pairs", "use /rerank")
         if not texts:
             return []
-        probs = softmax(encode_texts(self.model, self.tokenizer, texts, self.max_length))
+        probs = softmax(encode_texts(self.model, self.tokenizer, texts, self.max_length), self.temperature)
         best = probs.argmax(1)
         return [{"label": self.labels[k], "confidence": float(p[k]),
                  "probabilities": {label: float(v) for label, v in zip(self.labels, np.round(p, 6))}}

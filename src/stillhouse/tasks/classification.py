@@ -34,6 +34,8 @@ class ClassifierInfo:
     pooling: str = "mean"
     max_length: int = 128
     base_model: str = ""
+    # Divides the logits before the softmax in serving (temperature scaling fitted at evaluation; 1 = as trained).
+    temperature: float = 1.0
 
 
 def quiet_transformers() -> None:
@@ -163,7 +165,14 @@ def read_classifier_info(folder: str | Path) -> ClassifierInfo:
                          "point to a folder written by a Stillhouse run (teacher/ or student/)")
     meta = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
     return ClassifierInfo(labels=meta["labels"], pooling=meta["pooling"], max_length=meta["max_length"],
-                          base_model=meta.get("base_model", ""))
+                          base_model=meta.get("base_model", ""), temperature=float(meta.get("temperature", 1.0)))
+
+
+def set_temperature(folder: str | Path, temperature: float) -> None:
+    """Record the serving temperature in a saved classifier folder's ``classifier.json``."""
+    path = Path(folder) / "classifier.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**meta, "temperature": float(temperature)}, indent=2), encoding="utf-8")
 
 
 def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, ClassifierInfo]:
