@@ -28,7 +28,7 @@ distilled student keeps ≥ 97 % of the teacher's nDCG@10, beats BM25 and the qr
     python benchmarks/rerank.py [--teacher MODEL] [--teacher-architecture bi_encoder] [--teacher-epochs 0]
                                 [--student-kind pretrained] [--student-model MODEL] [--student-layers 2]
                                 [--student-lr 2e-5] [--student-epochs 1] [--alpha 0] [--seed-queries 200]
-                                [--embedding-epochs 4] [--embedding-lr 5e-5]
+                                [--embedding-epochs 4] [--embedding-lr 5e-5] [--embedding-texts training]
                                 [--synthetic-queries 0] [--keep-fraction 0.5]
                                 [--datasets fiqa,msmarco] [--resume WORK] [--out FILE]
 """
@@ -70,7 +70,8 @@ teacher: {{model: "{args.teacher}", epochs: {args.teacher_epochs}, max_length: {
 student: {student}
 ranking: {{teacher_architecture: {args.teacher_architecture}, student_architecture: {args.student_architecture},
           teacher_loss: listwise, loss: {args.loss}, group_size: 8, queries_per_batch: 4, latency_candidates: 30,
-          embedding_epochs: {args.embedding_epochs}, embedding_learning_rate: {args.embedding_lr}}}
+          embedding_epochs: {args.embedding_epochs}, embedding_learning_rate: {args.embedding_lr},
+          embedding_texts: {args.embedding_texts}}}
 distillation: {{epochs: {args.student_epochs}, learning_rate: {args.student_lr}, head_learning_rate: 1.0e-3,
                temperature: {args.temperature}, alpha: {args.alpha}}}
 {synthesis}evaluation: {{latency_samples: 50}}
@@ -138,6 +139,8 @@ def main() -> int:
     parser.add_argument("--embedding-epochs", type=int, default=4,
                         help="epochs of embedding-level distillation before the score distillation (bi-encoders)")
     parser.add_argument("--embedding-lr", type=float, default=5e-5)
+    parser.add_argument("--embedding-texts", default="training", choices=["training", "corpus"],
+                        help="passages the embedding epochs learn (ranking.embedding_texts)")
     parser.add_argument("--loss", default="listwise", choices=["listwise", "pointwise", "margin_mse"])
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--alpha", type=float, default=0.0)

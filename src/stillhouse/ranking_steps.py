@@ -134,15 +134,18 @@ def ranking_soft_label_step(spec: Spec, data_dir: str, teacher_dir: str, out_dir
 def embedding_texts(spec: Spec, data: PreparedRanking) -> pd.DataFrame:
     """The texts the student learns the teacher's embeddings of (kind, id, text): the training queries of
     ``distillation.sources`` (held-out queries never) and passages per ``ranking.embedding_texts``: with
-    ``training``, the candidates of training queries only; with ``corpus``, every candidate passage, those only
-    held-out queries rank included (no labels, but the student has then seen the texts it is evaluated on)."""
+    ``training``, every passage except those that only held-out queries rank (training queries' candidates and
+    passages no query ranks); with ``corpus``, every passage, those only held-out queries rank included (no
+    labels, but the student has then seen the texts it is evaluated on)."""
     splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
     queries = data.queries[data.queries["split"].isin(splits)]
     passages = data.passages
     if spec.ranking.embedding_texts == "training":
         training = set(data.queries.loc[data.queries["split"].isin(("seed", "pool")), "query_id"])
-        wanted = set(data.candidates.loc[data.candidates["query_id"].isin(training), "passage_id"])
-        passages = passages[passages["passage_id"].isin(wanted)]
+        ranked_by = data.candidates["query_id"].isin(training)
+        held_out_only = set(data.candidates.loc[~ranked_by, "passage_id"]) - set(
+            data.candidates.loc[ranked_by, "passage_id"])
+        passages = passages[~passages["passage_id"].isin(held_out_only)]
     return pd.concat([pd.DataFrame({"kind": "passage", "id": passages["passage_id"],
                                     "text": passages["text"]}),
                       pd.DataFrame({"kind": "query", "id": queries["query_id"], "text": queries["text"]})],

@@ -124,7 +124,8 @@ def test_suite_examples_print_ids_not_numpy_reprs():
     assert _short(np.str_("Q1551")) == "'Q1551'" and _short(np.int64(3)) == "3" and _short(0.123456) == "0.1235"
 
 
-@pytest.mark.parametrize("choice, passages", [("training", {"d1", "d2"}), ("corpus", {"d1", "d2", "d3"})])
+# d3 is ranked only by the held-out query; d4 by no query (left in: no held-out query's text)
+@pytest.mark.parametrize("choice, passages", [("training", {"d1", "d2", "d4"}), ("corpus", {"d1", "d2", "d3", "d4"})])
 def test_embedding_texts_leave_out_passages_only_held_out_queries_rank_unless_asked(tmp_path, choice, passages):
     import pandas as pd
 
@@ -136,7 +137,8 @@ def test_embedding_texts_leave_out_passages_only_held_out_queries_rank_unless_as
                             "split": ["seed", "pool", "eval"]})
     candidates = pd.DataFrame({"query_id": ["s1", "s1", "p1", "e1", "e1"], "passage_id": ["d1", "d2", "d2", "d2", "d3"],
                                "first_stage_rank": [1, 2, 1, 1, 2], "relevance": [1.0, 0.0, -1.0, 1.0, 0.0]})
-    data = PreparedRanking(queries, candidates, pd.DataFrame({"passage_id": ["d1", "d2", "d3"], "text": ["a", "b", "c"]}),
+    data = PreparedRanking(queries, candidates, pd.DataFrame({"passage_id": ["d1", "d2", "d3", "d4"],
+                                                               "text": ["a", "b", "c", "d"]}),
                            pd.DataFrame(columns=["query_id", "passage_id", "grade"]), {})
     for name in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
         (tmp_path / name).write_text("")
