@@ -128,3 +128,14 @@ def test_output_dir_is_relative_to_the_spec_folder_like_every_path(tmp_path):
     assert parse_spec(MINIMAL, tmp_path).output_dir == str(tmp_path / "runs")
     assert parse_spec(MINIMAL + "output_dir: out/here\n", tmp_path).output_dir == str(tmp_path / "out" / "here")
     assert parse_spec(MINIMAL + "output_dir: /abs/runs\n", tmp_path).output_dir == "/abs/runs"
+
+
+def test_calibration_defaults_to_temperature_and_names_the_choices_when_misspelt(tmp_path):
+    spec = parse_spec(MINIMAL, tmp_path)
+    assert (spec.evaluation.calibration, spec.evaluation.calibration_folds) == ("temperature", 5)
+    assert parse_spec(MINIMAL + "evaluation: {calibration: none}\n", tmp_path).evaluation.calibration == "none"
+    with pytest.raises(SpecError) as err:
+        parse_spec(MINIMAL + "evaluation: {calibration: platt}\n", tmp_path)
+    assert "evaluation.calibration" in str(err.value) and "'temperature'" in str(err.value) and "'none'" in str(err.value)
+    with pytest.raises(SpecError, match="evaluation.calibration_folds"):
+        parse_spec(MINIMAL + "evaluation: {calibration_folds: 1}\n", tmp_path)
