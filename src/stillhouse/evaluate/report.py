@@ -192,11 +192,14 @@ def _calibration_table(models: dict) -> str:
         if not c:
             continue
         served = "yes" if c["applied"] else "no"
+        reduction = c.get("ece_reduction")
+        interval = (f"{reduction['low']:+.4f} to {reduction['high']:+.4f} ({reduction['verdict']})" if reduction
+                    else "—")
         rows.append(f"<tr><th>{_TITLES[name]}</th><td>{c['temperature']:.3f}</td><td>{c['ece_before']:.4f} → "
-                    f"{c['ece_after']:.4f}</td><td>{c['nll_before']:.4f} → {c['nll_after']:.4f}</td>"
-                    f"<td>{served}</td></tr>")
-    return ("<table><tr><th>model</th><th>temperature</th><th>ECE before → after</th><th>NLL before → after</th>"
-            f"<th>applied{' (served)' if rows else ''}</th></tr>{''.join(rows)}</table>")
+                    f"{c['ece_after']:.4f}</td><td>{html.escape(interval)}</td><td>{c['nll_before']:.4f} → "
+                    f"{c['nll_after']:.4f}</td><td>{served}</td></tr>")
+    return ("<table><tr><th>model</th><th>temperature</th><th>ECE before → after</th><th>ECE reduction, paired 95 % "
+            "CI</th><th>NLL before → after</th><th>applied (served)</th></tr>" + "".join(rows) + "</table>")
 
 
 def _calibration_section(metrics: dict, plots: dict) -> str:
@@ -227,6 +230,11 @@ def _summary(metrics: dict) -> str:
     lines = [f"The distilled student reaches accuracy <b>{student['accuracy']:.3f}</b> (95 % CI {low:.3f}–{high:.3f} "
              f"on {metrics['eval_rows']} held-out rows){share}, and answers <b>{c['speedup_batch1_p50']:.2f}×</b> "
              "faster than the teacher at batch 1 on CPU."]
+    calibration = student.get("calibration")
+    if calibration and calibration["applied"]:
+        lines.append(f"Its served probabilities are temperature-scaled (T = {calibration['temperature']:.2f}): "
+                     f"calibration error (ECE) <b>{calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
+                     "</b> on held-out rows.")
     for key, other in (("student_vs_teacher", "the teacher"), ("student_vs_baseline", "the hard-label student")):
         paired = c.get(key)
         if paired:
