@@ -11,13 +11,13 @@ import asyncio
 
 import bentoml
 
-from stillhouse.errors import RequestError
-from stillhouse.serve.audit import REQUEST_ID_HEADER
+from stillhouse.errors import RequestError, Unavailable
 from stillhouse.serve.chain import load_chain, run_chain
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.schemas import ChainResponse, FeedbackResponse, Prediction, StepResult
-from stillhouse.serving.middleware import IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, unprocessable
+from stillhouse.serving.middleware import (IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, remember_request,
+                                           unavailable, unprocessable)
 from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
@@ -59,9 +59,7 @@ class ChainBase:
 
         outputs = await run_chain(CHAIN, texts, predict)
         tags = [info[s.name]["tag"] for s in CHAIN.steps]
-        await asyncio.to_thread(self.feedback_store.remember_request, principal_of(ctx),
-                                ctx.request.headers.get(REQUEST_ID_HEADER, ""),
-                                texts, ",".join(tags))
+        await remember_request(self.feedback_store, ctx, texts, ",".join(tags))
         steps = [StepResult(step=name, model_tag=info[name]["tag"], model_version=info[name]["version"],
                             results=[Prediction(**r) if r else None for r in results])
                  for name, results in outputs.items()]
@@ -84,6 +82,8 @@ class ChainBase:
                 model_tag=info[step]["tag"])
         except RequestError as err:
             return unprocessable(err, ctx)
+        except Unavailable as err:
+            return unavailable(err, ctx)
         return FeedbackResponse(feedback_id=feedback_id, model_tag=info[step]["tag"],
                                 model_version=info[step]["version"])
 

@@ -22,7 +22,7 @@ import time
 
 from starlette.responses import JSONResponse
 
-from stillhouse.errors import RequestError
+from stillhouse.errors import RequestError, Unavailable
 from stillhouse.serve.audit import (CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER, AuditLog, client_request_id,
                                     method_name, new_request_id, output_summary, route_name)
 from stillhouse.serve.config import ServeConfig
@@ -52,6 +52,24 @@ def unprocessable(err: RequestError, ctx) -> JSONResponse:
     """The 422 answer of a service method to a request the middleware could not check (e.g. an unknown label)."""
     ctx.response.status_code = 422  # BentoML sets a returned response's status from the context
     return JSONResponse({"error": err.problem, "fix": err.fix}, status_code=422)
+
+
+def unavailable(err: Unavailable, ctx) -> JSONResponse:
+    """The 503 answer when the feedback database is down: the request was fine, so say when to send it again."""
+    ctx.response.status_code = 503
+    ctx.response.headers["Retry-After"] = "5"
+    return JSONResponse({"error": err.problem, "fix": err.fix}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def remember_request(store, ctx, texts: list[str], model_tag: str) -> None:
+    """Keep the request's texts so feedback can cite it (off the event loop: a write may wait on a lock). With the
+    feedback database down the answer still goes out: predictions do not depend on it; feedback that cites this
+    request will be refused as unknown, and the operator is warned (no request data in the line)."""
+    try:
+        await asyncio.to_thread(store.remember_request, principal_of(ctx),
+                                ctx.request.headers.get(REQUEST_ID_HEADER, ""), texts, model_tag)
+    except Unavailable:
+        logger.warning("feedback database unreachable: a request was answered but not kept for feedback")
 
 
 async def _read_body(receive, limit: int) -> bytes:

@@ -15,13 +15,13 @@ import asyncio
 
 import bentoml
 
-from stillhouse.errors import RequestError
-from stillhouse.serve.audit import REQUEST_ID_HEADER
+from stillhouse.errors import RequestError, Unavailable
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.rerank import PassageStore, rank_passages
 from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction, RankedPassage, RerankResponse
-from stillhouse.serving.middleware import IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, unprocessable
+from stillhouse.serving.middleware import (IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, remember_request,
+                                           unavailable, unprocessable)
 from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service
 
 CONFIG: ServeConfig = load_serve_config()
@@ -59,10 +59,7 @@ class Student:
             return unprocessable(RequestError(f"{info['tag']} is a re-ranker", "send queries and passages to "
                                               "/rerank"), ctx)
         results = await call_model(self.model.to_async.predict, texts)
-        # SQLite off the event loop: a write waiting on another process's lock must not stall every request
-        await asyncio.to_thread(self.feedback_store.remember_request, principal_of(ctx),
-                                ctx.request.headers.get(REQUEST_ID_HEADER, ""),
-                                texts, info["tag"])
+        await remember_request(self.feedback_store, ctx, texts, info["tag"])
         return ClassifyResponse(results=[Prediction(**r) for r in results], model_tag=info["tag"],
                                 model_version=info["version"])
 
@@ -94,6 +91,8 @@ class Student:
                 idempotency_key=ctx.request.headers.get(IDEMPOTENCY_HEADER), model_tag=info["tag"])
         except RequestError as err:
             return unprocessable(err, ctx)
+        except Unavailable as err:
+            return unavailable(err, ctx)
         return FeedbackResponse(feedback_id=feedback_id, model_tag=info["tag"], model_version=info["version"])
 
 

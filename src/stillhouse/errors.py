@@ -33,3 +33,8 @@ class ServeConfigError(StillhouseError):
 
 class RequestError(StillhouseError):
     """A request to a service is invalid (answered 422 with this message; the input itself is never echoed)."""
+
+
+class Unavailable(StillhouseError):
+    """A service's own dependency (the feedback database) cannot be reached: answered 503 with Retry-After; the
+    request was fine and may be sent again."""

@@ -198,3 +198,21 @@ def test_request_ids_are_the_servers_and_client_ids_are_kept_only_when_plain():
     assert len({new_request_id() for _ in range(100)}) == 100 and len(new_request_id()) == 32
     assert client_request_id("abc-123_X.y") == "abc-123_X.y"
     assert {client_request_id(v) for v in (None, "", "has space", "x" * 65, "jane@bank.com", "a\r\nb")} == {None}
+
+
+def test_postgres_that_stays_down_is_unavailable_not_an_unhandled_error(postgres_url):
+    import psycopg
+
+    from stillhouse.errors import Unavailable
+
+    store = FeedbackStore(postgres_url)
+    store.add("billing", ["billing"], text="double charge")
+    backend = store._db
+    pid = backend._db.info.backend_pid
+    backend.url = "postgresql://postgres@127.0.0.1:1/test"  # the server "moves away": reconnecting fails
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(Unavailable, match="feedback database cannot be reached"):
+        store.add("billing", ["billing"], text="another")
+    with pytest.raises(Unavailable):
+        store.remember_request("alice", "r1", ["t"], "m")

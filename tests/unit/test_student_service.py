@@ -43,7 +43,7 @@ def student(tmp_path, monkeypatch):
 
 def context(request_id="r-1", principal="alice"):
     request = types.SimpleNamespace(headers={"x-request-id": request_id, "x-stillhouse-principal": principal})
-    return types.SimpleNamespace(request=request, response=types.SimpleNamespace(status_code=200))
+    return types.SimpleNamespace(request=request, response=types.SimpleNamespace(status_code=200, headers={}))
 
 
 def test_ready_only_once_the_model_answers(student):
@@ -72,6 +72,25 @@ def test_feedback_refuses_unknown_labels_and_chain_steps_with_422(student):
     assert b"not one of the model's 2 labels" in wrong.body
     step = asyncio.run(student.feedback.func(student, "good", context(), text="x", step="intent"))
     assert step.status_code == 422 and b"for chains" in step.body
+
+
+def test_with_the_feedback_database_down_classify_still_answers_and_feedback_is_503(student, monkeypatch, caplog):
+    from stillhouse.errors import Unavailable
+
+    def down(*args, **kwargs):
+        raise Unavailable("the feedback database cannot be reached", "retry later")
+
+    student.model.fail_describe = 0
+    monkeypatch.setattr(student.feedback_store, "remember_request", down)
+    monkeypatch.setattr(student.feedback_store, "add", down)
+    answer = asyncio.run(student.classify.func(student, ["a bad day"], context()))
+    assert [r.label for r in answer.results] == ["bad"]
+    assert "not kept for feedback" in caplog.text and "a bad day" not in caplog.text
+    ctx = context()
+    refused = asyncio.run(student.feedback.func(student, "good", ctx, text="a bad day"))
+    assert refused.status_code == 503 and ctx.response.status_code == 503
+    assert refused.headers["retry-after"] == "5" and b"cannot be reached" in refused.body
+    assert b"a bad day" not in refused.body
 
 
 class StubReranker(StubModel):

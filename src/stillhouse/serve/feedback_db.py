@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from stillhouse.errors import ServeConfigError
+from stillhouse.errors import ServeConfigError, Unavailable
 from stillhouse.serve.files import private_file
 
 _TABLES = {
@@ -165,15 +165,20 @@ class PostgresFeedback:
                                    "check feedback.url, the server, and $PGPASSWORD / $PGPASSFILE") from None
 
     def _run(self, work):
-        """``work(connection)``, retried once on a fresh connection if the old one broke."""
+        """``work(connection)``, retried once on a fresh connection if the old one broke; a server that stays
+        unreachable is :class:`Unavailable` (the service answers 503), never an unhandled error."""
         with self._lock:
             try:
-                return work(self._db)
-            except self._psycopg.OperationalError:
-                if not self._db.closed and not self._db.broken:
-                    raise
-                self._db = self._connect()
-                return work(self._db)
+                try:
+                    return work(self._db)
+                except self._psycopg.OperationalError:
+                    if not self._db.closed and not self._db.broken:
+                        raise
+                    self._db = self._connect()
+                    return work(self._db)
+            except (self._psycopg.OperationalError, ServeConfigError):
+                raise Unavailable("the feedback database cannot be reached",
+                                  "retry later; the operator checks the server that feedback.url names") from None
 
     def remember(self, principal: str, request_id: str, texts: list[str], model_tag: str, keep: int) -> None:
         def work(db):
