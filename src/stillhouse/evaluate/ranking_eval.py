@@ -168,7 +168,7 @@ def _embedding_line(spec: Spec) -> str:
     r = spec.ranking
     if not r.embedding_epochs:
         return "off"
-    which = ("training queries' candidate passages only (inductive: no held-out passage seen)"
+    which = ("every passage except those only held-out queries rank (inductive)"
              if r.embedding_texts == "training" else
              "every candidate passage, held-out queries' included (transductive: no labels, but the evaluation "
              "passages' texts were seen)")

@@ -55,9 +55,9 @@ class RankingSpec(_Strict):
         "the teacher's embedding, through a projection into its space fitted by least squares). Unlabelled text "
         "only: no query needs candidates. Needs a bi-encoder teacher and student; 0 = off.")
     embedding_texts: Literal["training", "corpus"] = Field(
-        "training", description="Which passages the embedding epochs learn: `training` (the candidates of seed and "
-        "pool queries; a passage that only held-out queries rank is left out, so evaluation stays inductive) or "
-        "`corpus` (every candidate passage, held-out queries' too: unlabelled, but transductive).")
+        "training", description="Which passages the embedding epochs learn: `training` (every passage except those "
+        "that only held-out queries rank, so evaluation stays inductive) or `corpus` (every passage, those only "
+        "held-out queries rank too: unlabelled, but transductive).")
     embedding_learning_rate: float = Field(5e-5, gt=0, description="Learning rate of the embedding epochs.")
     embedding_batch_size: int = Field(16, gt=0, description="Texts per step of the embedding epochs.")
     group_size: int = Field(8, gt=1, description="Candidates per query in a training step (relevant ones first, "
