@@ -87,7 +87,8 @@ def _metrics_and_plots():
                   "student_minus_baseline_accuracy": 0.1, "throughput_ratio": 2.0,
                   **paired_comparisons(y, {n: logits[n].argmax(1) for n in logits}, seed=13)}
     metrics = {"run": "demo", "spec_hash": "0" * 64, "stillhouse_version": "0.1.0", "eval_rows": 300,
-               "labels": labels, "models": models, "comparison": comparison, "teacher": "encoder",
+               "labels": labels, "models": models, "comparison": comparison,
+               "teacher": "encoder `package:demo<b>`",
                "data": {"counts": {"seed": 30, "pool": 100, "eval": 300}},
                "recipe": {"distillation": {"temperature": 2.0}}}
     plots = {"calibration": {n: calibration_bins(softmax(logits[n]), y) for n in logits},
@@ -113,6 +114,7 @@ def test_the_report_is_one_self_contained_file_with_every_section():
     assert {"better": "better than", "worse": "worse than", "within noise": "within noise of"}[verdict] in page
     assert "95 % CI" in page and "compare the ratios" in page and "&quot;temperature&quot;: 2.0" in page
     assert "text " in page  # the disagreement examples are shown
+    assert "Teacher: encoder <code>package:demo&lt;b&gt;</code>." in page  # card markdown rendered, still escaped
     student = metrics["models"]["student"]["calibration"]
     assert f"{student['ece_before']:.4f} → {student['ece_after']:.4f}" in page
     served = f"T = {student['temperature']:.3f}</b>" if student["applied"] else "serves its own probabilities"

@@ -184,6 +184,13 @@ def _table(models: dict) -> str:
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _inline_code(markdown: str) -> str:
+    """Escaped text with its `backtick` spans as <code> (the teacher's description is written for the card)."""
+    import re
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(markdown))
+
+
 def _calibration_table(models: dict) -> str:
     """Temperature, ECE and NLL before → after per model, and whether serving applies it."""
     rows = []
@@ -288,7 +295,7 @@ code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}</st
 <h1>Distillation report: {html.escape(metrics['run'])}</h1>
 <p class="note">{TAG_LINE}</p>
 <p>{_summary(metrics)}</p>
-<p>Teacher: {html.escape(metrics.get('teacher', ''))}.</p>
+<p>Teacher: {_inline_code(metrics.get('teacher', ''))}.</p>
 <p>Held-out rows: {metrics['eval_rows']} · seed rows: {data['seed']} · unlabelled pool rows: {data['pool']} ·
 labels: {len(metrics['labels'])} · spec hash <code>{metrics['spec_hash'][:16]}</code> ·
 Stillhouse {html.escape(metrics['stillhouse_version'])}</p>
