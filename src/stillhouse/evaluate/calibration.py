@@ -26,7 +26,7 @@ from stillhouse.evaluate.metrics import (
     negative_log_likelihood,
     softmax,
 )
-from stillhouse.evaluate.uncertainty import RESAMPLES, resample_indices
+from stillhouse.evaluate.uncertainty import RESAMPLES, paired_difference
 
 # T outside [0.05, 20] means the logits carry (almost) no usable scale: bounded so that a fold of all-correct,
 # all-confident rows does not drive T to 0 (a one-hot "probability").
@@ -73,22 +73,14 @@ def improvement_intervals(raw: np.ndarray, calibrated: np.ndarray, y_true: np.nd
                           resamples: int = RESAMPLES) -> dict:
     """ECE and NLL before − after (positive = calibration helped) with paired-bootstrap 95 % intervals: the same
     resampled rows score both sets of probabilities (``raw`` and ``calibrated`` are ``[n, classes]``)."""
-    index = resample_indices(len(y_true), resamples, seed)
-    rows = np.arange(len(y_true))
-    out = {}
-    for name in ("ece", "nll"):
-        if name == "nll":
-            per_row = {k: -np.log(np.clip(p[rows, y_true], 1e-12, 1.0)) for k, p in (("raw", raw), ("cal", calibrated))}
-            stat = lambda k, i: float(per_row[k][i].mean())  # noqa: E731
-        else:
-            conf = {k: p.max(1) for k, p in (("raw", raw), ("cal", calibrated))}
-            hit = {k: (p.argmax(1) == y_true).astype(float) for k, p in (("raw", raw), ("cal", calibrated))}
-            stat = lambda k, i: _ece_fast(conf[k][i], hit[k][i], bins)  # noqa: E731
-        values = np.array([stat("raw", i) - stat("cal", i) for i in index])
-        low, high = (float(v) for v in np.percentile(values, [2.5, 97.5]))
-        out[f"{name}_reduction"] = {"difference": stat("raw", rows) - stat("cal", rows), "low": low, "high": high,
-                                    "verdict": "better" if low > 0 else "worse" if high < 0 else "within noise"}
-    return out
+    def ece(y: np.ndarray, probs: np.ndarray) -> float:
+        return _ece_fast(probs.max(1), (probs.argmax(1) == y).astype(float), bins)
+
+    def nll(y: np.ndarray, probs: np.ndarray) -> float:
+        return negative_log_likelihood(probs, y)
+
+    return {f"{name}_reduction": paired_difference(y_true, raw, calibrated, metric, resamples, seed)
+            for name, metric in (("ece", ece), ("nll", nll))}
 
 
 def calibrate(logits: np.ndarray, y_true: np.ndarray, bins: int, folds: int = 5, seed: int = 0,

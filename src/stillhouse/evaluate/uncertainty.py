@@ -16,7 +16,7 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 RESAMPLES = 2000
 
 
-def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+def _resamples(n: int, resamples: int, seed: int) -> np.ndarray:
     """``[resamples, n]`` row indices drawn with replacement (one fixed generator: the same for every model)."""
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
@@ -26,7 +26,7 @@ def bootstrap_interval(y_true: np.ndarray, y_pred: np.ndarray, metric: Metric, r
     """Percentile bootstrap interval of ``metric(y_true, y_pred)`` over ``[n]`` label arrays."""
     if len(y_true) == 0:
         return float("nan"), float("nan")
-    index = resample_indices(len(y_true), resamples, seed)
+    index = _resamples(len(y_true), resamples, seed)
     values = np.array([metric(y_true[i], y_pred[i]) for i in index])
     tail = (1.0 - level) / 2 * 100
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
@@ -39,7 +39,7 @@ def paired_difference(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray
     difference = metric(y_true, pred_a) - metric(y_true, pred_b)
     if len(y_true) == 0:
         return {"difference": float("nan"), "low": float("nan"), "high": float("nan"), "verdict": "no data"}
-    index = resample_indices(len(y_true), resamples, seed)
+    index = _resamples(len(y_true), resamples, seed)
     values = np.array([metric(y_true[i], pred_a[i]) - metric(y_true[i], pred_b[i]) for i in index])
     tail = (1.0 - level) / 2 * 100
     low, high = float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
