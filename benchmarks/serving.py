@@ -60,7 +60,8 @@ def package_models(work: Path, teacher_ref: str, student_layers: int) -> tuple[d
 
     from stillhouse.distill.student import layer_subset
     from stillhouse.registry import store_classifier
-    from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
+    from stillhouse.models.hf import load_encoder
+    from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
 
     torch.manual_seed(0)
     encoder, tokenizer = load_encoder(teacher_ref)

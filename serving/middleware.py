@@ -101,7 +101,7 @@ class SecurityMiddleware:
         self.app = app
         self.config = config
         self.tokens = config.auth.token_table() if config.auth.enabled else None
-        self.audit = AuditLog(config.audit.path, config.audit.load_key(), config.audit.log_inputs)
+        self.audit = AuditLog.from_config(config.audit)
         self.routes = SERVICE_ROUTES | frozenset(config.auth.open_paths)
         self.audit_alarm_at = float("-inf")
 

@@ -91,7 +91,7 @@ def tiny_causal_lm_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from stillhouse.tasks.classification import resolve_model_ref
+    from stillhouse.models.hf import resolve_model_ref
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-causal-lm")
@@ -111,7 +111,8 @@ def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: in
     import torch
 
     from stillhouse.registry import store_classifier
-    from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
+    from stillhouse.models.hf import load_encoder
+    from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
 
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(str(model_dir))
@@ -128,8 +129,8 @@ def package_tiny_reranker(name: str, model_dir: Path, seed: int = 0) -> str:
     import torch
 
     from stillhouse.registry import store_classifier
-    from stillhouse.tasks.classification import load_encoder
-    from stillhouse.tasks.reranking import CrossEncoder, RerankerInfo, save_reranker
+    from stillhouse.models.hf import load_encoder
+    from stillhouse.tasks.reranking.model import CrossEncoder, RerankerInfo, save_reranker
 
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(str(model_dir))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Prefixes a user error on a pipeline step's output; `stillhouse run` collects the lines that carry it.
+ERROR_MARKER = "[stillhouse] error:"
+
 
 class StillhouseError(Exception):
     """A problem the user can fix (bad spec, bad data, bad request), as opposed to a bug.

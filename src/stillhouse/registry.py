@@ -15,6 +15,7 @@ from stillhouse import __version__
 from stillhouse.data.io import read_json
 from stillhouse.evaluate.model_card import stamp_tag
 from stillhouse.spec import Spec
+from stillhouse.tasks import task_for
 
 FRAMEWORK_LABEL = "stillhouse"
 
@@ -32,20 +33,13 @@ def code_version() -> str:
 def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str) -> str:
     """Copy the student and its evaluation into a new BentoML model version; return its tag."""
     metrics = read_json(Path(evaluation_dir) / "metrics.json")
-    student, teacher = metrics["models"]["student"], metrics["models"]["teacher"]
+    student = metrics["models"]["student"]
     metadata = {
         "spec_hash": metrics["spec_hash"], "teacher_fingerprint": metrics["teacher_fingerprint"],
         "teacher": spec.teacher.describe(), "code_version": code_version(),
         "data_fingerprints": metrics["data"]["fingerprints"],
     }
-    if spec.task.type == "reranking":
-        metadata.update({"ndcg@10": student["ndcg@10"], "mrr@10": student["mrr@10"],
-                         "teacher_ndcg@10": teacher["ndcg@10"],
-                         "retention": metrics["comparison"]["student_retention_ndcg@10"]})
-    else:
-        metadata.update({"labels": metrics["labels"], "accuracy": student["accuracy"],
-                         "macro_f1": student["macro_f1"], "teacher_accuracy": teacher["accuracy"],
-                         "retention": metrics["comparison"]["student_retention"]})
+    metadata.update(task_for(spec.task.type).lineage(spec, metrics))
     labels = {"run": spec.name}
     files = {name: Path(evaluation_dir) / name for name in ("metrics.json", "model_card.md", "report.html")}
     calibration = student.get("calibration")
@@ -63,7 +57,7 @@ def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Pat
     fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it."""
     import bentoml
 
-    from stillhouse.tasks.classification import set_temperature
+    from stillhouse.tasks.classification.model import set_temperature
 
     with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
                                metadata=metadata or {}) as model:

@@ -30,7 +30,7 @@ from stillhouse.evaluate.model_card import stamp_tag
 from stillhouse.registry import code_version
 from stillhouse.progress import TAG, say
 from stillhouse.spec import Spec
-from stillhouse.steps import ERROR_MARKER
+from stillhouse.errors import ERROR_MARKER
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -23,7 +23,8 @@ from stillhouse.cluster.kuberay import KubeRayLauncher
 from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
 from stillhouse.spec.runtime import KubeRaySpec, RuntimeSpec
-from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
+from stillhouse.models.hf import load_encoder
+from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
 from tests.conftest import make_rows
 from tests.integration.test_training import _accuracy, _job
 from tests.kube_api import FakeRayJobAPI

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stillhouse.ranking_steps import TEACHER_EMBEDDINGS_FILE
-from stillhouse.tasks.reranking import PROJECTION_FILE
+from stillhouse.tasks.reranking.task import TEACHER_EMBEDDINGS_FILE
+from stillhouse.tasks.reranking.model import PROJECTION_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

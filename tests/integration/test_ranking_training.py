@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from stillhouse.cluster.launcher import LocalRayLauncher
+from stillhouse.cluster.local_ray import LocalRayLauncher
 from stillhouse.distill.training import TrainJob, load_trained_state, sample_group
 from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
-from stillhouse.tasks.reranking import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
+from stillhouse.tasks.reranking.model import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
                                         score_pairs, tiny_t5)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -81,7 +81,7 @@ def test_monot5_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model_dir
 def test_bi_encoder_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model_dir):
     from transformers import AutoModel, AutoTokenizer
 
-    from stillhouse.tasks.reranking import BiEncoder
+    from stillhouse.tasks.reranking.model import BiEncoder
 
     torch.manual_seed(0)
     rows = toy_queries()
@@ -106,7 +106,7 @@ def test_group_sampling_keeps_relevant_candidates_and_draws_the_rest():
 def test_bi_encoder_learns_the_teacher_embeddings_and_with_them_its_ranking(tmp_path, tiny_model_dir):
     from transformers import AutoModel, AutoTokenizer
 
-    from stillhouse.tasks.reranking import BiEncoder, embed_texts
+    from stillhouse.tasks.reranking.model import BiEncoder, embed_texts
 
     torch.manual_seed(0)
     rows = toy_queries()

@@ -21,7 +21,8 @@ import torch
 from stillhouse.cluster import storage
 from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob
 from stillhouse.errors import StillhouseError
-from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder, save_classifier
+from stillhouse.models.hf import load_encoder
+from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
 from tests.conftest import make_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

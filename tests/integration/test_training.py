@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from stillhouse.cluster.launcher import LocalRayLauncher
+from stillhouse.cluster.local_ray import LocalRayLauncher
 from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob, load_trained_state
-from stillhouse.tasks.classification import (ClassifierInfo, TextClassifier, encode_texts, load_classifier,
-                                             load_encoder, save_classifier)
+from stillhouse.models.hf import load_encoder
+from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, encode_texts, load_classifier, save_classifier
 from tests.conftest import make_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from stillhouse.errors import ModelError
-from stillhouse.tasks.classification import load_encoder, resolve_model_ref
-from stillhouse.tasks.packaged import CACHE_ENV, split_zip_parts
+from stillhouse.models.hf import load_encoder, resolve_model_ref
+from stillhouse.models.packaged import CACHE_ENV, split_zip_parts
 
 
 def install_split_model(site: Path, model_dir: Path, name: str, parts: int, skip: tuple[int, ...] = ()) -> None:

@@ -85,7 +85,7 @@ def test_query_split_is_deterministic_and_disjoint():
 
 def test_embedding_distillation_without_stored_teacher_embeddings_names_the_file_and_the_fix(tmp_path):
     from stillhouse.errors import StillhouseError
-    from stillhouse.ranking_steps import TEACHER_EMBEDDINGS_FILE, _learn_teacher_embeddings
+    from stillhouse.tasks.reranking.task import TEACHER_EMBEDDINGS_FILE, _learn_teacher_embeddings
 
     with pytest.raises(StillhouseError, match=f"no teacher embeddings \\({TEACHER_EMBEDDINGS_FILE}\\)") as err:
         _learn_teacher_embeddings(None, None, tmp_path, None, None, None, str(tmp_path / "student"))
@@ -130,7 +130,7 @@ def test_embedding_texts_leave_out_passages_only_held_out_queries_rank_unless_as
     import pandas as pd
 
     from stillhouse.data.prepare_ranking import PreparedRanking
-    from stillhouse.ranking_steps import embedding_texts
+    from stillhouse.tasks.reranking.task import embedding_texts
     from stillhouse.spec import parse_spec
 
     queries = pd.DataFrame({"query_id": ["s1", "p1", "e1"], "text": ["seed q", "pool q", "eval q"],

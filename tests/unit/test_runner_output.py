@@ -4,7 +4,7 @@ import io
 
 from stillhouse.progress import _LineStream
 from stillhouse.runner import _Tee
-from stillhouse.steps import ERROR_MARKER
+from stillhouse.errors import ERROR_MARKER
 
 
 def test_console_shows_tagged_lines_and_task_status_log_keeps_everything():

@@ -29,7 +29,7 @@ def run_job(job_uri: str) -> str:
     """Run the job described at ``job_uri``; return the final checkpoint's URI (also written to result.json)."""
     import ray
 
-    from stillhouse.cluster.launcher import _ensure_ray, run_trainer
+    from stillhouse.cluster.local_ray import _ensure_ray, run_trainer
     from stillhouse.distill.training import TrainJob
 
     try:

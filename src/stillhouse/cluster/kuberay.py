@@ -32,7 +32,7 @@ from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec.runtime import RuntimeSpec
-from stillhouse.tasks.packaged import CACHE_ENV
+from stillhouse.models.packaged import CACHE_ENV
 
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -288,7 +288,7 @@ def _reason(exc) -> str:
 def _pod_env() -> dict[str, str]:
     """What the Ray pods inherit from the step (offline mode, S3 endpoint and region); never credentials, which
     come to them from runtime.storage_secret, nor the step's own paths (its model cache is not mounted there)."""
-    from stillhouse.cluster.launcher import _forwarded_env
+    from stillhouse.cluster.local_ray import _forwarded_env
 
     return {k: v for k, v in _forwarded_env().items() if k not in (CACHE_ENV, FAIL_AFTER_EPOCH_ENV)}
 

@@ -24,7 +24,7 @@ from stillhouse.spec.runtime import (
     StepSettings,
     Volume,
 )
-from stillhouse.tasks.packaged import CACHE_ENV
+from stillhouse.models.packaged import CACHE_ENV
 
 # S3 credentials and endpoint, as AWS SDKs and pyarrow read them; taken from runtime.storage_secret when present.
 STORAGE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from stillhouse.spec import StudentSpec
-from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder
-from stillhouse.tasks.heads import init_head_by_logistic_regression
+from stillhouse.models.hf import load_encoder
+from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier
+from stillhouse.tasks.classification.heads import init_head_by_logistic_regression
 
 
 def encoder_layer_subset(encoder, num_layers: int):

@@ -34,7 +34,7 @@ import torch
 from stillhouse.cluster import storage
 from stillhouse.distill.losses import distillation_loss, embedding_cosine, ranking_loss
 from stillhouse.progress import progress, say
-from stillhouse.tasks.classification import load_classifier, tokenize
+from stillhouse.tasks.classification.model import load_classifier, tokenize
 
 _STATE_FILE = "train_state.pt"
 # Fault injection for the resume test: crash once, after this epoch, when the variable is set.
@@ -154,7 +154,7 @@ class RankingItems:
     """Queries with their candidate lists: :func:`ranking_loss` over ``group_size`` candidates per query."""
 
     def __init__(self, job: TrainJob):
-        from stillhouse.tasks.reranking import load_reranker
+        from stillhouse.tasks.reranking.model import load_reranker
 
         self.job = job
         self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)
@@ -198,7 +198,7 @@ class EmbeddingItems:
     """Texts with the teacher's embeddings: :func:`embedding_cosine` between the bi-encoder's and the teacher's."""
 
     def __init__(self, job: TrainJob):
-        from stillhouse.tasks.reranking import BiEncoder, load_reranker
+        from stillhouse.tasks.reranking.model import BiEncoder, load_reranker
 
         self.job = job
         self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)

@@ -34,11 +34,8 @@ from stillhouse.evaluate.uncertainty import (
 )
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.classification import (
-    count_parameters,
-    encode_texts,
-    load_classifier,
-)
+from stillhouse.models.hf import count_parameters
+from stillhouse.tasks.classification.model import encode_texts, load_classifier
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
@@ -140,7 +137,7 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     comparison = {**_comparison(models), **paired_comparisons(y, {n: logits[n].argmax(1) for n in MODELS},
                                                               spec.runtime.seed)}
     metrics = {
-        "run": spec.name, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
+        "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
         "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": comparison,
         "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
         "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),

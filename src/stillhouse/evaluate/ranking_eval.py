@@ -53,7 +53,7 @@ def rerank_latency(scorers: dict, groups, candidates: int, samples: int) -> dict
 
 def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                          out_dir: str, synthetic_dir: str | None = None) -> dict:
-    from stillhouse.ranking_steps import score_groups
+    from stillhouse.teachers.ranking import score_groups
 
     data = PreparedRanking.load(data_dir)
     groups, qrels = data.groups("eval"), data.judgments("eval")

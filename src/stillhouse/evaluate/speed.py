@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stillhouse.tasks.classification import TextClassifier, tokenize
+from stillhouse.tasks.classification.model import TextClassifier, tokenize
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ def _key_material(raw: bytes, source: str) -> bytes:
     return key
 
 
+def config_key(audit) -> bytes:
+    """The key of an ``AuditConfig`` (see :func:`load_audit_key`)."""
+    return load_audit_key(audit.key_file, audit.key_env, audit.path)
+
+
 def load_audit_key(key_file: str | None, key_env: str, audit_path: str | Path) -> bytes:
     """The deployment's audit key: ``key_file`` (a mounted Secret), else ``$key_env``, else ``audit.key`` beside
     the audit log, generated (0600) by whichever process gets there first."""
@@ -142,6 +147,11 @@ class AuditLog:
         self.key = key
         self.log_inputs = log_inputs
         private_dir(self.path.parent)
+
+    @classmethod
+    def from_config(cls, audit) -> AuditLog:
+        """The audit log an ``AuditConfig`` describes, with its key (a bad key file fails here)."""
+        return cls(audit.path, config_key(audit), audit.log_inputs)
 
     def reserve(self) -> int:
         """A descriptor to append one line to; raises OSError if the log cannot be opened for writing."""

@@ -97,11 +97,6 @@ class AuditConfig(_Strict):
                                  "beside the audit log, generated on first start.")
     key_env: str = Field("STILLHOUSE_AUDIT_KEY", description="Environment variable holding the audit key.")
 
-    def load_key(self) -> bytes:
-        from stillhouse.serve.audit import load_audit_key
-
-        return load_audit_key(self.key_file, self.key_env, self.path)
-
 
 class FeedbackConfig(_Strict):
     path: str = Field("feedback.sqlite", description="SQLite database (WAL mode) for feedback (one server).")

@@ -16,6 +16,7 @@ import yaml
 
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import ServeConfigError
+from stillhouse.serve.audit import config_key
 from stillhouse.serve.config import CONFIG_ENV, ServeConfig, read_config_file, validate_config
 from stillhouse.serve.files import private_dir
 
@@ -56,7 +57,7 @@ def check_config(config: ServeConfig) -> None:
 
     if config.auth.enabled:
         config.auth.token_table()
-    config.audit.load_key()  # a bad key file fails here; a missing default key is generated now
+    config_key(config.audit)  # a bad key file fails here; a missing default key is generated now
     if config.feedback.url:  # an unreachable database or a wrong password fails here, before any worker starts
         from stillhouse.serve.feedback_db import PostgresFeedback
 

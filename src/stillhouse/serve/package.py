@@ -11,6 +11,7 @@ locked in. At run time the container needs ``$STILLHOUSE_TOKEN_HASHES``
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -19,7 +20,6 @@ from importlib import metadata
 from pathlib import Path
 
 import stillhouse
-import stillhouse.serving
 from stillhouse.errors import ModelError
 from stillhouse.serve.config import BENTO_ARGUMENT, CONFIG_ENV, ServeConfig
 from stillhouse.serve.launch import STUDENT_SERVICE
@@ -61,8 +61,9 @@ def package_student(tag: str, config: ServeConfig | None = None) -> str:
         skip = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(Path(stillhouse.__file__).parent, ctx_path / "stillhouse", ignore=skip)
         # An editable install maps stillhouse.serving to the checkout's serving/ folder, outside src/stillhouse.
-        shutil.copytree(Path(stillhouse.serving.__file__).parent, ctx_path / "stillhouse" / "serving", ignore=skip,
-                        dirs_exist_ok=True)
+        # Found, not imported: the library does not import the services that adapt it.
+        serving = importlib.util.find_spec("stillhouse.serving").submodule_search_locations[0]
+        shutil.copytree(serving, ctx_path / "stillhouse" / "serving", ignore=skip, dirs_exist_ok=True)
         shutil.copy2(card, ctx_path / "MODEL_CARD.md")
         previous = os.environ.pop(CONFIG_ENV, None)  # the build imports the service: it must read the argument
         try:

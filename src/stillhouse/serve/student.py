@@ -50,7 +50,7 @@ class ServedStudent:
     @classmethod
     def labels_of(cls, tag: str) -> list[str]:
         """The labels of the stored student ``tag`` (none for a re-ranker), without loading its weights."""
-        from stillhouse.tasks.classification import read_classifier_info
+        from stillhouse.tasks.classification.model import read_classifier_info
 
         if cls.task_of(tag) == "reranking":
             return []
@@ -59,12 +59,12 @@ class ServedStudent:
     @classmethod
     def from_store(cls, tag: str) -> ServedStudent:
         """Load the student with BentoML model tag ``tag``."""
-        from stillhouse.tasks.classification import load_classifier
+        from stillhouse.tasks.classification.model import load_classifier
 
         stored = cls.check_tag(tag)
         folder = Path(stored.path) / "student"
         if (folder / "reranker.json").is_file():
-            from stillhouse.tasks.reranking import load_reranker
+            from stillhouse.tasks.reranking.model import load_reranker
 
             model, tokenizer, ranker = load_reranker(folder)
             return cls(model, tokenizer, [], ranker.max_length, str(stored.tag), stored.tag.version or "", "reranking")
@@ -74,7 +74,7 @@ class ServedStudent:
 
     def predict(self, texts: list[str]) -> list[dict]:
         """One ``{label, confidence, probabilities}`` per text, in order."""
-        from stillhouse.tasks.classification import encode_texts
+        from stillhouse.tasks.classification.model import encode_texts
 
         if self.task != "classification":
             raise ModelError(f"{self.tag} is a re-ranker; it scores (query, passage) pairs", "use /rerank")
@@ -88,7 +88,7 @@ class ServedStudent:
 
     def score(self, pairs: list[dict]) -> list[float]:
         """One relevance score per ``{"query", "passage"}`` pair, in order (re-rankers only)."""
-        from stillhouse.tasks.reranking import score_pairs
+        from stillhouse.tasks.reranking.model import score_pairs
 
         if self.task != "reranking":
             raise ModelError(f"{self.tag} is a classifier; it does not score passages", "use /classify")

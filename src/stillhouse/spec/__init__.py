@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from stillhouse.errors import SpecError
+from stillhouse.tasks import known_tasks, unknown_task_message
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.evaluation import EvaluationSpec
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
@@ -60,14 +61,22 @@ from stillhouse.spec.validation import (
 class TaskSpec(_Strict):
     """What is predicted from what."""
 
-    type: Literal["classification", "reranking"] = Field(
-        "classification", description="`classification` (text → label) or `reranking` (query + candidate passages "
-        "→ relevance scores; `data` then takes the BEIR layout, see RankingDataSpec).")
+    type: str = Field(
+        "classification", description="A registered task (stillhouse.tasks): `classification` (text → label) or "
+        "`reranking` (query + candidate passages → relevance scores; `data` then takes the BEIR layout, see "
+        "RankingDataSpec).")
     text_field: str = Field("text", description="Column holding the input text.")
     label_field: str = Field("label", description="Column holding the gold label (seed and evaluation sets).")
     labels: list[str] | None = Field(
         None, description="The label set, in order. Default: the sorted labels found in the seed set."
     )
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in known_tasks():
+            raise ValueError(unknown_task_message(name))
+        return name
 
     @field_validator("labels")
     @classmethod

@@ -142,7 +142,7 @@ def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str
                        "passages": [corpus[p] for p in ids]})
     frame = pd.DataFrame(groups, columns=["query_id", "query", "source_passage_id", "passage_ids", "passages"])
     teacher = load_ranking_teacher(teacher_dir, device)
-    from stillhouse.ranking_steps import score_groups
+    from stillhouse.teachers.ranking import score_groups
 
     scores = score_groups(teacher, frame, desc=f"teacher: scoring {len(frame)} synthetic queries")
     frame = frame.assign(teacher_scores=[s.tolist() for s in scores], teacher=teacher.name,

@@ -55,7 +55,9 @@ def distance_summary(distances: np.ndarray, bins: int = 20) -> dict:
                                                                       "counts": counts.tolist()}}
 
 
-def _empty(out_dir: str | Path) -> dict:
+def write_disabled(out_dir: str | Path) -> dict:
+    """The synthesis folder of a run without synthesis: empty tables and ``{"enabled": false}``."""
+    say("synthesis: off (no `synthesis` section in the spec)")
     report = {"enabled": False}
     with atomic_dir(out_dir) as tmp:
         pd.DataFrame(columns=_COLUMNS).to_parquet(tmp / SYNTHETIC_FILE, index=False)
@@ -71,8 +73,7 @@ def synthesize(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str, valida
     from stillhouse.validate.suites import synthetic_checks
 
     if spec.synthesis is None:
-        say("synthesis: off (no `synthesis` section in the spec)")
-        return _empty(out_dir)
+        return write_disabled(out_dir)
     data = PreparedData.load(data_dir)
     generated, stats = generate_synthetic(spec.synthesis, data.seed, data.labels, spec.runtime.seed, device)
     say(f"synthesis: {stats['generated']} rows in {stats['seconds']:.1f} s ({stats['rows_per_s']} rows/s)")

@@ -15,7 +15,7 @@ import torch
 
 from stillhouse.errors import ModelError
 from stillhouse.progress import progress
-from stillhouse.tasks.classification import quiet_transformers, resolve_model_ref
+from stillhouse.models.hf import quiet_transformers, resolve_model_ref
 
 
 def _gguf_file(location: str, gguf_file: str | None) -> str | None:

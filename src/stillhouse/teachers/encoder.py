@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from stillhouse.spec import EncoderTeacherSpec
-from stillhouse.tasks.classification import ClassifierInfo, TextClassifier, load_encoder
-from stillhouse.tasks.heads import init_head_by_logistic_regression
+from stillhouse.models.hf import load_encoder
+from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier
+from stillhouse.tasks.classification.heads import init_head_by_logistic_regression
 
 
 def init_teacher(teacher: EncoderTeacherSpec, texts: list[str], label_idx: np.ndarray, labels: list[str],

@@ -135,39 +135,6 @@ class EndpointLLMTeacher(_DescribedPromptedTeacher):
         return normalise_scores(scores, counts, self.spec.score).astype(np.float32)
 
 
-class EnsembleTeacher:
-    """Weighted average of its members' probabilities; logits are the log of that average."""
-
-    def __init__(self, folder: Path, description: dict, device: str = "cpu"):
-        from stillhouse.teachers.load import load_teacher
-
-        self.members = [load_teacher(folder / name, device) for name in description["members"]]
-        self.labels = description["labels"]
-        for member in self.members:
-            if list(member.labels) != list(self.labels):
-                raise ModelError(f"ensemble member {member.name} has labels in another order",
-                                 "rebuild the teacher with one label set")
-        weights = np.asarray(description["weights"], dtype=np.float64)
-        self.weights = weights / weights.sum()
-        self.name = "ensemble(" + ", ".join(f"{m.name}*{w:.2f}" for m, w in zip(self.members, self.weights)) + ")"
-        self.fingerprint = dir_fingerprint(folder)
-        sizes = [getattr(m, "parameters", None) for m in self.members]
-        self.parameters = sum(sizes) if all(s is not None for s in sizes) else None
-
-    def logits(self, texts: list[str], desc: str | None = None) -> np.ndarray:
-        return ensemble_logits([m.logits(texts, desc=f"{desc} [{m.name}]" if desc else None) for m in self.members],
-                               self.weights)
-
-
-def ensemble_logits(member_logits: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """log(Σ_m w_m softmax(z_m)) for ``[n, K]`` member logits and weights summing to 1: a proper distribution's
-    log, so the probabilities it implies sum to 1 exactly."""
-    from stillhouse.evaluate.metrics import softmax
-
-    mixed = sum(w * softmax(np.asarray(z, dtype=np.float64)) for z, w in zip(member_logits, weights))
-    return np.log(np.clip(mixed, 1e-30, 1.0)).astype(np.float32)
-
-
 def save_prompted_teacher(spec: LLMTeacherSpec | EndpointTeacherSpec, labels: list[str], seed: pd.DataFrame,
                           seed_value: int, folder: Path) -> None:
     """Write a prompted teacher's folder: its spec, label set and chosen demonstrations."""
@@ -177,9 +144,9 @@ def save_prompted_teacher(spec: LLMTeacherSpec | EndpointTeacherSpec, labels: li
 
 
 def load_described_teacher(folder: Path, device: str = "cpu"):
-    """A teacher from a folder with ``teacher.json`` (prompted LLM, endpoint or ensemble)."""
+    """A prompted teacher from a folder with ``teacher.json`` (a local LLM or an endpoint)."""
     description = json.loads((folder / TEACHER_FILE).read_text(encoding="utf-8"))
-    kinds = {"llm": PromptedLLMTeacher, "endpoint": EndpointLLMTeacher, "ensemble": EnsembleTeacher}
+    kinds = {"llm": PromptedLLMTeacher, "endpoint": EndpointLLMTeacher}
     if description.get("kind") not in kinds:
         raise ModelError(f"{folder / TEACHER_FILE} has unknown kind {description.get('kind')!r}",
                          "point to a teacher folder written by a Stillhouse run")

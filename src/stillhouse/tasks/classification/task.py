@@ -1,0 +1,191 @@
+"""The pipeline's verbs for ``task.type: classification`` (see :class:`stillhouse.tasks.base.Task`).
+
+The teacher (a fine-tuned encoder, a prompted LLM or an ensemble) gives every seed, pool and synthetic row a
+probability over the labels; the student learns them with the Hinton loss (plus the seed's hard labels, weight
+``distillation.alpha``); the baseline is the same student on the seed's hard labels alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from stillhouse.data.io import atomic_dir, write_json
+from stillhouse.data.prepare import PreparedData
+from stillhouse.distill.fit import baseline_epochs, device, train_on_launcher
+from stillhouse.errors import StillhouseError
+from stillhouse.progress import say
+from stillhouse.spec import EncoderTeacherSpec, Spec
+from stillhouse.tasks.classification.model import ClassifierInfo, load_classifier, save_classifier
+
+
+def label_indices(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    return frame["label"].map(index).to_numpy(dtype=np.int64)
+
+
+def distillation_rows(spec: Spec, data: PreparedData, soft: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
+    """The student's training rows from ``distillation.sources``: seed rows carry their hard label and soft
+    label; pool and synthetic rows only a soft label (``label_idx`` -1: the KL term alone). ``weight`` is each
+    row's loss weight (``distillation.synthetic_weight`` for synthetic rows, 1 otherwise)."""
+    from stillhouse.distill.soft_labels import attach_teacher_logits
+
+    sources = spec.distillation.sources
+    parts = []
+    if "seed" in sources:
+        parts.append(pd.DataFrame({"text": data.seed["text"], "label_idx": label_indices(data.seed, data.labels),
+                                   "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed")),
+                                   "weight": 1.0}))
+    weights = {"pool": 1.0, "synthetic": spec.distillation.synthetic_weight}
+    for split, frame in (("pool", data.pool), ("synthetic", synthetic)):
+        if split in sources and len(frame):
+            parts.append(pd.DataFrame({"text": frame["text"], "label_idx": -1,
+                                       "teacher_logits": list(attach_teacher_logits(frame, soft, split)),
+                                       "weight": weights[split]}))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if rows.empty:
+        raise StillhouseError(f"no training rows for the student from distillation.sources {sources} "
+                              "(no pool rows and no synthetic rows kept?)", "add `seed` to distillation.sources")
+    return rows
+
+
+class ClassificationTask:
+    name: ClassVar[str] = "classification"
+    headline: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "ece", "latency_ms_p50")
+    retention: ClassVar[str] = "student_retention"
+
+    def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
+        """Read, check, sample and validate (GE seed suite) the data into seed/pool/eval
+        (:mod:`stillhouse.data.prepare`)."""
+        from stillhouse.data.prepare import prepare_data
+
+        data = prepare_data(spec, out_dir, validation_dir)
+        say(f"data: {data.report['counts']}; seed suite passed")
+        return data.report["counts"]
+
+    def teacher(self, spec: Spec, data_dir: str, out_dir: str) -> dict:
+        """Fine-tune an encoder (Ray Train), choose a prompted LLM's demonstrations, or build each member of an
+        ensemble (:func:`stillhouse.teachers.build_teacher_folder`)."""
+        from stillhouse.teachers import build_teacher_folder
+        from stillhouse.teachers.encoder import init_teacher
+        from stillhouse.teachers.llm import save_prompted_teacher
+
+        data = PreparedData.load(data_dir)
+        y = label_indices(data.seed, data.labels)
+
+        def encoder(teacher: EncoderTeacherSpec, folder: Path) -> None:
+            model, tokenizer, info = init_teacher(teacher, data.seed["text"].tolist(), y, data.labels,
+                                                  spec.runtime.seed)
+            if teacher.epochs == 0:
+                with atomic_dir(folder) as tmp:
+                    save_classifier(model, tokenizer, info, tmp)
+                return
+            rows = pd.DataFrame({"text": data.seed["text"], "label_idx": y})
+            train_on_launcher(spec, "teacher", model, tokenizer, info, rows, str(folder), save=save_classifier,
+                              epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.learning_rate,
+                              head_lr=teacher.head_learning_rate, freeze_embeddings=teacher.freeze_word_embeddings)
+
+        build_teacher_folder(spec.teacher, out_dir, encoder,
+                             lambda teacher, folder: save_prompted_teacher(teacher, data.labels, data.seed,
+                                                                           spec.runtime.seed, folder),
+                             {"labels": data.labels})
+        return {"teacher": spec.teacher.kind, "seed_rows": len(data.seed)}
+
+    def synthesize(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
+                   validation_dir: str | None) -> dict:
+        """Generate, teacher-label, filter and validate synthetic texts (:mod:`stillhouse.synth.synthesize`)."""
+        from stillhouse.synth.synthesize import synthesize
+
+        report = synthesize(spec, data_dir, teacher_dir, out_dir, validation_dir, device=device(spec))
+        return {"enabled": report["enabled"], **({"kept": report["filter"]["kept"]} if report["enabled"] else {})}
+
+    def soft_label(self, spec: Spec, data_dir: str, teacher_dir: str, synthetic_dir: str, out_dir: str,
+                   validation_dir: str | None) -> dict:
+        """Teacher logits for the seed and pool rows, plus the synthetic rows' (already computed) → GE soft-label
+        suite → ``soft_labels.parquet``."""
+        from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, soft_label_table, write_soft_labels
+        from stillhouse.synth.synthesize import load_synthetic
+        from stillhouse.teachers.load import load_teacher
+        from stillhouse.validate.runner import require, run_suite
+        from stillhouse.validate.suites import soft_label_checks, soft_label_frame
+
+        data = PreparedData.load(data_dir)
+        frames = {"seed": data.seed}
+        if "pool" in spec.distillation.sources:
+            frames["pool"] = data.pool
+        table = soft_label_table(load_teacher(teacher_dir, device(spec)), frames, spec.distillation.temperature)
+        synthetic, _ = load_synthetic(synthetic_dir)
+        if "synthetic" in spec.distillation.sources and len(synthetic):
+            synthetic_rows = synthetic.assign(split="synthetic", temperature=spec.distillation.temperature)
+            table = pd.concat([table, synthetic_rows[table.columns]], ignore_index=True)
+        frame = soft_label_frame(table, data.seed, data.labels)
+        result = run_suite("soft_labels", frame, soft_label_checks(frame, spec.validation.soft_labels),
+                           validation_dir)
+        require(result, "check the teacher (its training, prompt or verbalizers), or relax validation.soft_labels")
+        counts = {f"{k}_rows": int(v) for k, v in table["split"].value_counts().items()}
+        with atomic_dir(out_dir) as tmp:
+            write_soft_labels(table, tmp / SOFT_LABELS_FILE)
+            write_json(tmp / "summary.json", {"rows": len(table), **counts, "great_expectations": {
+                "suite": "soft_labels", "expectations": result.evaluated, "rows": result.rows}})
+        return {"rows": len(table), **counts}
+
+    @staticmethod
+    def _untrained_student(spec: Spec, teacher_dir: str, data: PreparedData):
+        from stillhouse.distill.student import build_student
+        from stillhouse.teachers.load import encoder_folder
+
+        folder = encoder_folder(teacher_dir)
+        if folder is not None:
+            teacher, tokenizer, info = load_classifier(folder)
+        else:  # a prompted teacher only: the spec guarantees a `pretrained` student with its own tokenizer
+            teacher, tokenizer = None, None
+            info = ClassifierInfo(labels=data.labels, max_length=spec.student.max_length or 128, base_model="")
+        return build_student(spec.student, teacher, tokenizer, info, data.seed["text"].tolist(),
+                             label_indices(data.seed, data.labels), spec.runtime.seed)
+
+    def _fit(self, spec: Spec, name: str, data: PreparedData, teacher_dir: str, rows: pd.DataFrame, out_dir: str,
+             epochs: int, **loss) -> None:
+        model, tokenizer, info = self._untrained_student(spec, teacher_dir, data)
+        d = spec.distillation
+        train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, save=save_classifier, epochs=epochs,
+                          batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
+                          freeze_embeddings=d.freeze_word_embeddings and spec.student.kind != "config", **loss)
+
+    def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
+                out_dir: str) -> dict:
+        """Student on seed (hard + soft label), pool and synthetic rows (soft label only), with the Hinton loss."""
+        from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, read_soft_labels
+        from stillhouse.synth.synthesize import load_synthetic
+
+        data = PreparedData.load(data_dir)
+        soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
+        rows = distillation_rows(spec, data, soft, load_synthetic(synthetic_dir)[0])
+        d = spec.distillation
+        self._fit(spec, "student", data, teacher_dir, rows, out_dir, d.epochs, alpha=d.alpha,
+                  temperature=d.temperature)
+        return {"train_rows": len(rows)}
+
+    def baseline(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
+        data = PreparedData.load(data_dir)
+        rows = pd.DataFrame({"text": data.seed["text"], "label_idx": label_indices(data.seed, data.labels)})
+        epochs = baseline_epochs(spec.distillation.epochs, len(data.seed), len(data.pool))
+        self._fit(spec, "baseline", data, teacher_dir, rows, out_dir, epochs)
+        return {"train_rows": len(rows), "epochs": epochs}
+
+    def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
+                 out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
+        from stillhouse.evaluate.compare import evaluate_run
+
+        return evaluate_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir,
+                            soft_labels_dir)
+
+    def lineage(self, spec: Spec, metrics: dict) -> dict:
+        student, teacher = metrics["models"]["student"], metrics["models"]["teacher"]
+        return {"labels": metrics["labels"], "accuracy": student["accuracy"], "macro_f1": student["macro_f1"],
+                "teacher_accuracy": teacher["accuracy"], "retention": metrics["comparison"][self.retention]}
+
+
+TASK = ClassificationTask()
