@@ -3,7 +3,7 @@
 Takes the work folder of a ``benchmarks/rerank.py`` run (its prepared FiQA data and the student's training
 file: seed and pool questions with the teacher's scores and the seed judgments) and trains all-MiniLM-L6-v2 as
 a bi-encoder from the shipped checkpoint with each recipe in ``--configs``, in this process with the library's
-own loss and batching (:class:`stillhouse.distill.training.RankingItems`, ``_optimizer``); after every epoch it
+own loss and batching (:class:`stillhouse.tasks.reranking.train.RankingItems`, ``_optimizer``); after every epoch it
 scores the held-out and pool questions' candidates and records nDCG@10. Cheaper than a benchmark run per recipe
 (no teacher, no baseline, no latency), so it is how the benchmark's default recipe was chosen.
 
@@ -48,7 +48,8 @@ def ndcg(model, tokenizer, data, split: str, judged: dict, max_length: int) -> f
 def run(config: dict, work: Path, data, judged: dict, init_dir: str) -> list[dict]:
     import torch
 
-    from stillhouse.distill.training import RankingItems, TrainJob, _batches, _optimizer, train_epoch
+    from stillhouse.distill.training import TrainJob, _batches, _optimizer, train_epoch
+    from stillhouse.tasks.reranking.train import RANKING_ITEMS, RankingItems
 
     cfg = DEFAULTS | config
     job = TrainJob(name="sweep", init_model_dir=init_dir,
@@ -56,8 +57,8 @@ def run(config: dict, work: Path, data, judged: dict, init_dir: str) -> list[dic
                    storage_dir=str(work / "sweep"), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                    learning_rate=cfg["learning_rate"], head_learning_rate=cfg["head_learning_rate"],
                    max_length=cfg["max_length"], alpha=cfg["alpha"], temperature=cfg["temperature"],
-                   use_teacher_logits=True, task="reranking", hard_loss=cfg["hard_loss"], soft_loss=cfg["soft_loss"],
-                   group_size=cfg["group_size"], freeze_word_embeddings=True)
+                   use_teacher_logits=True, items=RANKING_ITEMS, freeze_word_embeddings=True,
+                   options={"hard_loss": cfg["hard_loss"], "soft_loss": cfg["soft_loss"], "group_size": cfg["group_size"]})
     torch.manual_seed(job.seed)  # dropout draws: the same recipe gives the same figures
     items = RankingItems(job)
     model = items.model

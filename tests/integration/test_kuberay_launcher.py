@@ -25,6 +25,7 @@ from stillhouse.errors import StillhouseError
 from stillhouse.spec.runtime import KubeRaySpec, RuntimeSpec
 from stillhouse.models.hf import load_encoder
 from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+from stillhouse.tasks.classification.train import ITEMS
 from tests.conftest import make_rows
 from tests.integration.test_training import _accuracy, _job
 from tests.kube_api import FakeRayJobAPI
@@ -63,7 +64,7 @@ def _inputs(tmp_path) -> TrainJob:
     pd.DataFrame({"text": ["a"], "label_idx": [0]}).to_parquet(tmp_path / "train.parquet")
     return TrainJob(name="student", init_model_dir=str(tmp_path / "init"), train_file=str(tmp_path / "train.parquet"),
                     storage_dir=str(tmp_path / "work"), epochs=1, batch_size=1, learning_rate=1e-3,
-                    head_learning_rate=1e-3, max_length=8)
+                    head_learning_rate=1e-3, max_length=8, items=ITEMS)
 
 
 def _succeeds_with_checkpoint(api: FakeRayJobAPI):

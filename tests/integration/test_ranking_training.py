@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stillhouse.cluster.local_ray import LocalRayLauncher
-from stillhouse.distill.training import TrainJob, load_trained_state, sample_group
+from stillhouse.distill.training import TrainJob, load_trained_state
+from stillhouse.tasks.reranking.train import EMBEDDING_ITEMS, RANKING_ITEMS, sample_group
 from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
 from stillhouse.tasks.reranking.model import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
                                         score_pairs, tiny_t5)
@@ -43,13 +44,13 @@ def mrr(folder, state, rows) -> float:
     return ranking_metrics(rankings, qrels)["mrr@10"]
 
 
-def fit(folder, model, tokenizer, frame, epochs, **settings):
+def fit(folder, model, tokenizer, frame, epochs, hard_loss="listwise", soft_loss="listwise", **settings):
     save_reranker(model, tokenizer, RerankerInfo(kind="cross_encoder", max_length=32), folder / "init")
     frame.to_parquet(folder / "train.parquet")
     job = TrainJob(name="rank", init_model_dir=str(folder / "init"), train_file=str(folder / "train.parquet"),
                    storage_dir=str(folder / "ray"), epochs=epochs, batch_size=4, learning_rate=3e-3,
-                   head_learning_rate=3e-2, max_length=32, task="reranking", group_size=5, workers=1,
-                   cpus_per_worker=1, **settings)
+                   head_learning_rate=3e-2, max_length=32, items=RANKING_ITEMS, workers=1, cpus_per_worker=1,
+                   options={"group_size": 5, "hard_loss": hard_loss, "soft_loss": soft_loss}, **settings)
     return load_trained_state(LocalRayLauncher().fit(job))
 
 
@@ -127,7 +128,7 @@ def test_bi_encoder_learns_the_teacher_embeddings_and_with_them_its_ranking(tmp_
     pd.DataFrame({"text": texts, "teacher_embedding": list(targets.numpy())}).to_parquet(tmp_path / "train.parquet")
     job = TrainJob(name="embed", init_model_dir=str(tmp_path / "init"), train_file=str(tmp_path / "train.parquet"),
                    storage_dir=str(tmp_path / "ray"), epochs=15, batch_size=8, learning_rate=3e-3,
-                   head_learning_rate=3e-2, max_length=32, task="embedding", workers=1, cpus_per_worker=1)
+                   head_learning_rate=3e-2, max_length=32, items=EMBEDDING_ITEMS, workers=1, cpus_per_worker=1)
     state = load_trained_state(LocalRayLauncher().fit(job))
     trained = load_reranker(tmp_path / "init")[0]
     trained.load_state_dict(state)

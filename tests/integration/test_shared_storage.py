@@ -23,6 +23,7 @@ from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob
 from stillhouse.errors import StillhouseError
 from stillhouse.models.hf import load_encoder
 from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+from stillhouse.tasks.classification.train import ITEMS
 from tests.conftest import make_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -95,7 +96,7 @@ def test_the_rayjob_entrypoint_trains_from_s3_and_resumes_from_the_checkpoint_th
     job = TrainJob(name="t", init_model_dir=storage.join(folder, "init"),
                    train_file=storage.join(folder, "train.parquet"), storage_dir=storage.join(folder, "ray"),
                    epochs=4, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-2, max_length=16,
-                   workers=1, cpus_per_worker=1, max_failures=1)
+                   workers=1, cpus_per_worker=1, max_failures=1, items=ITEMS)
     storage.write_text(storage.join(folder, "job.json"), json.dumps(job.to_config()))
 
     # A fresh process, as the submitter's: it starts its own Ray; its worker dies hard after epoch 1.

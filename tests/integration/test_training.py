@@ -10,6 +10,7 @@ from stillhouse.cluster.local_ray import LocalRayLauncher
 from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob, load_trained_state
 from stillhouse.models.hf import load_encoder
 from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, encode_texts, load_classifier, save_classifier
+from stillhouse.tasks.classification.train import ITEMS
 from tests.conftest import make_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -31,7 +32,7 @@ def _job(folder, epochs, **kw) -> TrainJob:
     settings = {"workers": 1, "cpus_per_worker": 1, **kw}
     return TrainJob(name="t", init_model_dir=str(folder / "init"), train_file=str(folder / "train.parquet"),
                     storage_dir=str(folder / "ray"), epochs=epochs, batch_size=8, learning_rate=3e-3,
-                    head_learning_rate=3e-2, max_length=16, **settings)
+                    head_learning_rate=3e-2, max_length=16, items=ITEMS, **settings)
 
 
 def _accuracy(folder, state, rows) -> float:

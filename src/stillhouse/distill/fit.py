@@ -21,12 +21,12 @@ _BASELINE_MAX_EPOCHS = 30
 
 
 def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.DataFrame, out_dir: str, *,
-                      save: Callable, epochs: int, batch_size: int, lr: float, head_lr: float,
+                      save: Callable, items: str, epochs: int, batch_size: int, lr: float, head_lr: float,
                       freeze_embeddings: bool, alpha: float = 1.0, temperature: float = 1.0,
                       **job_fields) -> None:
-    """Save the initial model (``save``: the task's model writer), run a TrainJob on the launcher, save the
-    trained model to ``out_dir``. ``job_fields`` are the task's further :class:`TrainJob` fields (its loss
-    items, ``task``, group sizes)."""
+    """Save the initial model (``save``: the task's model writer), run a TrainJob of the task's ``items`` class
+    on the launcher, save the trained model to ``out_dir``. ``job_fields`` are further :class:`TrainJob` fields
+    (the items' ``options``)."""
     work = Path(out_dir).parent / f"{Path(out_dir).name}-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -38,7 +38,7 @@ def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.Da
                    use_teacher_logits="teacher_logits" in rows or "teacher_scores" in rows, seed=spec.runtime.seed,
                    workers=spec.runtime.workers, cpus_per_worker=spec.runtime.cpus_per_worker,
                    use_gpu=spec.runtime.use_gpu, max_failures=spec.runtime.max_failures,
-                   freeze_word_embeddings=freeze_embeddings, **job_fields)
+                   freeze_word_embeddings=freeze_embeddings, items=items, **job_fields)
     checkpoint = launcher_for(spec.runtime).fit(job)
     model.load_state_dict(load_trained_state(checkpoint))
     with atomic_dir(out_dir) as tmp:

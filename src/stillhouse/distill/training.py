@@ -1,18 +1,11 @@
 """The one training loop for teachers and students, run per worker by Ray Train's ``TorchTrainer``.
 
 A :class:`TrainJob` says what to train (a model folder to start from), on what (a Parquet file), and how (loss
-weights, optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster. What
-one training item is depends on ``task``:
-
-- ``classification``: a row of ``text``, ``label_idx`` (−1 = no hard label), optionally ``teacher_logits`` and
-  a loss ``weight``; the model is a classifier folder; the loss :func:`~stillhouse.distill.losses.distillation_loss`.
-- ``reranking``: a query with its candidates: ``query``, ``passages`` (list), ``relevance`` (list of grades,
-  −1 = unjudged), optionally ``teacher_scores`` (list) and ``weight``; the model is a re-ranker folder; each
-  epoch draws ``group_size`` candidates per query (its relevant ones first); the loss
-  :func:`~stillhouse.distill.losses.ranking_loss`.
-- ``embedding``: a row of ``text`` and the teacher's embedding of it ``teacher_embedding`` (list), optionally
-  ``weight``; the model is a bi-encoder re-ranker folder; the loss
-  :func:`~stillhouse.distill.losses.embedding_cosine`.
+weights, optimiser, epochs). The same job runs on local Ray or, through a launcher, on a KubeRay cluster. What one
+training item is, how the model folder loads and what the loss is are the task's: ``items`` names its items
+class (``module:Class``, e.g. :class:`stillhouse.tasks.classification.train.ClassificationItems`), which is
+built from the job and provides ``model``, ``count`` and ``loss(model, batch, epoch, device)``; ``options`` are
+that class's own settings. This loop knows no task.
 
 Each epoch ends with a checkpoint (model, optimiser, scheduler, epoch); when a worker dies, Ray Train
 restarts the worker group (``FailureConfig.max_failures``) and the loop resumes from the last checkpoint.
@@ -24,17 +17,15 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import pandas as pd
 import torch
 
 from stillhouse.cluster import storage
-from stillhouse.distill.losses import distillation_loss, embedding_cosine, ranking_loss
 from stillhouse.progress import progress, say
-from stillhouse.tasks.classification.model import load_classifier, tokenize
 
 _STATE_FILE = "train_state.pt"
 # Fault injection for the resume test: crash once, after this epoch, when the variable is set.
@@ -64,13 +55,21 @@ class TrainJob:
     max_failures: int = 2
     warmup_fraction: float = 0.1
     freeze_word_embeddings: bool = False
-    task: str = "classification"  # | "reranking" | "embedding"
-    hard_loss: str = "listwise"  # reranking: a key of losses.HARD_RANKING_LOSSES
-    soft_loss: str = "listwise"  # reranking: a key of losses.SOFT_RANKING_LOSSES
-    group_size: int = 8  # reranking: candidates per query per step
+    items: str = ""  # the task's items class, `module:Class` (see the module docstring)
+    options: dict = field(default_factory=dict)  # that class's own settings (plain JSON values)
 
     def to_config(self) -> dict:
         return asdict(self)
+
+
+class Items(Protocol):
+    """One task's training items: ``model`` (loaded from ``job.init_model_dir``), ``count`` items, and the loss of
+    a batch of item indices."""
+
+    model: torch.nn.Module
+    count: int
+
+    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor: ...
 
 
 def _batches(n_rows: int, batch_size: int, rank: int, world: int, epoch: int, seed: int) -> list[np.ndarray]:
@@ -113,115 +112,17 @@ def _maybe_inject_failure(epoch: int, storage_dir: str) -> None:
         os._exit(1)
 
 
-class ClassificationItems:
-    """Rows of text with a hard label and/or teacher logits: :func:`distillation_loss` per batch of rows."""
+def load_items(job: TrainJob) -> Items:
+    """The job's training items: its ``items`` class built from the job."""
+    import importlib
 
-    def __init__(self, job: TrainJob):
-        self.job = job
-        self.model, self.tokenizer, _ = load_classifier(job.init_model_dir)
-        frame = pd.read_parquet(job.train_file)
-        self.texts = frame["text"].tolist()
-        self.labels = torch.tensor(frame["label_idx"].to_numpy(), dtype=torch.long)
-        self.teacher = (torch.tensor(np.stack(frame["teacher_logits"].to_numpy()), dtype=torch.float32)
-                        if job.use_teacher_logits else None)
-        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
-        self.count = len(self.texts)
-
-    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
-        job = self.job
-        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], job.max_length)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
-            logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-        return distillation_loss(logits.float(), self.labels[batch].to(device),
-                                 self.teacher[batch].to(device) if self.teacher is not None else None,
-                                 job.alpha, job.temperature,
-                                 self.weights[batch].to(device) if self.weights is not None else None)
+    module, _, name = job.items.partition(":")
+    if not module or not name:
+        raise ValueError(f"TrainJob.items must be `module:Class`, not {job.items!r}")
+    return getattr(importlib.import_module(module), name)(job)
 
 
-def sample_group(relevance: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of up to ``size`` candidates: the relevant ones first (up to ``size``), the rest drawn at random.
-
-    Keeping every relevant candidate gives the hard-label loss something to rank; drawing the rest anew each
-    epoch shows the model more of each query's list than one fixed group would.
-    """
-    relevant = np.flatnonzero(relevance > 0)[:size]
-    others = np.setdiff1d(np.arange(len(relevance)), relevant)
-    drawn = rng.choice(others, size=min(len(others), size - len(relevant)), replace=False)
-    return np.concatenate([relevant, np.sort(drawn)]).astype(np.int64)
-
-
-class RankingItems:
-    """Queries with their candidate lists: :func:`ranking_loss` over ``group_size`` candidates per query."""
-
-    def __init__(self, job: TrainJob):
-        from stillhouse.tasks.reranking.model import load_reranker
-
-        self.job = job
-        self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)
-        frame = pd.read_parquet(job.train_file)
-        self.queries = frame["query"].tolist()
-        self.passages = [list(p) for p in frame["passages"]]
-        self.relevance = [np.asarray(r, dtype=np.float32) for r in frame["relevance"]]
-        self.teacher = ([np.asarray(t, dtype=np.float32) for t in frame["teacher_scores"]]
-                        if job.use_teacher_logits else None)
-        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
-        self.count = len(self.queries)
-
-    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
-        job = self.job
-        groups = [sample_group(self.relevance[i], job.group_size, np.random.default_rng([job.seed, epoch, int(i)]))
-                  for i in batch]
-        width = max(len(g) for g in groups)
-        mask = torch.zeros(len(batch), width, dtype=torch.bool)
-        relevance = torch.full((len(batch), width), -1.0)
-        teacher = torch.zeros(len(batch), width) if self.teacher is not None else None
-        queries, passages = [], []
-        for row, (i, group) in enumerate(zip(batch, groups)):
-            mask[row, :len(group)] = True
-            relevance[row, :len(group)] = torch.from_numpy(self.relevance[i][group])
-            if teacher is not None:
-                teacher[row, :len(group)] = torch.from_numpy(self.teacher[i][group])
-            queries += [self.queries[i]] * len(group)
-            passages += [self.passages[i][j] for j in group]
-        core = model.module if hasattr(model, "module") else model
-        enc = core.encode(self.tokenizer, queries, passages, job.max_length)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
-            flat = model(**{k: v.to(device) for k, v in enc.items() if k in core.INPUTS}).float()
-        scores = torch.zeros(len(batch), width, device=device).masked_scatter(mask.to(device), flat)
-        return ranking_loss(scores, mask.to(device), relevance.to(device),
-                            teacher.to(device) if teacher is not None else None, job.hard_loss, job.soft_loss,
-                            job.alpha, job.temperature,
-                            self.weights[batch].to(device) if self.weights is not None else None)
-
-
-class EmbeddingItems:
-    """Texts with the teacher's embeddings: :func:`embedding_cosine` between the bi-encoder's and the teacher's."""
-
-    def __init__(self, job: TrainJob):
-        from stillhouse.tasks.reranking.model import BiEncoder, load_reranker
-
-        self.job = job
-        self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)
-        if not isinstance(self.model, BiEncoder):
-            raise ValueError(f"embedding distillation trains a bi-encoder; {job.init_model_dir} is not one")
-        frame = pd.read_parquet(job.train_file)
-        self.texts = frame["text"].tolist()
-        self.teacher = torch.tensor(np.stack(frame["teacher_embedding"].to_numpy()), dtype=torch.float32)
-        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
-        self.count = len(self.texts)
-
-    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
-        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], self.job.max_length)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
-            embedded = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
-        return embedding_cosine(embedded, self.teacher[batch].to(device),
-                                self.weights[batch].to(device) if self.weights is not None else None)
-
-
-ITEMS = {"classification": ClassificationItems, "reranking": RankingItems, "embedding": EmbeddingItems}
-
-
-def train_epoch(model, items: ClassificationItems | RankingItems | EmbeddingItems, batches, epoch: int, device,
+def train_epoch(model, items: Items, batches, epoch: int, device,
                 optimizer, scheduler) -> float:
     """One pass over ``batches`` (arrays of item indices): loss, backward, clip to norm 1, step. Returns the
     mean loss (NaN for no batches)."""
@@ -253,7 +154,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    items = ITEMS[job.task](job)
+    items = load_items(job)
     model = items.model
 
     if job.freeze_word_embeddings:

@@ -20,6 +20,7 @@ from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import EncoderTeacherSpec, Spec
 from stillhouse.tasks.classification.model import ClassifierInfo, load_classifier, save_classifier
+from stillhouse.tasks.classification.train import ITEMS
 
 
 def label_indices(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
@@ -85,7 +86,7 @@ class ClassificationTask:
                 return
             rows = pd.DataFrame({"text": data.seed["text"], "label_idx": y})
             train_on_launcher(spec, "teacher", model, tokenizer, info, rows, str(folder), save=save_classifier,
-                              epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.learning_rate,
+                              items=ITEMS, epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.learning_rate,
                               head_lr=teacher.head_learning_rate, freeze_embeddings=teacher.freeze_word_embeddings)
 
         build_teacher_folder(spec.teacher, out_dir, encoder,
@@ -150,8 +151,8 @@ class ClassificationTask:
              epochs: int, **loss) -> None:
         model, tokenizer, info = self._untrained_student(spec, teacher_dir, data)
         d = spec.distillation
-        train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, save=save_classifier, epochs=epochs,
-                          batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
+        train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, save=save_classifier, items=ITEMS,
+                          epochs=epochs, batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
                           freeze_embeddings=d.freeze_word_embeddings and spec.student.kind != "config", **loss)
 
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,

@@ -23,6 +23,7 @@ from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.reranking.model import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
+from stillhouse.tasks.reranking.train import EMBEDDING_ITEMS, RANKING_ITEMS
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
 TEACHER_EMBEDDINGS_FILE = "ranking_teacher_embeddings.parquet"
@@ -33,8 +34,8 @@ def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.D
     r = spec.ranking
     train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, epochs=epochs,
                       batch_size=r.queries_per_batch, lr=lr, head_lr=head_lr, freeze_embeddings=freeze,
-                      save=save_reranker, task="reranking", hard_loss=r.teacher_loss, soft_loss=r.loss,
-                      group_size=r.group_size, **fields)
+                      save=save_reranker, items=RANKING_ITEMS,
+                      options={"hard_loss": r.teacher_loss, "soft_loss": r.loss, "group_size": r.group_size}, **fields)
 
 
 def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Path) -> None:
@@ -217,7 +218,7 @@ def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path,
     train_on_launcher(spec, "student (embeddings)", model, tokenizer, info, rows, stage,
                       epochs=r.embedding_epochs, batch_size=r.embedding_batch_size, lr=r.embedding_learning_rate,
                       head_lr=spec.distillation.head_learning_rate, freeze_embeddings=_freeze(spec),
-                      save=save_reranker, task="embedding")
+                      save=save_reranker, items=EMBEDDING_ITEMS)
     shutil.rmtree(stage, ignore_errors=True)
     return len(rows)
 
@@ -250,7 +251,7 @@ class RerankingTask:
         from stillhouse.validate.runner import require, run_suite
         from stillhouse.validate.suites import ranking_soft_label_checks
 
-        from stillhouse.teachers.ranking import load_ranking_teacher
+        from stillhouse.teachers.ranking import load_ranking_teacher, score_groups
 
         data = PreparedRanking.load(data_dir)
         teacher = load_ranking_teacher(teacher_dir, device(spec))
