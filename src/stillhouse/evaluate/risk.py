@@ -1,0 +1,102 @@
+"""Binary risk metrics as pure functions of arrays, for scoring models (credit risk, fraud): discrimination
+(AUC, KS), probability quality (Brier, log loss), the cost of decisions at a threshold, and fairness across the
+groups of a sensitive feature (Fairlearn).
+
+``y`` is ``[n]`` 0/1 with 1 the *positive* (risky) class, e.g. a borrower who defaults; ``p`` is ``[n]`` the
+model's probability of the positive class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative (ties count
+    half), from the Mann–Whitney U statistic. NaN when only one class is present."""
+    y = np.asarray(y).astype(bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(p)  # average ranks: a tie between a positive and a negative counts half
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
+    """Kolmogorov–Smirnov: the largest gap between the positives' and the negatives' score distributions (the
+    credit-scoring convention for how well a score separates the two)."""
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        return float("nan")
+    thresholds = np.unique(p)
+    positive_cdf = np.searchsorted(np.sort(p[y]), thresholds, side="right") / y.sum()
+    negative_cdf = np.searchsorted(np.sort(p[~y]), thresholds, side="right") / (~y).sum()
+    return float(np.max(np.abs(positive_cdf - negative_cdf)))
+
+
+def brier_score(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean squared error of the positive-class probability."""
+    return float(np.mean((np.asarray(p, dtype=np.float64) - y) ** 2))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean −log p(outcome), probabilities clipped to [1e-12, 1 − 1e-12] to stay finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return float(-np.mean(np.where(np.asarray(y) == 1, np.log(p), np.log(1 - p))))
+
+
+def cost_threshold(false_negative_cost: float, false_positive_cost: float) -> float:
+    """The probability above which flagging a row costs less in expectation than passing it: flag when
+    ``p · C_fn > (1 − p) · C_fp``, i.e. ``p > C_fp / (C_fp + C_fn)`` (German credit's 5:1 gives 1/6)."""
+    return false_positive_cost / (false_positive_cost + false_negative_cost)
+
+
+def cost_weighted_error(y: np.ndarray, flagged: np.ndarray, false_negative_cost: float,
+                        false_positive_cost: float) -> float:
+    """Mean cost per row of the decisions ``flagged`` (``[n]`` bool, flagged = predicted positive): a missed
+    positive costs ``false_negative_cost``, a flagged negative ``false_positive_cost``."""
+    y, flagged = np.asarray(y).astype(bool), np.asarray(flagged).astype(bool)
+    return float(np.mean(np.where(y & ~flagged, false_negative_cost, 0.0)
+                         + np.where(~y & flagged, false_positive_cost, 0.0)))
+
+
+def fairness(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray) -> dict:
+    """Fairlearn's view of the decisions ``flagged`` across ``groups`` (``[n]`` group names): per group the row
+    count, selection rate (share flagged), true- and false-positive rates and accuracy (``MetricFrame``); the
+    demographic-parity ratio (smallest selection rate over the largest: the four-fifths rule asks ≥ 0.8) and the
+    equalized-odds difference (the larger of the TPR and FPR gaps between groups)."""
+    from fairlearn.metrics import (MetricFrame, count, demographic_parity_ratio, equalized_odds_difference,
+                                   false_positive_rate, selection_rate, true_positive_rate)
+
+    y, flagged = np.asarray(y).astype(int), np.asarray(flagged).astype(int)
+    groups = pd.Series(np.asarray(groups).astype(str), name="group")
+    frame = MetricFrame(metrics={"rows": count, "selection_rate": selection_rate, "tpr": true_positive_rate,
+                                 "fpr": false_positive_rate,
+                                 "accuracy": lambda t, q: float(np.mean(np.asarray(t) == np.asarray(q)))},
+                        y_true=y, y_pred=flagged, sensitive_features=groups)
+    by_group = {str(name): {key: int(value) if key == "rows" else _plain(value) for key, value in row.items()}
+                for name, row in frame.by_group.to_dict(orient="index").items()}
+    return {"groups": by_group,
+            "demographic_parity_ratio": _plain(demographic_parity_ratio(y, flagged, sensitive_features=groups)),
+            "equalized_odds_difference": _plain(equalized_odds_difference(y, flagged, sensitive_features=groups))}
+
+
+def _plain(value) -> float | None:
+    """A JSON-ready number: NaN (a group with no positives has no TPR) becomes None."""
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def risk_metrics(y: np.ndarray, p: np.ndarray, threshold: float, false_negative_cost: float,
+                 false_positive_cost: float, bins: int = 15) -> dict:
+    """The quality block of metrics.json for one binary scoring model."""
+    from stillhouse.evaluate.metrics import expected_calibration_error
+
+    probs = np.stack([1 - np.asarray(p, dtype=np.float64), p], axis=1)
+    flagged = np.asarray(p) > threshold
+    return {"auc": roc_auc(y, p), "ks": ks_statistic(y, p), "brier": brier_score(y, p), "log_loss": log_loss(y, p),
+            "ece": expected_calibration_error(probs, np.asarray(y).astype(int), bins), "threshold": threshold,
+            "flagged_rate": float(np.mean(flagged)),
+            "cost_weighted_error": cost_weighted_error(y, flagged, false_negative_cost, false_positive_cost)}

@@ -1,0 +1,101 @@
+"""Raw feature rows → the float matrix a tabular model reads, fitted once and saved with the model.
+
+Numeric columns: missing values become the fitted median, then each column is standardised (mean 0, sd 1 on
+the fitting rows; a constant column stays 0). Categorical columns: one-hot over the categories seen while
+fitting (at most ``max_categories`` per column, the most frequent; the rest share an ``other`` column), with a
+``missing`` column; a category never seen while fitting counts as ``other``. Serving needs only the raw
+columns: the encoder is part of the saved model folder (``preprocess.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stillhouse.errors import DataError
+
+PREPROCESS_FILE = "preprocess.json"
+OTHER, MISSING = "__other__", "__missing__"
+
+
+def infer_column_types(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) of ``columns``: numbers (not booleans) are numeric, everything else categorical."""
+    numeric = [c for c in columns
+               if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    return numeric, [c for c in columns if c not in numeric]
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    numeric: list[str]
+    categorical: list[str]
+    medians: list[float]
+    means: list[float]
+    scales: list[float]
+    categories: dict[str, list[str]]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str],
+            max_categories: int = 20) -> Preprocessor:
+        missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
+        if missing:
+            raise DataError(f"feature column(s) {missing} are not in the data", "fix task.numeric / "
+                            "task.categorical, or the data's header")
+        values = _numeric_block(frame, numeric)
+        medians = np.nan_to_num(np.nanmedian(values, axis=0), nan=0.0) if numeric else np.zeros(0)
+        filled = np.where(np.isnan(values), medians, values)
+        means, scales = filled.mean(axis=0), filled.std(axis=0)
+        categories = {c: [str(v) for v in frame[c].dropna().astype(str).value_counts().index[:max_categories]]
+                      for c in categorical}
+        return cls(list(numeric), list(categorical), medians.tolist(), means.tolist(),
+                   np.where(scales > 0, scales, 1.0).tolist(), categories)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """One name per output column: the numeric columns, then ``column=category`` per one-hot column."""
+        return [*self.numeric, *(f"{c}={v}" for c in self.categorical
+                                 for v in [*self.categories[c], OTHER, MISSING])]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """``[rows, len(feature_names)]`` float32. Missing columns are an error naming them."""
+        absent = [c for c in [*self.numeric, *self.categorical] if c not in frame.columns]
+        if absent:
+            raise DataError(f"the rows lack feature column(s) {absent}", "send every feature the model was "
+                            "trained on (its model card lists them)")
+        values = _numeric_block(frame, self.numeric)
+        values = np.where(np.isnan(values), np.asarray(self.medians), values)
+        blocks = [(values - np.asarray(self.means)) / np.asarray(self.scales)]
+        for column in self.categorical:
+            known = self.categories[column]
+            index = {v: i for i, v in enumerate(known)}
+            raw = frame[column]
+            position = np.array([len(known) + 1 if pd.isna(v) else index.get(str(v), len(known)) for v in raw])
+            onehot = np.zeros((len(frame), len(known) + 2))
+            onehot[np.arange(len(frame)), position] = 1.0
+            blocks.append(onehot)
+        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((len(frame), 0), np.float32)
+
+    def save(self, folder: str | Path) -> None:
+        (Path(folder) / PREPROCESS_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Preprocessor:
+        return cls(**json.loads((Path(folder) / PREPROCESS_FILE).read_text(encoding="utf-8")))
+
+
+def _numeric_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The numeric columns as float64, NaN where missing; a value that is not a number is an error naming the
+    column (never the value: rows may hold personal data)."""
+    out = np.empty((len(frame), len(columns)))
+    for j, column in enumerate(columns):
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        bad = converted.isna() & frame[column].notna()
+        if bad.any():
+            raise DataError(f"numeric column `{column}` has {int(bad.sum())} value(s) that are not numbers",
+                            f"clean the column, or declare `{column}` categorical")
+        out[:, j] = converted.to_numpy(dtype=np.float64)
+    return out
