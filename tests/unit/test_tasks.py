@@ -101,3 +101,16 @@ def test_no_import_cycles():
         if name not in seen:
             walk(name, [name])
     assert not cycles, "import cycles: " + "; ".join(" → ".join(c) for c in cycles[:5])
+
+
+def test_no_undefined_names_or_unused_imports():
+    """Moving code between modules is how a name goes missing (a re-ranking step lost ``score_groups`` this way,
+    seen only when the step ran): pyflakes' checks, through ruff, over every Python file."""
+    import subprocess
+    import sys
+
+    folders = [str(REPO / name) for name in ("src", "tests", "benchmarks", "components", "pipelines", "serving",
+                                             "scripts")]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "F", *folders],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
