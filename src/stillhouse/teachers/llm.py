@@ -1,5 +1,5 @@
-"""LLM teachers: a causal LM (local or behind an OpenAI-compatible endpoint) scored on label *verbalizers*,
-and ensembles that average several teachers' probabilities.
+"""LLM teachers: a causal LM (local or behind an OpenAI-compatible endpoint) scored on label *verbalizers*.
+Ensembles of teachers are loaded by :mod:`stillhouse.teachers.load`, which loads their members.
 
 A verbalizer is the phrase that names a label (``card_arrival`` → " card arrival"). The teacher's logit for a
 label is log P(verbalizer | prompt), where the prompt is an instruction, optional few-shot demonstrations
@@ -143,9 +143,11 @@ def save_prompted_teacher(spec: LLMTeacherSpec | EndpointTeacherSpec, labels: li
                                        "spec": spec.model_dump(mode="json"), "demonstrations": demonstrations})
 
 
-def load_described_teacher(folder: Path, device: str = "cpu"):
-    """A prompted teacher from a folder with ``teacher.json`` (a local LLM or an endpoint)."""
-    description = json.loads((folder / TEACHER_FILE).read_text(encoding="utf-8"))
+def load_described_teacher(folder: Path, device: str = "cpu", description: dict | None = None):
+    """A prompted teacher from a folder with ``teacher.json`` (a local LLM or an endpoint); ``description`` is
+    that file's content where the caller has read it already."""
+    if description is None:
+        description = json.loads((folder / TEACHER_FILE).read_text(encoding="utf-8"))
     kinds = {"llm": PromptedLLMTeacher, "endpoint": EndpointLLMTeacher}
     if description.get("kind") not in kinds:
         raise ModelError(f"{folder / TEACHER_FILE} has unknown kind {description.get('kind')!r}",

@@ -1,8 +1,8 @@
 """Loading any saved teacher as one interface: texts in, logits over the label set out.
 
 A teacher folder is either a classifier folder (the fine-tuned encoder, ``classifier.json``) or a
-``teacher.json`` folder describing a prompted LLM, an endpoint, or an ensemble of member folders (see
-:mod:`stillhouse.teachers.llm`). Every consumer (soft-labelling, synthesis filtering, evaluation) goes
+``teacher.json`` folder describing a prompted LLM or an endpoint (:mod:`stillhouse.teachers.llm`), or an
+ensemble of member folders (:class:`EnsembleTeacher`, here: it loads its members through :func:`load_teacher`). Every consumer (soft-labelling, synthesis filtering, evaluation) goes
 through :func:`load_teacher`, so adding a kind of teacher changes nothing downstream.
 """
 
@@ -52,11 +52,12 @@ def load_teacher(folder: str | Path, device: str = "cpu") -> Teacher:
     """The teacher saved in ``folder`` (see the module docstring for the two folder kinds)."""
     folder = Path(folder)
     if (folder / TEACHER_FILE).is_file():
-        if read_json(folder / TEACHER_FILE).get("kind") == "ensemble":
-            return EnsembleTeacher(folder, read_json(folder / TEACHER_FILE), device)
+        description = read_json(folder / TEACHER_FILE)
+        if description.get("kind") == "ensemble":
+            return EnsembleTeacher(folder, description, device)
         from stillhouse.teachers.llm import load_described_teacher
 
-        return load_described_teacher(folder, device)
+        return load_described_teacher(folder, device, description)
     return EncoderTeacher(folder, device)
 
 
