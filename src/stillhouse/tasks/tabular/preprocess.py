@@ -73,7 +73,9 @@ class Preprocessor:
             known = self.categories[column]
             index = {v: i for i, v in enumerate(known)}
             raw = frame[column]
-            position = np.array([len(known) + 1 if pd.isna(v) else index.get(str(v), len(known)) for v in raw])
+            # one column at a time, not one value: this runs on every scored request
+            position = raw.astype(str).map(index).fillna(len(known)).to_numpy(dtype=np.int64)
+            position[raw.isna().to_numpy()] = len(known) + 1
             onehot = np.zeros((len(frame), len(known) + 2))
             onehot[np.arange(len(frame)), position] = 1.0
             blocks.append(onehot)
