@@ -79,12 +79,13 @@ def _cmd_models_list(args) -> int:
     if not rows:
         print("no packaged students yet (run `stillhouse run SPEC`)")
         return 0
-    print(f"{'tag':<48} {'created':<20} {'quality':>14} {'retention':>9}  spec")
+    print(f"{'tag':<48} {'created':<20} {'quality':>14} {'retention':>9} {'gate':>6}  spec")
     for r in rows:
-        acc = (f"acc {r['accuracy']:.4f}" if r["accuracy"] is not None
+        acc = (f"AUC {r['auc']:.4f}" if r.get("auc") is not None
+               else f"acc {r['accuracy']:.4f}" if r["accuracy"] is not None
                else f"nDCG@10 {r['ndcg@10']:.4f}" if r.get("ndcg@10") is not None else "-")
         ret = f"{r['retention']:.3f}" if r["retention"] is not None else "-"
-        print(f"{r['tag']:<48} {r['created']:<20} {acc:>14} {ret:>9}  {r['spec_hash']}")
+        print(f"{r['tag']:<48} {r['created']:<20} {acc:>14} {ret:>9} {r.get('gate') or '-':>6}  {r['spec_hash']}")
     return 0
 
 

@@ -41,6 +41,8 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     }
     metadata.update(task_for(spec.task.type).lineage(spec, metrics))
     labels = {"run": spec.name}
+    if "gate" in metrics:  # a student that failed the promotion gate is stored, and says so where it is listed
+        labels["gate"] = metrics["gate"]["verdict"]
     files = {name: Path(evaluation_dir) / name for name in ("metrics.json", "model_card.md", "report.html")}
     calibration = student.get("calibration")
     if calibration:
@@ -57,14 +59,12 @@ def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Pat
     fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it."""
     import bentoml
 
-    from stillhouse.tasks.classification.model import set_temperature
-
     with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
                                metadata=metadata or {}) as model:
         target = Path(model.path)
         shutil.copytree(classifier_dir, target / "student")
         if temperature is not None:
-            set_temperature(target / "student", temperature)
+            task_for(task).set_temperature(str(target / "student"), temperature)
         for filename, source in (files or {}).items():
             shutil.copy2(source, target / filename)
             if filename in ("model_card.md", "report.html"):  # written before the tag existed: fill it in
@@ -86,7 +86,8 @@ def list_students() -> list[dict]:
             continue
         rows.append({"tag": str(model.tag), "created": info.creation_time.strftime("%Y-%m-%d %H:%M:%S"),
                      "run": info.labels.get("run", ""), "accuracy": info.metadata.get("accuracy"),
-                     "ndcg@10": info.metadata.get("ndcg@10"),
+                     "ndcg@10": info.metadata.get("ndcg@10"), "auc": info.metadata.get("auc"),
+                     "gate": info.labels.get("gate", ""), "task": info.labels.get("task", "classification"),
                      "retention": info.metadata.get("retention"), "spec_hash": info.metadata.get("spec_hash", "")[:12],
                      "path": model.path})
     return sorted(rows, key=lambda r: r["created"], reverse=True)

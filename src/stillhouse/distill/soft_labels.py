@@ -50,9 +50,11 @@ def read_soft_labels(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def attach_teacher_logits(frame: pd.DataFrame, soft_labels: pd.DataFrame, split: str) -> np.ndarray:
+def attach_teacher_logits(frame: pd.DataFrame, soft_labels: pd.DataFrame, split: str,
+                          fingerprints: list[str] | None = None) -> np.ndarray:
     """Teacher logits ``[len(frame), classes]`` aligned to ``frame`` by row id; checks the input fingerprints
-    so soft labels from another version of the data cannot be joined silently."""
+    (``fingerprints``, default: of each row's text) so soft labels from another version of the data cannot be
+    joined silently."""
     table = soft_labels[soft_labels["split"] == split].set_index("row_id")
     if frame.empty:  # e.g. no unlabelled pool: all rows were labelled
         return np.zeros((0, len(soft_labels["teacher_logits"].iloc[0])), dtype=np.float32)
@@ -60,7 +62,7 @@ def attach_teacher_logits(frame: pd.DataFrame, soft_labels: pd.DataFrame, split:
     if missing.any():
         raise ValueError(f"{int(missing.sum())} {split} rows have no soft label")
     rows = table.loc[frame["row_id"]]
-    expected = [text_fingerprint(t) for t in frame["text"]]
+    expected = fingerprints if fingerprints is not None else [text_fingerprint(t) for t in frame["text"]]
     if list(rows["input_fingerprint"]) != expected:
         raise ValueError(f"soft labels for {split} were computed on different text (fingerprint mismatch)")
     return np.stack(rows["teacher_logits"].to_numpy()).astype(np.float32)

@@ -34,6 +34,17 @@ from stillhouse.spec.runtime import (
     KubernetesSpec,
     RuntimeSpec,
 )
+from stillhouse.spec.tabular import (
+    TABULAR_DISTILLATION,
+    CostSpec,
+    FeaturesSpec,
+    GateSpec,
+    GradientBoostingTeacherSpec,
+    LogisticTeacherSpec,
+    ProfilesSpec,
+    ScenarioSpec,
+    TabularTaskSpec,
+)
 from stillhouse.spec.synthesis import (
     AugmentSpec,
     LLMGeneratorSpec,
@@ -134,6 +145,9 @@ class DataSpec(_Strict):
         "the seed): added to the seed after sampling, each replacing a seed row with the same text; one that is "
         "also an evaluation text is dropped (counted), as any seed row would be.")
     sampling: SamplingSpec | None = Field(None, description="Carve the sets out of `seed` (see SamplingSpec).")
+    features: FeaturesSpec | None = Field(
+        None, description="Task `tabular`: join the inputs point-in-time from a Feast feature service; the files "
+        "then hold entity rows (task.entity, task.timestamp, the label).")
 
     @field_validator("seed", "pool", "eval", "feedback", mode="before")
     @classmethod
@@ -151,6 +165,17 @@ def _data_kind(value) -> str:
     fields = value if isinstance(value, dict) else vars(value) if hasattr(value, "__dict__") else {}
     return "reranking" if "corpus" in fields or "qrels" in fields else "classification"
 
+
+def _task_kind(value) -> str:
+    name = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "tabular" if name == "tabular" else "text"
+
+
+TaskSection = Annotated[Annotated[TaskSpec, Tag("text")] | Annotated[TabularTaskSpec, Tag("tabular")],
+                        Discriminator(_task_kind)]
+# the teachers and the student that learn from rows of columns rather than text
+TABULAR_TEACHERS = (GradientBoostingTeacherSpec, LogisticTeacherSpec)
+TABULAR_STUDENTS = ("mlp",)
 
 DataSection = Annotated[Annotated[DataSpec, Tag("classification")] | Annotated[RankingDataSpec, Tag("reranking")],
                         Discriminator(_data_kind)]
@@ -174,15 +199,18 @@ class TinyEncoderConfig(_Strict):
 class StudentSpec(_Strict):
     """The small model that learns from the teacher's soft labels."""
 
-    kind: Literal["layer_subset", "pretrained", "config", "monot5"] = Field(
+    kind: Literal["layer_subset", "pretrained", "config", "monot5", "mlp"] = Field(
         "layer_subset",
         description="`layer_subset`: the teacher's first `layers` layers and its head (same tokenizer); "
         "`pretrained`: any Hugging Face encoder `model`; `config`: a small random-init encoder; `monot5` "
         "(re-ranking): a sequence-to-sequence re-ranker, a T5/monoT5 checkpoint `model` or a random-init T5 "
-        "built from `config` over the teacher's tokenizer.",
+        "built from `config` over the teacher's tokenizer; `mlp` (tabular): a small multi-layer perceptron "
+        "over the preprocessed columns (`hidden: []` is logistic regression).",
     )
     layers: int = Field(2, gt=0, description="Layers kept for `layer_subset`.")
     model: str | None = Field(None, description="Model for `pretrained` (same forms as teacher.model).")
+    hidden: list[int] = Field([64, 32], description="`mlp`: hidden layer widths (empty: a linear model).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="`mlp`: dropout after each hidden layer.")
     config: TinyEncoderConfig | None = Field(None, description="Architecture for `config`.")
     max_length: int | None = Field(None, gt=0, description="Default: the teacher's max_length.")
     head_init: Literal["logistic_regression", "copy_teacher", "random"] = Field(
@@ -250,7 +278,8 @@ class Spec(_Strict):
 
     name: str = Field(description="Run name; runs land in `<output_dir>/<name>/<timestamp>/`.")
     description: str = Field("", description="One line on the intended use (goes into the model card).")
-    task: TaskSpec = TaskSpec()
+    task: TaskSection = Field(TaskSpec(), description="`type: classification` (default), `reranking` or "
+                              "`tabular` (TabularTaskSpec), or a task registered by a plugin.")
     data: DataSection = Field(description="Seed/pool/eval files (classification), or a BEIR-layout set (reranking).")
     teacher: TeacherSpec = Field(description="`kind: encoder` (default), `llm`, `endpoint` or `ensemble`.")
     student: StudentSpec = StudentSpec()
@@ -264,6 +293,17 @@ class Spec(_Strict):
     output_dir: str = Field("runs", description="Folder for run folders (relative to the spec's folder, like every "
                             "path in a spec).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tabular_defaults(cls, raw):
+        """Task `tabular` trains an MLP from scratch: its own `distillation` defaults where the spec is silent
+        (filled into the spec itself, so the run folder's spec says what ran)."""
+        if isinstance(raw, dict) and isinstance(raw.get("task"), dict) and raw["task"].get("type") == "tabular":
+            distillation = raw.get("distillation")
+            if distillation is None or isinstance(distillation, dict):
+                raw = {**raw, "distillation": {**TABULAR_DISTILLATION, **(distillation or {})}}
+        return raw
+
     @field_validator("teacher", mode="before")
     @classmethod
     def _teacher_kind(cls, teacher):
@@ -271,6 +311,8 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _student_fits_teacher(self) -> "Spec":
+        if self.task.type == "tabular":
+            return self
         own_tokenizer = self.student.kind == "pretrained" or (self.student.kind == "monot5" and self.student.model)
         if encoder_teacher(self.teacher) is None and not own_tokenizer:
             raise ValueError(f"student.kind `{self.student.kind}` builds on the teacher's encoder and tokenizer, "
@@ -279,7 +321,33 @@ class Spec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _tabular_fits(self) -> "Spec":
+        members = self.teacher.members if isinstance(self.teacher, EnsembleTeacherSpec) else [self.teacher]
+        tabular_teacher = [isinstance(m, TABULAR_TEACHERS) for m in members]
+        if self.task.type != "tabular":
+            if any(tabular_teacher) or self.student.kind in TABULAR_STUDENTS or getattr(self.data, "features", None) is not None \
+                    or (self.synthesis is not None and self.synthesis.generator == "copula"):
+                raise ValueError("gradient_boosting / logistic_regression teachers, student.kind `mlp`, "
+                                 "data.features and generator `copula` are for task.type `tabular`")
+            return self
+        if not isinstance(self.data, DataSpec):
+            raise ValueError("task.type `tabular` takes seed/pool/eval files in `data`")
+        if not all(tabular_teacher):
+            raise ValueError("task.type `tabular` needs a tabular teacher: teacher.kind `gradient_boosting` or "
+                             "`logistic_regression`, or an ensemble of them")
+        if self.student.kind not in TABULAR_STUDENTS:
+            raise ValueError("task.type `tabular` needs student.kind `mlp`")
+        if self.synthesis is not None and self.synthesis.generator != "copula":
+            raise ValueError("task.type `tabular` synthesises profiles with generator `copula`")
+        if self.data.features is not None and not (self.task.entity and self.task.timestamp):
+            raise ValueError("data.features needs task.entity and task.timestamp (the entity rows' join key and "
+                             "event time)")
+        return self
+
+    @model_validator(mode="after")
     def _task_fits(self) -> "Spec":
+        if self.task.type == "tabular":
+            return self
         reranking = self.task.type == "reranking"
         if reranking != isinstance(self.data, RankingDataSpec):
             raise ValueError("task.type `reranking` takes `data` in the BEIR layout (corpus, queries, qrels) and "
@@ -325,13 +393,14 @@ class Spec(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
 
 
-_TEACHER_TAG = re.compile(r"((?:^|\.)(?:teacher|members\.\d+))\.(?:encoder|llm|endpoint|ensemble)(?=[.:])")
+_TEACHER_TAG = re.compile(r"((?:^|\.)(?:teacher|members\.\d+))\.(?:encoder|llm|endpoint|ensemble|gradient_boosting|logistic_regression)(?=[.:])")
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     # `data` and each teacher are unions told apart by their fields or `kind`; the union's tag is not a field
     # the user wrote, so leave it out (`teacher.epoch`, not `teacher.encoder.epoch`).
-    problems = [_TEACHER_TAG.sub(r"\1", re.sub(r"^data\.(classification|reranking)(\.|:)", r"data\2", line))
+    problems = [_TEACHER_TAG.sub(r"\1", re.sub(r"^(data|task)\.(classification|reranking|text|tabular)(\.|:)",
+                                                r"\1\3", line))
                 for line in validation_problems(err)]
     return "\n".join([f"invalid spec {origin}:", *(f"  {line}" for line in problems)])
 
@@ -348,6 +417,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     for key in ("corpus", "queries", "qrels", "candidates"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str((base / data[key]).resolve())
+    features = data.get("features")
+    if isinstance(features, dict) and isinstance(features.get("repo"), str) and not Path(features["repo"]).is_absolute():
+        features["repo"] = str((base / features["repo"]).resolve())
     for key in ("seed", "pool", "eval", "feedback"):
         source = data.get(key)
         if isinstance(source, str):
@@ -389,7 +461,8 @@ def spec_from_json(text: str) -> Spec:
 
 
 __all__ = [
-    "AugmentSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
+    "AugmentSpec", "CostSpec", "FeaturesSpec", "GateSpec", "GradientBoostingTeacherSpec", "LogisticTeacherSpec",
+    "ProfilesSpec", "ScenarioSpec", "TabularTaskSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
     "KubeRaySpec", "KubernetesSpec", "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
     "SoftLabelChecks", "Spec", "StudentSpec",

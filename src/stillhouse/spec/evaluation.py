@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from stillhouse.spec.base import _Strict
+from stillhouse.spec.tabular import GateSpec
 
 
 class EvaluationSpec(_Strict):
@@ -20,3 +21,5 @@ class EvaluationSpec(_Strict):
         "temperature per model on the held-out rows (cross-fitted for the reported figures; applied only when it "
         "lowers the out-of-fold NLL), `none` serves the model's own probabilities.")
     calibration_folds: int = Field(5, ge=2, le=20, description="Folds for cross-fitting the calibration figures.")
+    gate: GateSpec = Field(GateSpec(), description="Task `tabular`: the promotion gate the student must pass; a "
+                           "failing gate marks the run and the packaged model `gate: failed`.")

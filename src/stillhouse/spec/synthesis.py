@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from stillhouse.spec.base import EndpointSpec, _Strict
+from stillhouse.spec.tabular import ProfilesSpec
 
 
 class AugmentSpec(_Strict):
@@ -63,9 +64,10 @@ class QuerySynthesisSpec(_Strict):
 class SynthesisSpec(_Strict):
     """Synthetic rows: generated per label from seed examples, soft-labelled by the teacher, filtered, validated."""
 
-    generator: Literal["llm", "endpoint", "augment"] = Field(
+    generator: Literal["llm", "endpoint", "augment", "copula"] = Field(
         description="`llm`: a local causal LM; `endpoint`: the same prompts over an OpenAI-compatible endpoint; "
-        "`augment`: span mixing and word noise, no LLM.")
+        "`augment`: span mixing and word noise, no LLM; `copula` (task `tabular`): profiles from a Gaussian copula "
+        "fitted to the seed, plus `profiles.scenarios`.")
     per_label: int = Field(20, gt=0, description="Rows generated per label (before filtering).")
     shots: int = Field(4, gt=0, description="Seed examples of the label shown in each prompt.")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
@@ -81,6 +83,7 @@ class SynthesisSpec(_Strict):
     augment: AugmentSpec = AugmentSpec()
     filters: SynthesisFilterSpec = SynthesisFilterSpec()
     queries: QuerySynthesisSpec = Field(QuerySynthesisSpec(), description="Re-ranking: synthetic queries.")
+    profiles: ProfilesSpec = Field(ProfilesSpec(), description="Tabular: synthetic profiles and scenarios.")
 
     @model_validator(mode="after")
     def _endpoint_given(self) -> SynthesisSpec:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from stillhouse.spec.base import EndpointSpec, _Strict
+from stillhouse.spec.tabular import GradientBoostingTeacherSpec, LogisticTeacherSpec
 
 
 class EncoderTeacherSpec(_Strict):
@@ -80,7 +81,8 @@ class EndpointTeacherSpec(_VerbalizerTeacher):
         return f"LLM `{self.endpoint.model}` at {self.endpoint.url} ({self._prompting()})"
 
 
-_Member = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec, Field(discriminator="kind")]
+_Member = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec | GradientBoostingTeacherSpec
+                    | LogisticTeacherSpec, Field(discriminator="kind")]
 
 
 class EnsembleTeacherSpec(_Strict):
@@ -111,8 +113,8 @@ class EnsembleTeacherSpec(_Strict):
         return self
 
 
-TeacherSpec = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec | EnsembleTeacherSpec,
-                        Field(discriminator="kind")]
+TeacherSpec = Annotated[EncoderTeacherSpec | LLMTeacherSpec | EndpointTeacherSpec | EnsembleTeacherSpec
+                        | GradientBoostingTeacherSpec | LogisticTeacherSpec, Field(discriminator="kind")]
 
 
 def _with_kind(teacher):

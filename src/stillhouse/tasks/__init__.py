@@ -16,6 +16,7 @@ from stillhouse.errors import SpecError
 BUILTIN_TASKS = {
     "classification": "stillhouse.tasks.classification.task",
     "reranking": "stillhouse.tasks.reranking.task",
+    "tabular": "stillhouse.tasks.tabular.task",
 }
 ENTRY_POINT_GROUP = "stillhouse.tasks"
 

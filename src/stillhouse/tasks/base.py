@@ -45,5 +45,9 @@ class Task(Protocol):
                  out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
         """metrics.json, report.html and model_card.md comparing teacher, student and baseline."""
 
+    def set_temperature(self, folder: str, temperature: float) -> None:
+        """Record the calibration temperature fitted at evaluation in a stored copy of the student, so serving
+        divides its logits by it (tasks whose evaluation fits none are never asked)."""
+
     def lineage(self, spec: Spec, metrics: dict) -> dict:
         """What the registry records of a packaged student beside the shared lineage (its headline figures)."""

@@ -185,3 +185,52 @@ def synthetic_query_checks(queries: pd.DataFrame, checks: SyntheticChecks) -> tu
         Check(E.ExpectColumnValuesToBeBetween(column="max_abs_score", max_value=1e4),
               "teacher scores are finite", show="query"),
     ]
+
+
+def tabular_seed_checks(seed: pd.DataFrame, schema, checks: SeedChecks) -> tuple[pd.DataFrame, list[Check]]:
+    """The tabular seed suite over ``seed`` (row_id, label, the columns of ``schema``, a
+    :class:`~stillhouse.tasks.tabular.data.TabularSchema`): columns, numeric types, labels, counts."""
+    frame = seed.assign(label_count=seed["label"].map(seed["label"].value_counts()).astype(float))
+    return frame, [
+        *(Check(E.ExpectColumnToExist(column=c), f"column `{c}` is present")
+          for c in ["row_id", "label", *schema.inputs, *schema.sensitive]),
+        *(Check(E.ExpectColumnValuesToBeInTypeList(column=c, type_list=_NUMBER_TYPES), f"`{c}` is numeric")
+          for c in schema.numeric),
+        Check(E.ExpectColumnValuesToNotBeNull(column="label"), "no missing label"),
+        Check(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(schema.labels)),
+              "labels are in the label set"),
+        Check(E.ExpectColumnValuesToBeUnique(column="row_id"), "row ids are unique"),
+        Check(E.ExpectColumnValuesToBeBetween(column="label_count", min_value=checks.min_per_label),
+              f"every label has at least {checks.min_per_label} seed rows", show="label"),
+        Check(E.ExpectTableRowCountToBeBetween(min_value=checks.min_rows, max_value=checks.max_rows),
+              f"{checks.min_rows}-{checks.max_rows} seed rows"),
+    ]
+
+
+_NUMBER_TYPES = ["int", "int8", "int16", "int32", "int64", "float", "float32", "float64", "Int64", "Float64"]
+
+
+def profile_checks(profiles: pd.DataFrame, ranges: dict[str, tuple[float, float]], integral: list[str],
+                   categories: dict[str, list[str]], labels: list[str]) -> tuple[pd.DataFrame, list[Check]]:
+    """The synthetic-profile suite over the kept profiles (row_id, label, scenario, the columns): plausible ranges
+    (``ranges``: numeric column → (low, high)), whole numbers where the seed has them, known categories, labels,
+    and each profile's distance to the nearest real record at or above the privacy threshold (``privacy_ok``)."""
+    checks = [Check(E.ExpectColumnValuesToBeUnique(column="row_id"), "row ids are unique"),
+              Check(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)),
+                    "labels are in the label set"),
+              Check(E.ExpectColumnValuesToBeInSet(column="privacy_ok", value_set=[True]),
+                    "privacy: no profile closer to a real record than the threshold", show="scenario")]
+    for column, (low, high) in ranges.items():
+        checks += [Check(E.ExpectColumnValuesToBeInTypeList(column=column, type_list=_NUMBER_TYPES),
+                         f"`{column}` is numeric"),
+                   Check(E.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high),
+                         f"`{column}` is within its plausible range [{low:g}, {high:g}]", show="scenario")]
+    frame = profiles.copy()
+    for column in integral:
+        frame[f"{column}__whole"] = np.isclose(frame[column].astype(float) % 1, 0) | frame[column].isna()
+        checks.append(Check(E.ExpectColumnValuesToBeInSet(column=f"{column}__whole", value_set=[True]),
+                            f"`{column}` is a whole number, as in the seed", show="scenario"))
+    for column, values in categories.items():
+        checks.append(Check(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)),
+                            f"`{column}` takes one of the seed's categories", show="scenario"))
+    return frame, checks

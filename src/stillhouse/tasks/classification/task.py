@@ -183,6 +183,11 @@ class ClassificationTask:
         return evaluate_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir,
                             soft_labels_dir)
 
+    def set_temperature(self, folder: str, temperature: float) -> None:
+        from stillhouse.tasks.classification.model import set_temperature
+
+        set_temperature(folder, temperature)
+
     def lineage(self, spec: Spec, metrics: dict) -> dict:
         student, teacher = metrics["models"]["student"], metrics["models"]["teacher"]
         return {"labels": metrics["labels"], "accuracy": student["accuracy"], "macro_f1": student["macro_f1"],

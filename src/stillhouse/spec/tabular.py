@@ -1,0 +1,189 @@
+"""Spec sections of the ``tabular`` task: the columns and costs (``task:``), tree and linear teachers, Feast
+features (``data.features``), synthetic borrower profiles (``synthesis.profiles``) and the promotion gate
+(``evaluation.gate``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from stillhouse.spec.base import _Strict
+
+
+# `distillation` defaults for task `tabular`, filled in where the spec leaves them out: the spec's own defaults
+# are a pretrained text encoder's (3 epochs at 1e-4 barely move a randomly initialised MLP). An MLP on a few
+# thousand rows: 60 epochs at 3e-3, batch 64.
+TABULAR_DISTILLATION = {"epochs": 60, "batch_size": 64, "learning_rate": 3e-3, "head_learning_rate": 3e-3}
+
+
+class CostSpec(_Strict):
+    """What a wrong decision costs, per row (German credit's documentation: a bad borrower passed costs 5, a
+    good one refused 1). The decision threshold is where both errors cost the same in expectation."""
+
+    false_negative: float = Field(5.0, gt=0, description="Cost of passing a positive row (e.g. a defaulter).")
+    false_positive: float = Field(1.0, gt=0, description="Cost of flagging a negative row (e.g. a good borrower).")
+
+
+class TabularTaskSpec(_Strict):
+    """Rows of numeric and categorical columns → a label (binary or multi-class)."""
+
+    type: Literal["tabular"]
+    label_field: str = Field("label", description="Column holding the label (the target).")
+    labels: list[str] | None = Field(None, description="The label set, in order. Default: the sorted labels of "
+                                     "the seed set.")
+    positive_label: str | None = Field(
+        None, description="Binary tasks: the label the risk metrics, costs and fairness treat as positive (flagged, "
+        "e.g. `bad`). Default: the less frequent label of the seed set.")
+    numeric: list[str] | None = Field(None, description="Numeric input columns. Default: inferred (number-typed "
+                                      "columns that are not the label, entity, timestamp or a sensitive feature).")
+    categorical: list[str] | None = Field(None, description="Categorical input columns. Default: inferred (the "
+                                          "other columns).")
+    sensitive_features: list[str] = Field(
+        [], description="Protected columns the fairness figures are computed over (e.g. sex, age). They are not "
+        "model inputs unless `sensitive_as_inputs`.")
+    sensitive_as_inputs: bool = Field(False, description="Let the models see the sensitive features too.")
+    sensitive_bins: dict[str, list[float]] = Field(
+        {}, description="Numeric sensitive feature → ascending cut points that turn it into groups, e.g. "
+        "`age_in_years: [25]` → `<25` and `>=25`. A numeric sensitive feature needs cut points.")
+    sensitive_groups: dict[str, dict[str, str]] = Field(
+        {}, description="Categorical sensitive feature → value → group, e.g. to read sex out of a column that "
+        "also holds marital status (`male : single: male`). Values not listed are their own group.")
+    entity: str | None = Field(None, description="Column identifying the entity (e.g. `borrower_id`): kept out of "
+                               "the inputs; the Feast join key.")
+    timestamp: str | None = Field(None, description="Column with each row's event time: kept out of the inputs; "
+                                  "with `data.features`, the point in time features are read as of.")
+    costs: CostSpec = CostSpec()
+    contributions: int = Field(3, ge=0, le=20, description="Top feature contributions returned per scored row.")
+
+    @field_validator("sensitive_bins")
+    @classmethod
+    def _ascending(cls, bins: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, cuts in bins.items():
+            if not cuts or any(b <= a for a, b in zip(cuts, cuts[1:])):
+                raise ValueError(f"`{column}`: give one or more cut points in ascending order")
+        return bins
+
+    @model_validator(mode="after")
+    def _columns_disjoint(self) -> TabularTaskSpec:
+        if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
+            raise ValueError("labels: give at least 2 unique labels")
+        if self.positive_label is not None and self.labels is not None and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label `{self.positive_label}` is not one of labels")
+        declared = [*(self.numeric or []), *(self.categorical or [])]
+        if len(set(declared)) != len(declared):
+            raise ValueError("a column is listed twice in numeric / categorical")
+        reserved = {c for c in (self.label_field, self.entity, self.timestamp) if c}
+        if reserved & set(declared):
+            raise ValueError(f"{sorted(reserved & set(declared))}: the label, entity and timestamp columns cannot "
+                             "be inputs")
+        if not self.sensitive_as_inputs and set(self.sensitive_features) & set(declared):
+            raise ValueError(f"{sorted(set(self.sensitive_features) & set(declared))} are sensitive features: "
+                             "remove them from numeric / categorical, or set sensitive_as_inputs: true")
+        unknown = (set(self.sensitive_bins) | set(self.sensitive_groups)) - set(self.sensitive_features)
+        if unknown:
+            raise ValueError(f"sensitive_bins / sensitive_groups name {sorted(unknown)}, which are not "
+                             "sensitive_features")
+        both = set(self.sensitive_bins) & set(self.sensitive_groups)
+        if both:
+            raise ValueError(f"{sorted(both)}: give sensitive_bins (numeric) or sensitive_groups (categorical), "
+                             "not both")
+        return self
+
+
+class GradientBoostingTeacherSpec(_Strict):
+    """Gradient-boosted trees (scikit-learn's histogram gradient boosting) on the preprocessed columns."""
+
+    kind: Literal["gradient_boosting"]
+    max_iter: int = Field(300, gt=0, description="Boosting rounds.")
+    learning_rate: float = Field(0.03, gt=0, le=1)
+    max_leaf_nodes: int = Field(8, ge=2, description="Leaves per tree: small trees on small credit tables.")
+    min_samples_leaf: int = Field(20, gt=0)
+    l2_regularization: float = Field(1.0, ge=0)
+
+    def describe(self) -> str:
+        return (f"gradient-boosted trees ({self.max_iter} rounds, learning rate {self.learning_rate}, "
+                f"{self.max_leaf_nodes} leaves)")
+
+
+class LogisticTeacherSpec(_Strict):
+    """L2-regularised logistic regression on the preprocessed columns (the credit-scoring classic)."""
+
+    kind: Literal["logistic_regression"]
+    c: float = Field(0.3, gt=0, description="Inverse regularisation strength (scikit-learn's C).")
+
+    def describe(self) -> str:
+        return f"logistic regression (C={self.c})"
+
+
+class FeaturesSpec(_Strict):
+    """Training rows from a Feast feature repository: the data files hold entity rows (entity id, event time,
+    label), and the features are joined point-in-time from the feature service."""
+
+    repo: str = Field(description="Feast repository folder (holding feature_store.yaml), relative to the spec.")
+    feature_service: str = Field(description="Feature service whose features are the model's inputs.")
+    materialize: bool = Field(True, description="Apply the repository and load the online store (for serving by "
+                              "entity id) up to the latest event time of the data.")
+
+
+class ScenarioSpec(_Strict):
+    """A rare but critical situation: sampled profiles changed in named columns (``scale``, ``add`` or ``set``)."""
+
+    name: str = Field(description="Scenario name, e.g. `income_shock` (a slug).")
+    fraction: float = Field(gt=0, le=1, description="Share of `profiles.rows` drawn for this scenario.")
+    changes: dict[str, dict[Literal["scale", "add", "set"], float | str]] = Field(
+        min_length=1, description="Column → one change, e.g. `credit_amount: {scale: 2.0}`, "
+        "`other_installment_plans: {set: bank}`.")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
+            raise ValueError("use lowercase letters, digits, '-' and '_'")
+        return name
+
+    @field_validator("changes")
+    @classmethod
+    def _one_change(cls, changes: dict) -> dict:
+        for column, change in changes.items():
+            if len(change) != 1:
+                raise ValueError(f"`{column}`: give exactly one of scale, add, set")
+        return changes
+
+
+class ProfilesSpec(_Strict):
+    """Synthetic rows for tabular tasks: a Gaussian copula fitted to the seed, plus declared scenarios."""
+
+    rows: int = Field(500, gt=0, description="Profiles sampled in all (plain samples plus every scenario's share).")
+    scenarios: list[ScenarioSpec] = Field([], description="Rare situations to add (each a share of `rows`).")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Drop profiles whose top teacher probability is "
+                                  "lower (0: keep all; the teacher's uncertainty is what the student should learn).")
+    privacy_quantile: float = Field(
+        0.05, ge=0, lt=1, description="Privacy: drop a profile closer to a real seed record than this quantile of "
+        "the real records' distances to their own nearest neighbour (standardised features), so no real record is "
+        "copied or lightly edited into the training data.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> ProfilesSpec:
+        names = [s.name for s in self.scenarios]
+        if len(set(names)) != len(names):
+            raise ValueError("scenario names must be unique")
+        if sum(s.fraction for s in self.scenarios) > 1:
+            raise ValueError("the scenarios' fractions add up to more than 1")
+        return self
+
+
+class GateSpec(_Strict):
+    """The promotion gate: limits the student must meet before it is packaged as good (unset: not checked).
+    Fairness limits hold for every sensitive feature; a figure that cannot be measured fails its check."""
+
+    min_auc: float | None = Field(0.70, ge=0, le=1, description="Lowest AUC on the held-out rows.")
+    max_ece: float | None = Field(0.10, ge=0, le=1, description="Highest expected calibration error.")
+    min_demographic_parity_ratio: float | None = Field(
+        0.80, ge=0, le=1, description="Lowest ratio of the smallest group selection rate to the largest (the "
+        "four-fifths rule).")
+    max_equalized_odds_difference: float | None = Field(
+        0.20, ge=0, le=1, description="Largest gap in true- or false-positive rate between groups.")
+    max_auc_loss: float | None = Field(0.02, ge=0, le=1, description="Largest AUC the student may lose against "
+                                       "the teacher.")

@@ -1,0 +1,323 @@
+"""Teacher vs distilled student vs hard-label student on the held-out rows of a tabular run, and the gate.
+
+Per model: accuracy, macro-F1, ECE and NLL; for a binary task also AUC, KS, Brier, log loss and the
+cost-weighted error at the cost threshold (``task.costs``), and Fairlearn's figures per sensitive feature
+(selection rate, TPR and FPR by group; demographic-parity ratio, equalized-odds difference). The student's
+figures are those of the probabilities it serves: its fitted calibration temperature applied. The promotion
+gate (``evaluation.gate``) checks the student; its verdict and every measured value go into ``metrics.json``,
+the report and the model card.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stillhouse import __version__
+from stillhouse.data.fingerprint import dir_fingerprint
+from stillhouse.data.io import atomic_dir, read_json, write_json
+from stillhouse.distill.training import HISTORY_FILE
+from stillhouse.evaluate.calibration import calibrate
+from stillhouse.evaluate.gate import gate_verdict
+from stillhouse.evaluate.metrics import calibration_bins, classification_metrics, softmax
+from stillhouse.evaluate.risk import cost_threshold, fairness, risk_metrics
+from stillhouse.progress import say
+from stillhouse.spec import Spec
+from stillhouse.tasks.tabular.data import TabularData, label_indices
+
+MODELS = ("teacher", "student", "baseline")
+TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
+
+
+def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest AUC (the binary AUC for two labels)."""
+    from stillhouse.evaluate.risk import roc_auc
+
+    if probs.shape[1] == 2:
+        return roc_auc(y == 1, probs[:, 1])
+    return float(np.nanmean([roc_auc(y == k, probs[:, k]) for k in range(probs.shape[1])]))
+
+
+def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarray) -> dict:
+    """The quality, risk and fairness block of one model on the evaluation rows."""
+    schema, bins = data.schema, spec.evaluation.calibration_bins
+    probs = softmax(logits)
+    out = {**classification_metrics(logits, y, bins), "auc": multiclass_auc(y, probs)}
+    if not schema.binary:
+        return out
+    positive = schema.labels.index(schema.positive)
+    is_positive, p = (y == positive), probs[:, positive]
+    costs = spec.task.costs
+    threshold = cost_threshold(costs.false_negative, costs.false_positive)
+    out.update(risk_metrics(is_positive, p, threshold, costs.false_negative, costs.false_positive, bins))
+    flagged = p > threshold
+    out["fairness"] = {column: fairness(is_positive, flagged, schema.groups(data.eval, column))
+                       for column in schema.sensitive}
+    ratios = [f["demographic_parity_ratio"] for f in out["fairness"].values()]
+    gaps = [f["equalized_odds_difference"] for f in out["fairness"].values()]
+    out["demographic_parity_ratio"] = min(ratios) if ratios and None not in ratios else None
+    out["equalized_odds_difference"] = max(gaps) if gaps and None not in gaps else None
+    return out
+
+
+def scoring_latency(scorers: dict, frame, samples: int, batch_size: int) -> dict[str, dict]:
+    """Per model: p50/p95 milliseconds to score one raw row (preprocessing included) and rows per second at
+    ``batch_size``; the models are timed interleaved so that machine noise lands on each alike."""
+    rows = [frame.iloc[[i % len(frame)]] for i in range(samples)]
+    batch = frame.iloc[:batch_size]
+    times: dict[str, list[float]] = {name: [] for name in scorers}
+    for name, score in scorers.items():
+        score(rows[0])  # warm-up
+    for row in rows:
+        for name, score in scorers.items():
+            start = time.perf_counter()
+            score(row)
+            times[name].append((time.perf_counter() - start) * 1000)
+    out = {}
+    for name, score in scorers.items():
+        start, repeats = time.perf_counter(), 5
+        for _ in range(repeats):
+            score(batch)
+        out[name] = {"latency_ms_p50": float(np.percentile(times[name], 50)),
+                     "latency_ms_p95": float(np.percentile(times[name], 95)),
+                     "throughput_per_s": repeats * len(batch) / (time.perf_counter() - start)}
+    return out
+
+
+def _size_mb(folder: str) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
+
+
+def _parameters(teacher) -> int:
+    """Fitted values in the teacher: tree nodes (split feature, threshold, value) or coefficients."""
+    total = 0
+    for model in teacher.models:
+        if hasattr(model, "_predictors"):
+            total += sum(len(tree.nodes) * 3 for stage in model._predictors for tree in stage)
+        else:
+            total += int(model.coef_.size + model.intercept_.size)
+    return total
+
+
+def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
+                     out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
+    from stillhouse.tasks.tabular.model import load_tabular
+    from stillhouse.tasks.tabular.synthesize import load_profiles
+    from stillhouse.tasks.tabular.teacher import load_tabular_teacher
+
+    data = TabularData.load(data_dir)
+    y = label_indices(data.eval, data.labels)
+    teacher = load_tabular_teacher(teacher_dir)
+    students = {"student": load_tabular(student_dir), "baseline": load_tabular(baseline_dir)}
+    logits = {"teacher": teacher.logits(data.eval), **{n: s.logits(data.eval) for n, s in students.items()}}
+    e = spec.evaluation
+    calibration = calibrate(logits["student"], y, e.calibration_bins, e.calibration_folds, spec.runtime.seed,
+                            e.calibration)
+    served = {**logits, "student": logits["student"] / calibration["temperature"]}
+    models = {name: model_figures(spec, data, served[name], y) for name in MODELS}
+    models["student"]["calibration"] = {k: v for k, v in calibration.items() if k != "bins_after"}
+    sizes = {"teacher": _size_mb(teacher_dir), "student": _size_mb(student_dir), "baseline": _size_mb(baseline_dir)}
+    parameters = {"teacher": _parameters(teacher),
+                  **{n: sum(p.numel() for p in s.model.parameters()) for n, s in students.items()}}
+    say(f"evaluate: timing teacher and students per scored row ({e.latency_samples} rows, interleaved, CPU)")
+    speeds = scoring_latency({"teacher": teacher.probabilities, **{n: s.logits for n, s in students.items()}},
+                             data.eval, e.latency_samples, e.throughput_batch_size)
+    for name in MODELS:
+        models[name].update(parameters=parameters[name], size_mb=sizes[name], **speeds[name])
+    headline = "auc" if data.schema.binary else "accuracy"
+    t, s, b = models["teacher"], models["student"], models["baseline"]
+    comparison = {"headline": headline, "student_retention": s[headline] / t[headline] if t[headline] else None,
+                  "auc_loss": t["auc"] - s["auc"], "student_minus_baseline_auc": s["auc"] - b["auc"],
+                  "parameter_ratio": s["parameters"] / t["parameters"] if t["parameters"] else None,
+                  "size_ratio": s["size_mb"] / t["size_mb"] if t["size_mb"] else None,
+                  "speedup_batch1_p50": t["latency_ms_p50"] / s["latency_ms_p50"]}
+    figures = {"auc": s["auc"], "ece": s["ece"], "demographic_parity_ratio": s.get("demographic_parity_ratio"),
+               "equalized_odds_difference": s.get("equalized_odds_difference"), "auc_loss": comparison["auc_loss"]}
+    gate = gate_verdict(e.gate.model_dump(), figures)
+    synthesis = load_profiles(synthetic_dir)[1] if synthetic_dir else {"enabled": False}
+    metrics = {
+        "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
+        "eval_rows": len(y), "labels": data.labels, "positive_label": data.schema.positive,
+        "schema": {"numeric": data.schema.numeric, "categorical": data.schema.categorical,
+                   "sensitive": data.schema.sensitive, "sensitive_bins": data.schema.bins},
+        "costs": spec.task.costs.model_dump(), "models": models, "comparison": comparison, "gate": gate,
+        "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
+        "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),
+        "synthesis": synthesis,
+        "soft_labels": read_json(Path(soft_labels_dir) / "summary.json") if soft_labels_dir else None,
+        "calibration": {"method": e.calibration, "fitted_on": "the held-out evaluation rows",
+                        "served_temperature": calibration["temperature"]},
+    }
+    plots = {"calibration": {n: calibration_bins(softmax(served[n]), y, e.calibration_bins) for n in MODELS},
+             "training_history": {n: read_json(Path(f) / HISTORY_FILE)["epochs"]
+                                  for n, f in (("student", student_dir), ("baseline", baseline_dir))
+                                  if (Path(f) / HISTORY_FILE).is_file()}}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "plots.json", plots)
+        (tmp / "report.html").write_text(render_tabular_report(metrics, plots), encoding="utf-8")
+        (tmp / "model_card.md").write_text(render_tabular_card(spec, metrics), encoding="utf-8")
+    say(f"evaluate: {headline} teacher {t[headline]:.4f} | student {s[headline]:.4f} | hard-label student "
+        f"{b[headline]:.4f} | gate {gate['verdict']}")
+    if gate["verdict"] != "passed":
+        failed = ", ".join(f"{c['figure']} {_number(c['value'])} vs {c['limit']} {c['threshold']:g}"
+                           for c in gate["checks"] if not c["passed"])
+        say(f"evaluate: promotion gate FAILED ({failed}): the student is packaged marked `gate: failed`")
+    return metrics
+
+
+def _number(value) -> str:
+    return "not measured" if value is None else f"{value:.4f}"
+
+
+_COLUMNS = (("auc", "AUC"), ("ks", "KS"), ("brier", "Brier"), ("log_loss", "log loss"), ("ece", "ECE"),
+            ("accuracy", "accuracy"), ("cost_weighted_error", "cost / row"),
+            ("demographic_parity_ratio", "DP ratio (worst)"), ("equalized_odds_difference", "EO diff (worst)"),
+            ("parameters", "parameters"), ("latency_ms_p50", "ms / row (p50)"))
+
+
+def _table(models: dict, markdown: bool) -> str:
+    columns = [(k, t) for k, t in _COLUMNS if any(models[n].get(k) is not None for n in MODELS)]
+
+    def cell(value) -> str:
+        return "—" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+    rows = [[TITLES[n], *(cell(models[n].get(k)) for k, _ in columns)] for n in MODELS]
+    if markdown:
+        return "\n".join(["| model | " + " | ".join(t for _, t in columns) + " |",
+                          "|---" * (len(columns) + 1) + "|", *("| " + " | ".join(r) + " |" for r in rows)])
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["model", *(t for _, t in columns)])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fairness_rows(models: dict) -> list[list[str]]:
+    rows = []
+    for feature in models["student"].get("fairness", {}):
+        for name in MODELS:
+            f = models[name]["fairness"][feature]
+            groups = "; ".join(f"{g}: n={v['rows']}, flagged {_number(v['selection_rate'])}, TPR "
+                               f"{_number(v['tpr'])}, FPR {_number(v['fpr'])}" for g, v in f["groups"].items())
+            rows.append([feature, TITLES[name], _number(f["demographic_parity_ratio"]),
+                         _number(f["equalized_odds_difference"]), groups])
+    return rows
+
+
+def _gate_rows(gate: dict) -> list[list[str]]:
+    return [[c["limit"], f"{c['threshold']:g}", _number(c["value"]), "passed" if c["passed"] else "FAILED"]
+            for c in gate["checks"]]
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+                      *("| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows)])
+
+
+def _scenario_rows(synthesis: dict) -> list[list[str]]:
+    return [[name, str(s["generated"]), str(s["kept"]),
+             ", ".join(f"{k} {v}" for k, v in s["dropped"].items() if v) or "none",
+             _number(s.get("mean_positive_probability"))]
+            for name, s in synthesis.get("scenarios", {}).items()]
+
+
+_SCENARIO_HEADER = ["scenario", "generated", "kept", "dropped", "mean teacher P(positive)"]
+_FAIRNESS_HEADER = ["sensitive feature", "model", "DP ratio", "EO difference", "groups"]
+_GATE_HEADER = ["limit", "threshold", "student's value", "verdict"]
+
+
+def render_tabular_report(metrics: dict, plots: dict) -> str:
+    from stillhouse.evaluate.report import reliability_plot, training_loss_plot
+
+    c, gate, synthesis = metrics["comparison"], metrics["gate"], metrics["synthesis"]
+    verdict = gate["verdict"]
+    colour = "#1b7a1b" if verdict == "passed" else "#b00020"
+    synthesis_html = (f"<p>{synthesis['kept']} of {synthesis['generated']} synthetic profiles kept (privacy "
+                      f"threshold {synthesis['privacy_threshold']:.3f}).</p>"
+                      + _html_table(_SCENARIO_HEADER, _scenario_rows(synthesis))
+                      if synthesis.get("enabled") else "<p>Synthetic profiles: off for this run.</p>")
+    history = plots.get("training_history") or {}
+    loss_plot = f'<p><img alt="training loss" src="{training_loss_plot(history)}"></p>' if history else ""
+    title = html.escape(metrics["run"])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Stillhouse run {title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:13px;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+.verdict{{font-weight:bold;color:{colour}}}</style></head><body>
+<h1>Tabular run {title}</h1>
+<p>{metrics['eval_rows']} held-out rows; labels {html.escape(', '.join(metrics['labels']))}
+{f"(positive: <code>{html.escape(str(metrics['positive_label']))}</code>)" if metrics['positive_label'] else ''};
+teacher: {html.escape(metrics['teacher'])}.</p>
+<p>The distilled student keeps {c['student_retention']:.1%} of the teacher's {c['headline']}
+({c['auc_loss']:+.4f} AUC lost), is {c['student_minus_baseline_auc'] * 100:+.1f} AUC points from the same student
+trained on the labels alone, and scores a row {c['speedup_batch1_p50']:.1f}× faster than the teacher.</p>
+<h2>Promotion gate: <span class="verdict">{html.escape(verdict)}</span></h2>
+{_html_table(_GATE_HEADER, _gate_rows(gate))}
+<h2>Models</h2>{_table(metrics['models'], markdown=False)}
+<p>Decisions are taken at the cost threshold {metrics['models']['student'].get('threshold', 0.5):.3f}
+(false negative costs {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).</p>
+<h2>Fairness by group</h2>{_html_table(_FAIRNESS_HEADER, _fairness_rows(metrics['models']))}
+<h2>Calibration</h2><p><img alt="reliability" src="{reliability_plot(plots['calibration'])}"></p>
+<h2>Synthetic profiles</h2>{synthesis_html}
+{loss_plot}
+</body></html>"""
+
+
+def render_tabular_card(spec: Spec, metrics: dict) -> str:
+    gate, c, schema = metrics["gate"], metrics["comparison"], metrics["schema"]
+    synthesis = metrics["synthesis"]
+    synthetic = (f"{synthesis['kept']} synthetic profiles from a Gaussian copula fitted to the seed, by scenario:\n\n"
+                 + _md_table(_SCENARIO_HEADER, _scenario_rows(synthesis))
+                 if synthesis.get("enabled") else "no synthetic profiles")
+    sources = ", ".join(f"{k} {v}" for k, v in metrics["data"]["counts"].items())
+    return f"""# Model card: {spec.model_name}
+
+**Promotion gate: {gate['verdict']}**{'' if gate['verdict'] == 'passed' else ' — do not use this model for decisions until the failed checks below are resolved.'}
+
+## Intended use
+{spec.description or "Scoring rows of the columns below."}
+Input: one row of the raw columns below; output: a probability per label, the label, and the columns that
+moved the score most. Labels: {', '.join(metrics['labels'])}{f"; positive (flagged) label: `{metrics['positive_label']}`" if metrics['positive_label'] else ''}.
+
+Not for: populations or products unlike the training data; automated decisions without human review where the
+law requires it.
+
+## Inputs
+- numeric: {', '.join(schema['numeric']) or 'none'}
+- categorical: {', '.join(schema['categorical']) or 'none'}
+- sensitive features (fairness is measured over them; {'model inputs' if spec.task.sensitive_as_inputs else 'not model inputs'}): {', '.join(schema['sensitive']) or 'none'}
+
+## How it was made
+Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher ({metrics['teacher']}) gave
+every training row a probability per label; the student (an MLP with hidden layers {spec.student.hidden or 'none'})
+learned them (KL at T={spec.distillation.temperature}) plus the seed's labels (α={spec.distillation.alpha}),
+on {sources} rows, and {synthetic}.
+
+- spec hash: `{metrics['spec_hash']}`
+- teacher fingerprint: `{metrics['teacher_fingerprint']}`
+
+## Promotion gate
+{_md_table(_GATE_HEADER, _gate_rows(gate))}
+
+## Evaluation ({metrics['eval_rows']} held-out rows)
+{_table(metrics['models'], markdown=True)}
+
+Retention of the teacher's {c['headline']}: {c['student_retention']:.3f}; AUC lost: {c['auc_loss']:+.4f}.
+Decision threshold {metrics['models']['student'].get('threshold', 0.5):.3f} from the cost matrix (false negative
+{metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).
+
+## Fairness
+{_md_table(_FAIRNESS_HEADER, _fairness_rows(metrics['models'])) if schema['sensitive'] else 'No sensitive features were declared: fairness was not measured.'}
+
+## Limitations
+- {metrics['eval_rows']} held-out rows: differences of a few AUC points are within noise.
+- Fairness figures are for the groups above at the cost threshold; other thresholds and groups differ.
+- The student inherits the teacher's errors and biases; contributions are first-order attributions, not causes.
+"""
