@@ -50,6 +50,10 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
             # the first call pays tokenizer and allocator set-up, not a user
             if self.student.task == "reranking":
                 self.student.score([{"query": text, "passage": text} for text in warmup])
+            elif self.student.task == "tabular":
+                pre = self.student.model.preprocessor
+                self.student.score_rows([{**dict(zip(pre.numeric, pre.medians)),
+                                          **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}}])
             else:
                 self.student.predict(warmup)
 
@@ -63,9 +67,17 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
         def score(self, pairs: list[dict]) -> list[float]:
             return self.student.score(pairs)
 
+        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
+                     max_latency_ms=batching.max_latency_ms)
+        def score_rows(self, rows: list[dict]) -> list[dict]:
+            return self.student.score_rows(rows)
+
         @bentoml.api
         def describe(self) -> dict:
+            tabular = self.student.task == "tabular"
             return {"tag": self.student.tag, "version": self.student.version, "labels": self.student.labels,
-                    "task": self.student.task}
+                    "task": self.student.task, "columns": self.student.columns() if tabular else [],
+                    "numeric": self.student.model.preprocessor.numeric if tabular else [],
+                    "features": (self.student.metadata or {}).get("features")}
 
     return StudentModel

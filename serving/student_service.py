@@ -19,7 +19,9 @@ from stillhouse.errors import RequestError, Unavailable
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
 from stillhouse.serve.rerank import PassageStore, rank_passages
-from stillhouse.serve.schemas import ClassifyResponse, FeedbackResponse, Prediction, RankedPassage, RerankResponse
+from stillhouse.serve.schemas import (ClassifyResponse, FeedbackResponse, Prediction, RankedPassage, RerankResponse,
+                                     Score, ScoreResponse)
+from stillhouse.serve.scoring import OnlineFeatures, check_rows
 from stillhouse.serving.middleware import (IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, remember_request,
                                            unavailable, unprocessable)
 from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service
@@ -38,6 +40,7 @@ class Student:
         self.feedback_store = FeedbackStore(CONFIG.feedback.location, CONFIG.feedback.keep_requests)
         self.passages = PassageStore(CONFIG.passages)
         self.info: dict | None = None
+        self.features: OnlineFeatures | None = None  # tabular students: the Feast online store, on first use
 
     async def __is_ready__(self) -> bool:
         # Ready once the model service answers (it warmed up in its __init__); until then /readyz is 503.
@@ -76,6 +79,31 @@ class Student:
         scores = await call_model(self.model.to_async.score, [{"query": query, "passage": t} for t in texts])
         return RerankResponse(results=[RankedPassage(**r) for r in rank_passages(ids, scores, top_k)],
                               model_tag=info["tag"], model_version=info["version"])
+
+    @bentoml.api(route="/score")
+    async def score(self, ctx: bentoml.Context, rows: list[dict] | None = None,
+                    entity_ids: list[str | int] | None = None) -> ScoreResponse:
+        info = await self._describe()
+        try:
+            if info["task"] != "tabular":
+                raise RequestError(f"{info['tag']} scores no table rows", "send texts to /classify (or queries to "
+                                   "/rerank)")
+            if entity_ids is not None:
+                rows = await asyncio.to_thread(self._online_features(info).rows, entity_ids)
+            check_rows(rows, info["columns"], info["numeric"])
+        except RequestError as err:
+            return unprocessable(err, ctx)
+        except Unavailable as err:
+            return unavailable(err, ctx)
+        results = await call_model(self.model.to_async.score_rows, rows)
+        ids = entity_ids or [None] * len(results)
+        return ScoreResponse(results=[Score(**r, entity_id=i) for r, i in zip(results, ids)], model_tag=info["tag"],
+                             model_version=info["version"])
+
+    def _online_features(self, info: dict) -> OnlineFeatures:
+        if self.features is None:
+            self.features = OnlineFeatures.for_model(info.get("features"), CONFIG.features_repo, info["columns"])
+        return self.features
 
     @bentoml.api(route="/feedback")
     async def feedback(self, label: str, ctx: bentoml.Context, request_id: str | None = None, index: int = 0,

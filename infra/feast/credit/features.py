@@ -5,12 +5,12 @@ model reads. `python build_data.py SOURCE.csv` writes the tables these views rea
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
 DATA = Path(__file__).resolve().parent / "data"
 
-borrower = Entity(name="borrower", join_keys=["borrower_id"], description="A credit applicant.")
+borrower = Entity(name="borrower", join_keys=["borrower_id"], value_type=ValueType.INT64, description="A credit applicant.")
 
 application_source = FileSource(name="application", path=str(DATA / "application.parquet"),
                                 timestamp_field="event_timestamp")

@@ -51,7 +51,8 @@ class LimitsConfig(_Strict):
     """Bad requests are refused before they reach the model: 413 for the body, 422 for its content."""
 
     max_body_bytes: int = Field(1_000_000, gt=0, description="Request body size (413 above it).")
-    max_texts: int = Field(64, gt=0, description="Texts in one request (422 above it).")
+    max_texts: int = Field(64, gt=0, description="Texts (or /score rows and entity ids) in one request (422 above "
+                           "it).")
     max_text_chars: int = Field(4000, gt=0, description="Characters in one text (422 above it).")
     max_passages: int = Field(100, gt=0, description="Candidate passages in one /rerank request (422 above it).")
     body_timeout_s: float = Field(30.0, gt=0, description="Time to send the whole body once the head arrived "
@@ -136,6 +137,9 @@ class ServeConfig(_Strict):
     feedback: FeedbackConfig = FeedbackConfig()
     passages: str | None = Field(None, description="Re-rankers: a BEIR corpus.jsonl whose passages `/rerank` "
                                  "requests may name by id (`passage_ids`) instead of sending their text.")
+    features_repo: str | None = Field(
+        None, description="Tabular students: the Feast repository `/score` reads borrower (entity) features from, "
+        "if not the one the student was trained from (on a cluster: the chart's, with the Redis online store).")
     warmup_texts: list[str] = Field(["warm-up"], min_length=1,
                                     description="Classified once at start-up; /readyz answers 200 only after.")
 

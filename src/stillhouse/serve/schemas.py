@@ -275,8 +275,76 @@ def check_rerank(body: bytes, limits: LimitsConfig) -> CheckedRequest:
     return CheckedRequest(payload, texts)
 
 
+class Contribution(BaseModel):
+    feature: str
+    contribution: float = Field(description="How far this column moved the predicted label's logit from the "
+                                "training rows' average (positive: towards the label).")
+
+
+class Score(BaseModel):
+    label: str
+    probability: float = Field(description="Binary models: probability of the positive label; else of `label`.")
+    probabilities: dict[str, float]
+    contributions: list[Contribution]
+    entity_id: str | int | None = None
+
+
+class ScoreResponse(BaseModel):
+    results: list[Score]
+    model_tag: str
+    model_version: str
+
+
+SCORE_FIELDS = {"rows", "entity_ids"}
+_MAX_COLUMNS = 500
+
+
+def _check_row(row: object, i: int, limits: LimitsConfig) -> None:
+    if not isinstance(row, dict):
+        raise RequestError(f"rows[{i}] is not an object", "send each row as {\"column\": value, ...}")
+    if len(row) > _MAX_COLUMNS:
+        raise RequestError(f"rows[{i}] has {len(row)} columns; the limit is {_MAX_COLUMNS}", "send the model's "
+                           "columns only")
+    for key, value in row.items():
+        if len(key) > 200:
+            raise RequestError(f"rows[{i}] has a column name over 200 characters", "send the model's columns")
+        if isinstance(value, str):
+            if len(value) > limits.max_text_chars:
+                raise RequestError(f"rows[{i}] has a value over {limits.max_text_chars} characters",
+                                   "send the column's value")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RequestError(f"rows[{i}] has a value that is not a string, number or null",
+                               "send each column as a string, a number or null")
+
+
+def check_score(body: bytes, limits: LimitsConfig) -> CheckedRequest:
+    """A /score request: exactly one of ``rows`` (objects of raw column values) and ``entity_ids`` (ids whose
+    features the online feature store holds), at most ``limits.max_texts`` of them. Rows are never audit
+    texts: they are personal data, and carry no free text to redact."""
+    payload = decode_json_object(body)
+    _refuse_unknown(payload, SCORE_FIELDS)
+    if ("rows" in payload) == ("entity_ids" in payload):
+        raise RequestError("a score request needs exactly one of `rows` and `entity_ids`",
+                           "send raw feature rows as `rows`, or ids to look up as `entity_ids`")
+    key = "rows" if "rows" in payload else "entity_ids"
+    items = payload[key]
+    if not isinstance(items, list) or not items:
+        raise RequestError(f"`{key}` is empty or not a list", f"send {{\"{key}\": [...]}} with 1 or more items")
+    if len(items) > limits.max_texts:
+        raise RequestError(f"{len(items)} {key} in one request; the limit is {limits.max_texts}",
+                           "split them over several requests")
+    for i, item in enumerate(items):
+        if key == "rows":
+            _check_row(item, i, limits)
+        elif isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, str) and
+                                                                              not 0 < len(item) <= 200):
+            raise RequestError(f"entity_ids[{i}] is not a string (1-200 characters) or an integer",
+                               "send entity ids as strings or integers")
+    return CheckedRequest(payload, [])
+
+
 #: Routes whose bodies are checked before they reach BentoML, and their checks.
-CHECKS = {"/classify": check_classify, "/feedback": check_feedback, "/rerank": check_rerank}
+CHECKS = {"/classify": check_classify, "/feedback": check_feedback, "/rerank": check_rerank, "/score": check_score}
 #: Every route a Stillhouse service (or BentoML around it) answers: the audit's ``endpoint`` vocabulary.
 SERVICE_ROUTES = frozenset({*CHECKS, "/metrics", "/docs", "/docs.json", "/schema.json", "/healthz", "/livez",
                             "/readyz"})

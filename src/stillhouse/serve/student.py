@@ -1,5 +1,6 @@
 """A packaged student loaded from the BentoML model store: a classifier answers texts with labels and
-probabilities, a re-ranker scores (query, passage) pairs."""
+probabilities, a re-ranker scores (query, passage) pairs, a tabular student scores rows of raw columns.
+What a stored student is comes from its ``task`` label, written by the registry."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class ServedStudent:
     tag: str
     version: str
     task: str = "classification"
-    temperature: float = 1.0  # temperature scaling fitted at evaluation (classifier.json)
+    temperature: float = 1.0  # temperature scaling fitted at evaluation (classifier.json, tabular.json)
+    metadata: dict | None = None  # the stored model's lineage (tabular: its Feast features, if any)
 
     @staticmethod
     def check_tag(tag: str):
@@ -36,25 +38,32 @@ class ServedStudent:
                              "`stillhouse models list` shows the packaged students; run a distillation first") \
                 from None
         folder = Path(stored.path) / "student"
-        if not ((folder / "classifier.json").is_file() or (folder / "reranker.json").is_file()):
+        if not any((folder / name).is_file() for name in ("classifier.json", "reranker.json", "tabular.json")):
             raise ModelError(f"model `{tag}` is not a packaged Stillhouse student (no student/ folder)",
                              "serve a tag written by `stillhouse run`")
         return stored
 
     @classmethod
     def task_of(cls, tag: str) -> str:
-        """``classification`` or ``reranking``: what the stored student ``tag`` does, without loading it."""
-        folder = Path(cls.check_tag(tag).path) / "student"
-        return "reranking" if (folder / "reranker.json").is_file() else "classification"
+        """The task of the stored student ``tag`` (its ``task`` label), without loading it."""
+        stored = cls.check_tag(tag)
+        label = stored.info.labels.get("task")
+        if label:
+            return label
+        # stored before the registry wrote the label: tell by the student folder
+        return "reranking" if (Path(stored.path) / "student" / "reranker.json").is_file() else "classification"
 
     @classmethod
     def labels_of(cls, tag: str) -> list[str]:
         """The labels of the stored student ``tag`` (none for a re-ranker), without loading its weights."""
         from stillhouse.tasks.classification.model import read_classifier_info
+        from stillhouse.tasks.tabular.model import read_tabular_info
 
-        if cls.task_of(tag) == "reranking":
+        task = cls.task_of(tag)
+        folder = Path(cls.check_tag(tag).path) / "student"
+        if task == "reranking":
             return []
-        return read_classifier_info(Path(cls.check_tag(tag).path) / "student").labels
+        return (read_tabular_info(folder) if task == "tabular" else read_classifier_info(folder)).labels
 
     @classmethod
     def from_store(cls, tag: str) -> ServedStudent:
@@ -63,7 +72,14 @@ class ServedStudent:
 
         stored = cls.check_tag(tag)
         folder = Path(stored.path) / "student"
-        if (folder / "reranker.json").is_file():
+        task = cls.task_of(tag)
+        if task == "tabular":
+            from stillhouse.tasks.tabular.model import load_tabular
+
+            student = load_tabular(folder)
+            return cls(student, None, student.info.labels, 0, str(stored.tag), stored.tag.version or "", "tabular",
+                       student.info.temperature, dict(stored.info.metadata))
+        if task == "reranking":
             from stillhouse.tasks.reranking.model import load_reranker
 
             model, tokenizer, ranker = load_reranker(folder)
@@ -97,3 +113,32 @@ class ServedStudent:
         scores = score_pairs(self.model, self.tokenizer, [p["query"] for p in pairs], [p["passage"] for p in pairs],
                              self.max_length)
         return [float(s) for s in scores]
+
+    def score_rows(self, rows: list[dict]) -> list[dict]:
+        """One ``{label, probability, probabilities, contributions}`` per row of raw column values (tabular
+        students only); a row that lacks a column or holds a non-number in a numeric one is a
+        :class:`~stillhouse.errors.DataError` naming the column."""
+        import pandas as pd
+
+        if self.task != "tabular":
+            raise ModelError(f"{self.tag} is not a tabular student", "use /classify or /rerank")
+        if not rows:
+            return []
+        student, info = self.model, self.model.info
+        frame = pd.DataFrame(rows)
+        probs = softmax(student.logits(frame), self.temperature)
+        positive = info.labels.index(info.positive) if info.positive in info.labels else None
+        contributions = student.contributions(frame, info.contributions)
+        out = []
+        for p, why in zip(probs, contributions):
+            best = int(p.argmax())
+            out.append({"label": info.labels[best], "probability": float(p[positive if positive is not None
+                                                                            else best]),
+                        "probabilities": {label: float(v) for label, v in zip(info.labels, np.round(p, 6))},
+                        "contributions": why})
+        return out
+
+    def columns(self) -> list[str]:
+        """The raw columns a tabular student reads."""
+        pre = self.model.preprocessor
+        return [*pre.numeric, *pre.categorical]

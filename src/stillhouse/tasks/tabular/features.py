@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 from datetime import timezone
 from pathlib import Path
 
@@ -50,8 +51,14 @@ def feature_store(repo: str | Path, apply: bool = True):
                         "point data.features.repo at a Feast repository, e.g. infra/feast/credit")
     key = str(repo.resolve())
     if apply and key not in _APPLIED:
-        with _quiet():
-            apply_total(load_repo_config(repo, config_file), repo, skip_source_validation=False)
+        sys.path.insert(0, key)  # Feast imports the repository's definition files as top-level modules:
+        for file in repo.glob("*.py"):  # another repository's `features` module must not stand in for this one's
+            sys.modules.pop(file.stem, None)
+        try:
+            with _quiet():
+                apply_total(load_repo_config(repo, config_file), repo, skip_source_validation=False)
+        finally:
+            sys.path.remove(key)
         _APPLIED.add(key)
     return FeatureStore(repo_path=str(repo))
 
@@ -75,7 +82,11 @@ def join_features(spec, frame: pd.DataFrame, role: str) -> pd.DataFrame:
     store = feature_store(features.repo)
     service = _service(store, features.feature_service)
     entity_df = frame.rename(columns={task.timestamp: "event_timestamp"})
-    entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"], utc=True)
+    stamps = pd.to_datetime(entity_df["event_timestamp"], utc=True, format="mixed", errors="coerce")
+    if stamps.isna().any():
+        raise DataError(f"{role} entity rows: {int(stamps.isna().sum())} value(s) of `{task.timestamp}` are not "
+                        "times", f"write `{task.timestamp}` as ISO 8601 (2024-01-31T09:00:00Z)")
+    entity_df["event_timestamp"] = stamps
     entity_df["_stillhouse_order"] = range(len(entity_df))
     with _quiet():
         joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()

@@ -32,6 +32,7 @@ class TabularInfo:
     positive: str | None = None
     baseline: list[float] = field(default_factory=list)  # mean preprocessed row: what contributions are against
     temperature: float = 1.0
+    contributions: int = 3  # top columns returned per scored row
     max_length: int = 0  # the training loop's field for text; no tokens here
 
 
@@ -100,12 +101,12 @@ def feature_owners(pre: Preprocessor) -> _Owners:
 
 
 def new_student(preprocessor: Preprocessor, seed_rows: pd.DataFrame, labels: list[str], positive: str | None,
-                hidden: list[int], dropout: float, seed: int) -> TabularStudent:
+                hidden: list[int], dropout: float, seed: int, contributions: int = 3) -> TabularStudent:
     torch.manual_seed(seed)
     inputs = len(preprocessor.feature_names)
     baseline = preprocessor.transform(seed_rows).mean(axis=0).tolist()
     info = TabularInfo(labels=list(labels), inputs=inputs, hidden=list(hidden), dropout=dropout, positive=positive,
-                       baseline=baseline)
+                       baseline=baseline, contributions=contributions)
     return TabularStudent(TabularMLP(inputs, hidden, len(labels), dropout), preprocessor, info)
 
 

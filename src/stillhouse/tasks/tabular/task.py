@@ -109,7 +109,7 @@ class TabularTask:
              **loss) -> None:
         pre = Preprocessor.fit(data.seed, data.schema.numeric, data.schema.categorical)
         student = new_student(pre, data.seed, data.labels, data.schema.positive, spec.student.hidden,
-                              spec.student.dropout, spec.runtime.seed)
+                              spec.student.dropout, spec.runtime.seed, spec.task.contributions)
         d = spec.distillation
         checkpoints = min(epochs, CHECKPOINTS)
         train_on_launcher(spec, name, student.model, student.preprocessor, student.info, rows, out_dir, save=_save,
@@ -168,7 +168,9 @@ class TabularTask:
         student, teacher = metrics["models"]["student"], metrics["models"]["teacher"]
         return {"labels": metrics["labels"], "auc": student["auc"], "accuracy": student["accuracy"],
                 "teacher_auc": teacher["auc"], "retention": metrics["comparison"][self.retention],
-                "gate": metrics["gate"]["verdict"], "gate_checks": metrics["gate"]["checks"]}
+                "gate": metrics["gate"]["verdict"], "gate_checks": metrics["gate"]["checks"],
+                **({"features": {"repo": spec.data.features.repo, "feature_service": spec.data.features.feature_service,
+                                 "entity": spec.task.entity}} if spec.data.features is not None else {})}
 
 
 TASK = TabularTask()
