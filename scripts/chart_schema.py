@@ -93,6 +93,13 @@ def build() -> dict:
         "feedback": strict({"url": {"type": "string", "pattern": r"^$|^postgres(ql)?://[^:@/]+@[^/]+/[^/?]+",
                                     "not": {"pattern": r"^postgres(ql)?://[^/@]*:[^/@]*@"}},
                             "passwordSecret": secret_ref(False)}),
+        "featureStore": strict({
+            "enabled": {"type": "boolean"}, "project": {"type": "string", "pattern": r"^([a-z0-9_]+)?$"},
+            "registry": {"type": "string", "pattern": r"^$|^postgres(ql)?(\+psycopg)?://[^:@/]+@[^/]+/[^/?]+",
+                         "not": {"pattern": r"^postgres[^/]*://[^/@]*:[^/@]*@"}},
+            "registryPasswordSecret": secret_ref(False),
+            "redis": strict({"connectionString": {"type": "string", "pattern": r"^$|^[A-Za-z0-9.-]+:[0-9]+$"},
+                             "passwordSecret": secret_ref(False)})}),
         "persistence": strict({"storageClass": {"type": "string"},
                                "accessModes": {"type": "array", "minItems": 1, "items": {
                                    "enum": ["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]}},
@@ -118,6 +125,11 @@ def build() -> dict:
                 "required": ["students"]},
          "then": {"properties": {"auth": {"properties": {"tokenHashesSecret": {
              "properties": {"name": {"minLength": 1}}}}}}}},
+        # A feature store needs its project, registry and online store named.
+        {"if": {"properties": {"featureStore": {"properties": {"enabled": {"const": True}}}}},
+         "then": {"properties": {"featureStore": {"properties": {
+             "project": {"minLength": 1}, "registry": {"minLength": 1},
+             "redis": {"properties": {"connectionString": {"minLength": 1}}}}}}}},
         # More than one replica shares feedback: only a server database keeps it whole (see _helpers.tpl too).
         {"if": {"anyOf": [{"properties": {"replicas": {"type": "integer", "minimum": 2}}, "required": ["replicas"]},
                           {"properties": {"autoscaling": {"properties": {"enabled": {"const": True}}}}}]},

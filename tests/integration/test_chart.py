@@ -111,6 +111,30 @@ def test_the_serving_config_is_one_the_server_accepts(helm):
     assert config.feedback.url is None and config.feedback.path == "/var/lib/stillhouse/feedback.sqlite"
 
 
+def test_the_feature_store_config_is_one_feast_accepts_with_passwords_only_from_secrets(helm, tmp_path,
+                                                                                         monkeypatch):
+    from feast.repo_config import load_repo_config
+
+    docs = render(helm, "-f", str(FULL))
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    text = configmap["data"]["feature_store.yaml"]
+    assert "${REDIS_PASSWORD}" in text and "${FEAST_REGISTRY_PASSWORD}" in text  # placeholders, not secrets
+    assert yaml.safe_load(configmap["data"]["serve.yaml"])["features_repo"] == "/etc/stillhouse/feast"
+    (tmp_path / "feature_store.yaml").write_text(text)
+    monkeypatch.setenv("REDIS_PASSWORD", "r3dis")
+    monkeypatch.setenv("FEAST_REGISTRY_PASSWORD", "pg")
+    config = load_repo_config(tmp_path, tmp_path / "feature_store.yaml")
+    assert config.online_store.type == "redis" and config.online_store.connection_string.endswith("password=r3dis")
+    assert config.registry.registry_type == "sql" and ":pg@feast-db" in config.registry.path
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "feast-redis", "key": "password"}
+    assert any(m["mountPath"] == "/etc/stillhouse/feast/feature_store.yaml" for m in container["volumeMounts"])
+    single = next(d for d in render(helm, *one_student()) if d["kind"] == "ConfigMap")
+    assert "feature_store.yaml" not in single["data"]
+
+
 def test_the_ray_jobs_role_grants_exactly_the_rayjob_verbs(helm):
     docs = render(helm, "-f", str(FULL))
     (role,) = [d for d in docs if d["kind"] == "Role"]

@@ -99,5 +99,32 @@ they need one volume they can all mount.
 {{- $_ := set $config "auth" $auth -}}
 {{- $_ := set $config "audit" $audit -}}
 {{- $_ := set $config "feedback" $feedback -}}
+{{- if .root.Values.featureStore.enabled -}}
+{{- $_ := set $config "features_repo" "/etc/stillhouse/feast" -}}
+{{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/* The Feast client config of students that look features up: SQL registry, Redis online store. Passwords come
+from the environment (Feast expands ${VAR} in feature_store.yaml), never from the ConfigMap. */}}
+{{- define "stillhouse.featureStoreConfig" -}}
+{{- $fs := .root.Values.featureStore -}}
+{{- $registry := $fs.registry -}}
+{{- if $fs.registryPasswordSecret.name -}}
+{{- $registry = regexReplaceAll "^([^:]+://[^@]+)@" $fs.registry "${1}:$${FEAST_REGISTRY_PASSWORD}@" -}}
+{{- end -}}
+{{- $redis := $fs.redis.connectionString -}}
+{{- if $fs.redis.passwordSecret.name -}}
+{{- $redis = printf "%s,password=${REDIS_PASSWORD}" $redis -}}
+{{- end -}}
+project: {{ $fs.project }}
+provider: local
+registry:
+  registry_type: sql
+  path: {{ $registry | quote }}
+  cache_ttl_seconds: 60
+online_store:
+  type: redis
+  connection_string: {{ $redis | quote }}
+entity_key_serialization_version: 3
 {{- end -}}
