@@ -25,6 +25,10 @@ def _cmd_run(args) -> int:
     print(f"  report:      {result.run_dir / 'report.html'}")
     print(f"  model card:  {result.run_dir / 'model_card.md'}")
     print(f"  student tag: {result.model_tag}")
+    if result.gate is not None:
+        failed = [c["limit"] for c in result.gate["checks"] if not c["passed"]]
+        print(f"  promotion gate: {result.gate['verdict']}" + (f" ({', '.join(failed)}; the packaged model is "
+                                                                 "labelled gate=failed)" if failed else ""))
     return 0
 
 

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from stillhouse.data.io import write_json
+from stillhouse.data.io import read_json, write_json
 from stillhouse.errors import StillhouseError
 from stillhouse.evaluate.model_card import stamp_tag
 from stillhouse.registry import code_version
@@ -42,6 +42,7 @@ class RunResult:
     run_dir: Path
     model_tag: str
     artifacts: dict[str, str]
+    gate: dict | None = None  # the promotion gate's verdict and checks, for tasks that have one
 
 
 # Besides Stillhouse's own tagged lines, the console shows the orchestrator's task status lines.
@@ -162,6 +163,9 @@ def run_local(spec: Spec, verbose: bool = False) -> RunResult:
     for name in _EVALUATION_FILES:
         text = (Path(evaluation) / name).read_text(encoding="utf-8")
         (run_dir / name).write_text(stamp_tag(text, tag, code_version(), html=name.endswith(".html")), encoding="utf-8")
+    # a promotion gate (tasks that have one) marks the run itself, not only its report
+    gate = read_json(Path(evaluation) / "metrics.json").get("gate")
     write_json(run_dir / "run.json", {**status, "status": "succeeded", "model_tag": tag, "artifacts": artifacts,
-                                      "validation": _collect_validation(artifacts, run_dir)})
-    return RunResult(run_dir=run_dir, model_tag=tag, artifacts=artifacts)
+                                      "validation": _collect_validation(artifacts, run_dir),
+                                      **({"gate": gate["verdict"]} if gate else {})})
+    return RunResult(run_dir=run_dir, model_tag=tag, artifacts=artifacts, gate=gate)

@@ -78,6 +78,7 @@ def test_tabular_spec_runs_end_to_end_with_feast_rows_profiles_and_the_gate(tabu
     assert {c["limit"] for c in gate["checks"]} == {"min_auc", "max_ece", "min_demographic_parity_ratio",
                                                      "max_equalized_odds_difference", "max_auc_loss"}
     assert gate["verdict"] == ("passed" if all(c["passed"] for c in gate["checks"]) else "failed")
+    assert status["gate"] == gate["verdict"] and f"promotion gate: {gate['verdict']}" in tabular_run["stdout"]
     report, card = (run_dir / "report.html").read_text(), (run_dir / "model_card.md").read_text()
     assert f"Promotion gate: <span class=\"verdict\">{gate['verdict']}</span>" in report
     assert f"**Promotion gate: {gate['verdict']}**" in card and "min_demographic_parity_ratio" in card

@@ -155,7 +155,10 @@ class ScenarioSpec(_Strict):
 class ProfilesSpec(_Strict):
     """Synthetic rows for tabular tasks: a Gaussian copula fitted to the seed, plus declared scenarios."""
 
-    rows: int = Field(500, gt=0, description="Profiles sampled in all (plain samples plus every scenario's share).")
+    # benchmarks/credit.py's recipe sweep (German credit, 5 folds, in-process): 600 profiles kept the MLP student
+    # 0.007 AUC below the teacher, 2,000 0.003 (fold spread 0.03): a denser transfer set carries more of the
+    # teacher's function, and a copula's draws cost milliseconds.
+    rows: int = Field(2000, gt=0, description="Profiles sampled in all (plain samples plus every scenario's share).")
     scenarios: list[ScenarioSpec] = Field([], description="Rare situations to add (each a share of `rows`).")
     min_confidence: float = Field(0.0, ge=0, le=1, description="Drop profiles whose top teacher probability is "
                                   "lower (0: keep all; the teacher's uncertainty is what the student should learn).")

@@ -56,10 +56,14 @@ def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarr
     flagged = p > threshold
     out["fairness"] = {column: fairness(is_positive, flagged, schema.groups(data.eval, column))
                        for column in schema.sensitive}
-    ratios = [f["demographic_parity_ratio"] for f in out["fairness"].values()]
-    gaps = [f["equalized_odds_difference"] for f in out["fairness"].values()]
-    out["demographic_parity_ratio"] = min(ratios) if ratios and None not in ratios else None
-    out["equalized_odds_difference"] = max(gaps) if gaps and None not in gaps else None
+    worst = {}
+    for figure, pick in (("demographic_parity_ratio", min), ("equalized_odds_difference", max)):
+        values = {column: f[figure] for column, f in out["fairness"].items()}
+        measured = values and None not in values.values()
+        out[figure] = pick(values.values()) if measured else None
+        if measured:  # the sensitive feature the gate's figure comes from
+            worst[figure] = pick(values, key=values.get)
+    out["fairness_worst"] = worst
     return out
 
 
@@ -169,6 +173,9 @@ def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: s
     return metrics
 
 
+_NAMES = {"auc": "AUC", "accuracy": "accuracy"}
+
+
 def _number(value) -> str:
     return "not measured" if value is None else f"{value:.4f}"
 
@@ -206,9 +213,11 @@ def _fairness_rows(models: dict) -> list[list[str]]:
     return rows
 
 
-def _gate_rows(gate: dict) -> list[list[str]]:
-    return [[c["limit"], f"{c['threshold']:g}", _number(c["value"]), "passed" if c["passed"] else "FAILED"]
-            for c in gate["checks"]]
+def _gate_rows(gate: dict, worst: dict) -> list[list[str]]:
+    """One row per check; a fairness figure names the sensitive feature it is the worst of."""
+    return [[c["limit"], f"{c['threshold']:g}",
+             _number(c["value"]) + (f" ({worst[c['figure']]})" if c["figure"] in worst else ""),
+             "passed" if c["passed"] else "FAILED"] for c in gate["checks"]]
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -255,11 +264,11 @@ table{{border-collapse:collapse;font-size:13px;margin:0.5em 0}}td,th{{border:1px
 <p>{metrics['eval_rows']} held-out rows; labels {html.escape(', '.join(metrics['labels']))}
 {f"(positive: <code>{html.escape(str(metrics['positive_label']))}</code>)" if metrics['positive_label'] else ''};
 teacher: {html.escape(metrics['teacher'])}.</p>
-<p>The distilled student keeps {c['student_retention']:.1%} of the teacher's {c['headline']}
+<p>The distilled student keeps {c['student_retention']:.1%} of the teacher's {_NAMES[c['headline']]}
 ({c['auc_loss']:+.4f} AUC lost), is {c['student_minus_baseline_auc'] * 100:+.1f} AUC points from the same student
 trained on the labels alone, and scores a row {c['speedup_batch1_p50']:.1f}× faster than the teacher.</p>
 <h2>Promotion gate: <span class="verdict">{html.escape(verdict)}</span></h2>
-{_html_table(_GATE_HEADER, _gate_rows(gate))}
+{_html_table(_GATE_HEADER, _gate_rows(gate, metrics['models']['student'].get('fairness_worst', {})))}
 <h2>Models</h2>{_table(metrics['models'], markdown=False)}
 <p>Decisions are taken at the cost threshold {metrics['models']['student'].get('threshold', 0.5):.3f}
 (false negative costs {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).</p>
@@ -273,10 +282,12 @@ trained on the labels alone, and scores a row {c['speedup_batch1_p50']:.1f}× fa
 def render_tabular_card(spec: Spec, metrics: dict) -> str:
     gate, c, schema = metrics["gate"], metrics["comparison"], metrics["schema"]
     synthesis = metrics["synthesis"]
-    synthetic = (f"{synthesis['kept']} synthetic profiles from a Gaussian copula fitted to the seed, by scenario:\n\n"
-                 + _md_table(_SCENARIO_HEADER, _scenario_rows(synthesis))
-                 if synthesis.get("enabled") else "no synthetic profiles")
-    sources = ", ".join(f"{k} {v}" for k, v in metrics["data"]["counts"].items())
+    synthetic = (f"Synthetic profiles: {synthesis['kept']} kept of {synthesis['generated']} drawn from a Gaussian "
+                 "copula fitted to the seed, by scenario:\n\n" + _md_table(_SCENARIO_HEADER, _scenario_rows(synthesis))
+                 if synthesis.get("enabled") else "No synthetic profiles.")
+    counts = metrics["data"]["counts"]
+    sources = f"{counts['seed']} labelled seed rows" + (f" and {counts['pool']} unlabelled pool rows"
+                                                        if counts["pool"] else "")
     return f"""# Model card: {spec.model_name}
 
 **Promotion gate: {gate['verdict']}**{'' if gate['verdict'] == 'passed' else ' — do not use this model for decisions until the failed checks below are resolved.'}
@@ -298,18 +309,20 @@ law requires it.
 Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher ({metrics['teacher']}) gave
 every training row a probability per label; the student (an MLP with hidden layers {spec.student.hidden or 'none'})
 learned them (KL at T={spec.distillation.temperature}) plus the seed's labels (α={spec.distillation.alpha}),
-on {sources} rows, and {synthetic}.
+from {sources}{' and the synthetic profiles' if synthesis.get('enabled') else ''}.
+
+{synthetic}
 
 - spec hash: `{metrics['spec_hash']}`
 - teacher fingerprint: `{metrics['teacher_fingerprint']}`
 
 ## Promotion gate
-{_md_table(_GATE_HEADER, _gate_rows(gate))}
+{_md_table(_GATE_HEADER, _gate_rows(gate, metrics['models']['student'].get('fairness_worst', {})))}
 
 ## Evaluation ({metrics['eval_rows']} held-out rows)
 {_table(metrics['models'], markdown=True)}
 
-Retention of the teacher's {c['headline']}: {c['student_retention']:.3f}; AUC lost: {c['auc_loss']:+.4f}.
+Retention of the teacher's {_NAMES[c['headline']]}: {c['student_retention']:.3f}; AUC lost: {c['auc_loss']:+.4f}.
 Decision threshold {metrics['models']['student'].get('threshold', 0.5):.3f} from the cost matrix (false negative
 {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).
 
