@@ -74,8 +74,9 @@ def _with_ids(frame: pd.DataFrame, role: str, with_label: bool) -> pd.DataFrame:
     return out[columns]
 
 
-def _split(spec: Spec, seed_frame: pd.DataFrame, report: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
-    """Apply ``data.sampling``: returns (seed, rest-as-pool, held-out eval or None)."""
+def split_sampling(spec: Spec, seed_frame: pd.DataFrame, report: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Apply ``data.sampling`` to labelled rows (a ``label`` column): returns (seed, rest-as-pool, held-out eval or
+    None). Every task whose data is labelled rows samples this way."""
     rng = np.random.default_rng(spec.runtime.seed)
     sampling = spec.data.sampling
     eval_frame = None
@@ -90,7 +91,7 @@ def _split(spec: Spec, seed_frame: pd.DataFrame, report: dict) -> tuple[pd.DataF
     return seed_frame, rest, eval_frame
 
 
-def _cap_pool(spec: Spec, pool: pd.DataFrame) -> pd.DataFrame:
+def cap_pool(spec: Spec, pool: pd.DataFrame) -> pd.DataFrame:
     cap = spec.data.sampling.pool_size if spec.data.sampling else None
     if cap and len(pool) > cap:
         return pool.sample(n=cap, random_state=spec.runtime.seed)
@@ -103,7 +104,7 @@ def _prepare_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     raw_seed = read_source(spec.data.seed)
     report["sources"]["seed"] = describe_source(spec.data.seed)
     seed, labels = check_labelled(raw_seed, task, "seed", describe_source(spec.data.seed), task.labels)
-    seed, rest, held_out = _split(spec, seed, report)
+    seed, rest, held_out = split_sampling(spec, seed, report)
     if spec.data.feedback is not None:  # corrections from serving join the seed whole, after sampling
         report["sources"]["feedback"] = describe_source(spec.data.feedback)
         corrections, _ = check_labelled(read_source(spec.data.feedback), task, "feedback",
@@ -130,7 +131,7 @@ def _prepare_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     known = set(eval_frame["text"]) | set(seed["text"])
     in_known = pool["text"].isin(known)
     report["dropped"]["pool_rows_in_seed_or_eval"] = int(in_known.sum())
-    pool = _cap_pool(spec, pool[~in_known])
+    pool = cap_pool(spec, pool[~in_known])
     leak = seed["text"].isin(set(eval_frame["text"]))
     report["dropped"]["seed_rows_in_eval"] = int(leak.sum())
     seed = seed[~leak]

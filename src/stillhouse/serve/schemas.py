@@ -232,6 +232,21 @@ def check_feedback(body: bytes, limits: LimitsConfig) -> CheckedRequest:
 RERANK_FIELDS = {"query", "passages", "passage_ids", "top_k"}
 
 
+def _one_list(payload: dict, route: str, keys: tuple[str, str], limit: int, what: str,
+              over_limit_fix: str, noun: str | None = None) -> tuple[str, list]:
+    """The one of ``keys`` a request sends (exactly one, a list of 1 to ``limit`` items) and its items."""
+    first, second = keys
+    if (first in payload) == (second in payload):
+        raise RequestError(f"a {route} request needs exactly one of `{first}` and `{second}`", f"send {what}")
+    key = first if first in payload else second
+    items = payload[key]
+    if not isinstance(items, list) or not items:
+        raise RequestError(f"`{key}` is empty or not a list", f"send {{\"{key}\": [...]}} with 1 or more items")
+    if len(items) > limit:
+        raise RequestError(f"{len(items)} {noun or key} in one request; the limit is {limit}", over_limit_fix)
+    return key, items
+
+
 def candidate_ids(passages: list | None, passage_ids: list[str] | None) -> list[str]:
     """The ids of a rerank request's candidates: sent texts are named by their position ("0", "1", …), sent
     ``{"id", "text"}`` objects by their id, ``passage_ids`` by themselves."""
@@ -246,16 +261,9 @@ def check_rerank(body: bytes, limits: LimitsConfig) -> CheckedRequest:
     payload = decode_json_object(body)
     _refuse_unknown(payload, RERANK_FIELDS)
     _check_text(payload.get("query"), "`query`", limits)
-    if ("passages" in payload) == ("passage_ids" in payload):
-        raise RequestError("a rerank request needs exactly one of `passages` and `passage_ids`",
-                           "send the candidates' texts as `passages`, or their ids as `passage_ids`")
-    key = "passages" if "passages" in payload else "passage_ids"
-    items = payload[key]
-    if not isinstance(items, list) or not items:
-        raise RequestError(f"`{key}` is empty or not a list", f"send {{\"{key}\": [...]}} with 1 or more items")
-    if len(items) > limits.max_passages:
-        raise RequestError(f"{len(items)} passages in one request; the limit is {limits.max_passages}",
-                           "send fewer candidates (a first stage's top k)")
+    key, items = _one_list(payload, "rerank", ("passages", "passage_ids"), limits.max_passages,
+                           "the candidates' texts as `passages`, or their ids as `passage_ids`",
+                           "send fewer candidates (a first stage's top k)", noun="passages")
     top_k = payload.get("top_k")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise RequestError("`top_k` is not a positive integer", "send how many ranked passages to return, or omit it")
@@ -323,15 +331,8 @@ def check_score(body: bytes, limits: LimitsConfig) -> CheckedRequest:
     texts: they are personal data, and carry no free text to redact."""
     payload = decode_json_object(body)
     _refuse_unknown(payload, SCORE_FIELDS)
-    if ("rows" in payload) == ("entity_ids" in payload):
-        raise RequestError("a score request needs exactly one of `rows` and `entity_ids`",
-                           "send raw feature rows as `rows`, or ids to look up as `entity_ids`")
-    key = "rows" if "rows" in payload else "entity_ids"
-    items = payload[key]
-    if not isinstance(items, list) or not items:
-        raise RequestError(f"`{key}` is empty or not a list", f"send {{\"{key}\": [...]}} with 1 or more items")
-    if len(items) > limits.max_texts:
-        raise RequestError(f"{len(items)} {key} in one request; the limit is {limits.max_texts}",
+    key, items = _one_list(payload, "score", ("rows", "entity_ids"), limits.max_texts,
+                           "raw feature rows as `rows`, or ids to look up as `entity_ids`",
                            "split them over several requests")
     for i, item in enumerate(items):
         if key == "rows":

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, describe_source, read_json, read_source, write_json
-from stillhouse.data.prepare import _per_label_sample, _stratified_holdout
+from stillhouse.data.prepare import cap_pool, split_sampling
 from stillhouse.errors import DataError
 from stillhouse.spec import Spec
 from stillhouse.tasks.tabular.preprocess import infer_column_types
@@ -173,25 +173,14 @@ def _frames(spec: Spec, report: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
         return join_features(spec, frame, role) if spec.data.features is not None else frame
 
     seed = _labelled(read(spec.data.seed, "seed"), field, f"seed data ({describe_source(spec.data.seed)})")
-    rng = np.random.default_rng(spec.runtime.seed)
-    sampling = spec.data.sampling
-    held_out, rest = None, seed.iloc[0:0]
-    if sampling and sampling.eval_size:
-        mask = _stratified_holdout(seed, sampling.eval_size, rng)
-        held_out, seed = seed[mask], seed[~mask]
-    if sampling and sampling.seed_per_label:
-        mask = _per_label_sample(seed, sampling.seed_per_label, rng)
-        seed, rest = seed[mask], seed[~mask]
-        report["rest_of_seed_file_used_as_pool"] = len(rest)
+    seed, rest, held_out = split_sampling(spec, seed, report)
     eval_frame = held_out if spec.data.eval is None else _labelled(
         read(spec.data.eval, "eval"), field, f"eval data ({describe_source(spec.data.eval)})")
     pool = rest.drop(columns=["label"])
     if spec.data.pool is not None:
         extra = read(spec.data.pool, "pool")
         pool = pd.concat([pool, extra.drop(columns=[field], errors="ignore")], ignore_index=True)
-    if sampling and sampling.pool_size and len(pool) > sampling.pool_size:
-        pool = pool.sample(n=sampling.pool_size, random_state=spec.runtime.seed)
-    return seed, pool, eval_frame
+    return seed, cap_pool(spec, pool), eval_frame
 
 
 def _with_ids(frame: pd.DataFrame, role: str) -> pd.DataFrame:
