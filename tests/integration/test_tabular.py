@@ -243,3 +243,40 @@ def test_the_credit_feature_repository_joins_german_credit(tmp_path):
     original = pd.read_csv(source)
     assert len(joined) == 1000 and joined["credit_amount"].tolist() == original["credit_amount"].tolist()
     assert joined["credit_history"].tolist() == original["credit_history"].tolist()
+
+
+@pytest.mark.timeout(600)
+def test_a_multiclass_table_runs_through_the_steps_with_accuracy_and_macro_auc(tmp_path):
+    from stillhouse import steps
+
+    frame = credit_frame(rows=150, seed=3)
+    frame["label"] = pd.cut(frame["debt"] / frame["income"], [-1, 0.4, 0.9, 99], labels=["low", "mid", "high"])
+    frame.drop(columns=["borrower_id", "application_time"]).to_csv(tmp_path / "seed.csv", index=False)
+    spec = yaml.safe_dump({
+        "name": "tiny-multiclass", "task": {"type": "tabular", "label_field": "label",
+                                            "sensitive_features": ["sex"]},
+        "data": {"seed": str(tmp_path / "seed.csv"), "sampling": {"eval_size": 45}},
+        "teacher": {"kind": "gradient_boosting", "max_iter": 40}, "student": {"kind": "mlp", "hidden": []},
+        "distillation": {"epochs": 6},
+        "evaluation": {"latency_samples": 3, "throughput_batch_size": 4,
+                       "gate": {"min_demographic_parity_ratio": None, "max_equalized_odds_difference": None}},
+        "output_dir": str(tmp_path / "runs")})
+    from stillhouse.spec import parse_spec
+
+    j = parse_spec(spec).model_dump_json()
+    d = {name: str(tmp_path / name) for name in ("data", "teacher", "synth", "soft", "student", "baseline", "eval")}
+    assert steps.prepare_step(j, d["data"]) == {"seed": 105, "pool": 0, "eval": 45, "labels": 3}
+    steps.train_teacher_step(j, d["data"], d["teacher"])
+    assert steps.synthesize_step(j, d["data"], d["teacher"], d["synth"]) == {"enabled": False}
+    steps.soft_label_step(j, d["data"], d["teacher"], d["synth"], d["soft"])
+    steps.distill_student_step(j, d["data"], d["teacher"], d["soft"], d["synth"], d["student"])
+    steps.train_baseline_step(j, d["data"], d["teacher"], d["baseline"])
+    metrics = steps.evaluate_step(j, d["data"], d["teacher"], d["student"], d["baseline"], d["eval"], d["synth"],
+                                  d["soft"])
+    assert metrics["labels"] == ["high", "low", "mid"] and metrics["positive_label"] is None
+    assert metrics["comparison"]["headline"] == "accuracy"
+    for model in metrics["models"].values():
+        assert 0 <= model["accuracy"] <= 1 and 0 <= model["auc"] <= 1 and "fairness" not in model
+    assert metrics["models"]["teacher"]["accuracy"] > 0.6  # the label is a function of two inputs
+    assert {c["limit"] for c in metrics["gate"]["checks"]} == {"min_auc", "max_ece", "max_auc_loss"}
+    assert "Promotion gate" in (Path(d["eval"]) / "report.html").read_text()
