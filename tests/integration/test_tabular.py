@@ -189,7 +189,7 @@ def test_point_in_time_join_never_uses_a_feature_row_newer_than_the_label(tmp_pa
     assert list(joined["borrower_id"]) == [*rows["borrower_id"], 3]  # the entity rows' order is kept
 
 
-def test_feast_redis_online_store_against_the_real_redis_server(tmp_path):
+def require_redis():
     redis = pytest.importorskip("redis")
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3).ping()
@@ -197,12 +197,19 @@ def test_feast_redis_online_store_against_the_real_redis_server(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail(f"Redis is not reachable at 127.0.0.1:6379: {exc}")
         pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    return redis
+
+
+REDIS_ONLINE = "  type: redis\n  connection_string: 127.0.0.1:6379"
+
+
+def test_feast_redis_online_store_against_the_real_redis_server(tmp_path):
+    redis = require_redis()
     from stillhouse.tasks.tabular.features import feature_store, online_rows
 
     project = f"stillhouse_test_{uuid.uuid4().hex[:10]}"
     frame = credit_frame(rows=12)
-    write_feast_repo(tmp_path / "repo", frame, project=project,
-                     online="  type: redis\n  connection_string: 127.0.0.1:6379")
+    write_feast_repo(tmp_path / "repo", frame, project=project, online=REDIS_ONLINE)
     store = feature_store(tmp_path / "repo")
     try:
         store.materialize_incremental(end_date=pd.Timestamp("2025-01-01", tz="UTC").to_pydatetime())
@@ -280,3 +287,29 @@ def test_a_multiclass_table_runs_through_the_steps_with_accuracy_and_macro_auc(t
     assert metrics["models"]["teacher"]["accuracy"] > 0.6  # the label is a function of two inputs
     assert {c["limit"] for c in metrics["gate"]["checks"]} == {"min_auc", "max_ece", "max_auc_loss"}
     assert "Promotion gate" in (Path(d["eval"]) / "report.html").read_text()
+
+
+def test_the_cluster_feature_store_sql_registry_on_postgresql_and_redis(tmp_path, postgres_url):
+    """The chart's shape (SQL registry, Redis online store) on the real servers: the pipeline applies and loads
+    the repository; a serving process with only the config (no definitions) reads online rows by id."""
+    require_redis()
+    from stillhouse.tasks.tabular.features import feature_store, online_rows
+
+    project = f"stillhouse_test_{uuid.uuid4().hex[:10]}"
+    registry = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    frame = credit_frame(rows=10)
+    repo = tmp_path / "repo"
+    write_feast_repo(repo, frame, project=project, online=REDIS_ONLINE)
+    config = (repo / "feature_store.yaml").read_text().replace(
+        "registry: data/registry.db", f"registry:\n  registry_type: sql\n  path: {registry}")
+    (repo / "feature_store.yaml").write_text(config)
+    store = feature_store(repo)
+    try:
+        store.materialize_incremental(end_date=pd.Timestamp("2025-01-01", tz="UTC").to_pydatetime())
+        serving = tmp_path / "serving"  # what the chart mounts: feature_store.yaml alone
+        serving.mkdir()
+        (serving / "feature_store.yaml").write_text(config)
+        rows = online_rows(serving, "credit_model", "borrower_id", [3, 7])
+        assert rows["debt"].tolist() == frame.set_index("borrower_id").loc[[3, 7], "debt"].tolist()
+    finally:
+        store.teardown()
