@@ -228,3 +228,31 @@ def test_score_requests_are_checked_before_the_model_sees_them():
     with pytest.raises(RequestError, match="`income` is numeric") as err:
         check_rows([{"income": "4929-1234", "history": "paid"}], ["income", "history"], ["income"])
     assert "4929" not in str(err.value)
+
+
+def test_reweighing_makes_the_label_independent_of_the_groups():
+    from stillhouse.tasks.tabular.data import TabularSchema, reweighing
+
+    schema = TabularSchema(labels=["bad", "good"], positive="bad", numeric=[], categorical=[], sensitive=["age"],
+                           bins={"age": [25]})
+    # young: 3 bad of 4; old: 2 bad of 8 — the label depends on the group
+    frame = pd.DataFrame({"age": [20] * 4 + [40] * 8, "label": ["bad"] * 3 + ["good"] + ["bad"] * 2 + ["good"] * 6})
+    weights = reweighing(schema, frame, "reweighing")
+    # P(young)=1/3, P(bad)=5/12, P(young, bad)=3/12 → (1/3 · 5/12) / (3/12) = 5/9
+    assert weights[0] == pytest.approx(5 / 9) and weights[3] == pytest.approx((1 / 3 * 7 / 12) / (1 / 12))
+    weighted = pd.DataFrame({"young": frame["age"] < 25, "bad": frame["label"] == "bad", "w": weights})
+    rates = weighted.groupby("young").apply(lambda g: (g["w"] * g["bad"]).sum() / g["w"].sum(), include_groups=False)
+    assert rates[True] == pytest.approx(rates[False])  # the weighted bad rate is the same in both groups
+    assert (reweighing(schema, frame, "none") == 1).all()
+    assert reweighing(schema, frame, "reweighing", cap=1.5).max() == 1.5
+
+
+def test_hard_label_loss_takes_row_weights():
+    from stillhouse.distill.losses import distillation_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, -1])
+    ce = torch.nn.functional.cross_entropy(logits[:2], labels[:2], reduction="none")
+    weighted = distillation_loss(logits, labels, None, 0.5, 2.0, torch.tensor([2.0, 0.5, 9.0]))
+    assert weighted.item() == pytest.approx(((ce * torch.tensor([2.0, 0.5])).mean()).item())
+    assert distillation_loss(logits, labels, None, 0.5, 2.0).item() == pytest.approx(ce.mean().item())

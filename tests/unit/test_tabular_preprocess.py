@@ -38,3 +38,15 @@ def test_bad_rows_name_the_column_not_the_value():
     with pytest.raises(DataError, match="numeric column `income` has 1 value") as err:
         pre.transform(FRAME.assign(income=["10", "secret-text", None, "3"]))
     assert "secret-text" not in str(err.value)
+
+
+def test_records_transform_like_frames_and_refuse_the_same_bad_rows():
+    pre = Preprocessor.fit(FRAME, ["income", "age"], ["home"])
+    rows = [*FRAME.to_dict(orient="records"), {"income": "20", "age": 45, "home": "boat"},
+            {"income": None, "age": 33.5, "home": float("nan")}]
+    np.testing.assert_allclose(pre.transform_records(rows), pre.transform(pd.DataFrame(rows)), atol=1e-6)
+    with pytest.raises(DataError, match="lack feature column\\(s\\) \\['home'\\]"):
+        pre.transform_records([{"income": 1.0, "age": 3}])
+    with pytest.raises(DataError, match="numeric column `income`") as err:
+        pre.transform_records([{"income": "secret-text", "age": 3, "home": "own"}])
+    assert "secret-text" not in str(err.value)

@@ -30,7 +30,7 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
     - unlabelled row (``label == -1``, pool or synthetic): ``T²·KL(...)`` alone — there is no hard label
       to trade it against, so it is not scaled by ``1−α``.
     - ``teacher_logits is None``: plain cross-entropy on the labelled rows (teacher fine-tuning, and the
-      hard-label baseline student).
+      hard-label baseline student), weighted by ``weights`` when given (a tabular fairness reweighing).
 
     ``weights`` ``[batch]`` (optional) scales each row's term; the mean still divides by the number of rows,
     so a weight below 1 makes a row count for less (e.g. synthetic rows, ``distillation.synthetic_weight``)
@@ -44,7 +44,7 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
     if teacher_logits is None:
         if not labelled.any():
             raise ValueError("hard-label training got a batch with no labelled rows")
-        return ce[labelled].mean()
+        return (ce * weights)[labelled].mean() if weights is not None else ce[labelled].mean()
     kl = soft_kl(student_logits, teacher_logits, temperature)
     per_row = torch.where(labelled, alpha * ce + (1 - alpha) * kl, kl)
     if weights is not None:

@@ -118,17 +118,14 @@ class ServedStudent:
         """One ``{label, probability, probabilities, contributions}`` per row of raw column values (tabular
         students only); a row that lacks a column or holds a non-number in a numeric one is a
         :class:`~stillhouse.errors.DataError` naming the column."""
-        import pandas as pd
-
         if self.task != "tabular":
             raise ModelError(f"{self.tag} is not a tabular student", "use /classify or /rerank")
         if not rows:
             return []
         student, info = self.model, self.model.info
-        frame = pd.DataFrame(rows)
-        probs = softmax(student.logits(frame), self.temperature)
+        probs = softmax(student.logits(rows), self.temperature)
         positive = info.labels.index(info.positive) if info.positive in info.labels else None
-        contributions = student.contributions(frame, info.contributions)
+        contributions = student.contributions(rows, info.contributions)
         out = []
         for p, why in zip(probs, contributions):
             best = int(p.argmax())

@@ -59,20 +59,26 @@ class TabularStudent:
     preprocessor: Preprocessor
     info: TabularInfo
 
-    def logits(self, frame: pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
-        x = self.preprocessor.transform(frame)
+    def features(self, rows: pd.DataFrame | list[dict]) -> np.ndarray:
+        """Preprocessed rows: a DataFrame, or mappings of raw column values (a request's rows)."""
+        if isinstance(rows, pd.DataFrame):
+            return self.preprocessor.transform(rows)
+        return self.preprocessor.transform_records(rows)
+
+    def logits(self, frame: pd.DataFrame | list[dict], batch_size: int = 4096) -> np.ndarray:
+        x = self.features(frame)
         self.model.eval()
         with torch.no_grad():
             return np.concatenate([self.model(torch.from_numpy(x[i:i + batch_size])).numpy()
                                    for i in range(0, len(x), batch_size)] or [np.zeros((0, len(self.info.labels)))])
 
-    def contributions(self, frame: pd.DataFrame, top: int) -> list[list[dict]]:
+    def contributions(self, frame: pd.DataFrame | list[dict], top: int) -> list[list[dict]]:
         """Per row, the ``top`` raw columns that moved the predicted label's logit most from the baseline row
         (gradient × (row − baseline) on the preprocessed features, summed per raw column: exact for a linear
         student, a first-order attribution for an MLP). Positive: towards the predicted label."""
         if top == 0 or not len(frame):
             return [[] for _ in range(len(frame))]
-        x = torch.from_numpy(self.preprocessor.transform(frame)).requires_grad_(True)
+        x = torch.from_numpy(self.features(frame)).requires_grad_(True)
         self.model.eval()
         logits = self.model(x)
         chosen = logits.argmax(1)

@@ -81,12 +81,72 @@ class Preprocessor:
             blocks.append(onehot)
         return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((len(frame), 0), np.float32)
 
+    def transform_records(self, rows: list[dict]) -> np.ndarray:
+        """:meth:`transform` for rows given as mappings (a scoring request), without building a DataFrame: the
+        same output, at a fraction of the cost for the few rows of a request (pandas' per-call overhead was
+        most of the student's per-row latency)."""
+        lookup = _record_lookup(self)
+        out = np.zeros((len(rows), lookup.width), dtype=np.float32)
+        for i, row in enumerate(rows):
+            absent = [c for c in lookup.columns if c not in row]
+            if absent:
+                raise DataError(f"the rows lack feature column(s) {absent}", "send every feature the model was "
+                                "trained on (its model card lists them)")
+            for j, (column, median, mean, scale) in enumerate(lookup.numeric):
+                value = _number(row[column], column)
+                out[i, j] = ((median if value is None else value) - mean) / scale
+            for column, offset, index, unknown in lookup.categorical:
+                value = row[column]
+                missing = value is None or (isinstance(value, float) and value != value)
+                out[i, offset + (unknown + 1 if missing else index.get(str(value), unknown))] = 1.0
+        return out
+
     def save(self, folder: str | Path) -> None:
         (Path(folder) / PREPROCESS_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path) -> Preprocessor:
         return cls(**json.loads((Path(folder) / PREPROCESS_FILE).read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    columns: list[str]
+    numeric: list[tuple[str, float, float, float]]  # column, median, mean, scale
+    categorical: list[tuple[str, int, dict[str, int], int]]  # column, first output column, index, unknown position
+    width: int
+
+
+_LOOKUPS: dict[int, tuple[Preprocessor, _Lookup]] = {}
+
+
+def _record_lookup(pre: Preprocessor) -> _Lookup:
+    """The per-column constants :meth:`Preprocessor.transform_records` needs, built once per preprocessor."""
+    cached = _LOOKUPS.get(id(pre))
+    if cached is not None and cached[0] is pre:
+        return cached[1]
+    numeric = list(zip(pre.numeric, pre.medians, pre.means, pre.scales))
+    categorical, offset = [], len(pre.numeric)
+    for column in pre.categorical:
+        known = pre.categories[column]
+        categorical.append((column, offset, {v: i for i, v in enumerate(known)}, len(known)))
+        offset += len(known) + 2
+    lookup = _Lookup([*pre.numeric, *pre.categorical], numeric, categorical, offset)
+    _LOOKUPS[id(pre)] = (pre, lookup)
+    return lookup
+
+
+def _number(value, column: str) -> float | None:
+    """A numeric cell of a record as a float (None when missing); not a number: an error naming the column."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return None if value != value else float(value)
+    try:
+        return float(value) if str(value).strip() else None
+    except ValueError:
+        raise DataError(f"numeric column `{column}` has 1 value(s) that are not numbers",
+                        f"clean the column, or declare `{column}` categorical") from None
 
 
 def _numeric_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -20,7 +20,7 @@ from stillhouse.distill.fit import baseline_epochs, train_on_launcher
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.tabular.data import TabularData, label_indices, row_fingerprints
+from stillhouse.tasks.tabular.data import TabularData, label_indices, reweighing, row_fingerprints
 from stillhouse.tasks.tabular.model import TabularStudent, new_student, save_tabular
 from stillhouse.tasks.tabular.preprocess import Preprocessor
 from stillhouse.tasks.tabular.train import ITEMS
@@ -52,7 +52,7 @@ class TabularTask:
         data = TabularData.load(data_dir)
         pre = Preprocessor.fit(data.seed, data.schema.numeric, data.schema.categorical)
         teacher = fit_teacher(spec.teacher, data.seed, label_indices(data.seed, data.labels), pre, data.labels,
-                              spec.runtime.seed)
+                              spec.runtime.seed, reweighing(data.schema, data.seed, spec.task.mitigation))
         save_teacher(teacher, spec.teacher, out_dir)
         say(f"teacher: {spec.teacher.describe()} fitted on {len(data.seed)} seed rows")
         return {"teacher": spec.teacher.kind, "seed_rows": len(data.seed)}
@@ -131,9 +131,11 @@ class TabularTask:
         for split, frame in (("seed", data.seed), ("pool", data.pool), ("synthetic", load_profiles(synthetic_dir)[0])):
             if split in sources and len(frame):
                 logits = attach_teacher_logits(frame, soft, split, row_fingerprints(frame, inputs))
+                weight = (reweighing(data.schema, frame, spec.task.mitigation) if split == "seed"
+                          else weights[split])
                 parts.append(frame[inputs].assign(
                     label_idx=label_indices(frame, data.labels) if split == "seed" else -1,
-                    teacher_logits=list(logits), weight=weights[split]))
+                    teacher_logits=list(logits), weight=weight))
         if not parts:
             raise StillhouseError(f"no training rows for the student from distillation.sources {sources}",
                                   "add `seed` to distillation.sources")
@@ -145,7 +147,8 @@ class TabularTask:
 
     def baseline(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
         data = TabularData.load(data_dir)
-        rows = data.seed[data.schema.inputs].assign(label_idx=label_indices(data.seed, data.labels))
+        rows = data.seed[data.schema.inputs].assign(label_idx=label_indices(data.seed, data.labels),
+                                                     weight=reweighing(data.schema, data.seed, spec.task.mitigation))
         # as many optimiser steps as the student where the cap allows, never fewer epochs than the student
         d = spec.distillation
         epochs = max(d.epochs, baseline_epochs(d.epochs, len(data.seed), len(data.pool)))

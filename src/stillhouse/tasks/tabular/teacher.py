@@ -55,8 +55,9 @@ class TabularTeacher:
     weights: list[float]
     labels: list[str]
 
-    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
-        x = self.preprocessor.transform(frame)
+    def probabilities(self, frame: pd.DataFrame | list[dict]) -> np.ndarray:
+        x = (self.preprocessor.transform(frame) if isinstance(frame, pd.DataFrame)
+             else self.preprocessor.transform_records(frame))
         out = np.zeros((len(frame), len(self.labels)))
         for model, weight in zip(self.models, self.weights):
             probs = np.zeros((len(frame), len(self.labels)))
@@ -64,16 +65,18 @@ class TabularTeacher:
             out += weight * probs
         return out
 
-    def logits(self, frame: pd.DataFrame) -> np.ndarray:
+    def logits(self, frame: pd.DataFrame | list[dict]) -> np.ndarray:
         """Log-probabilities: the soft labels' logits (softmax gives the probabilities back)."""
         return np.log(np.clip(self.probabilities(frame), 1e-7, 1.0)).astype(np.float32)
 
 
 def fit_teacher(teacher_spec, seed: pd.DataFrame, y: np.ndarray, preprocessor: Preprocessor, labels: list[str],
-                random_seed: int) -> TabularTeacher:
+                random_seed: int, sample_weight: np.ndarray | None = None) -> TabularTeacher:
+    """Fit every member on the preprocessed seed; ``sample_weight`` (the fairness reweighing, if any) weights
+    each seed row in every member's loss."""
     x = preprocessor.transform(seed)
     members, weights = members_of(teacher_spec)
-    models = [_estimator(member, random_seed).fit(x, y) for member in members]
+    models = [_estimator(member, random_seed).fit(x, y, sample_weight=sample_weight) for member in members]
     return TabularTeacher(preprocessor, models, weights, list(labels))
 
 
