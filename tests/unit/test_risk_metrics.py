@@ -74,3 +74,24 @@ def test_gate_passes_fails_and_fails_an_unmeasured_figure():
     unmeasured = gate_verdict({"min_demographic_parity_ratio": 0.8}, {"demographic_parity_ratio": None})
     assert unmeasured["verdict"] == "failed" and unmeasured["checks"][0]["value"] is None
     assert gate_verdict({"min_auc": None}, figures) == {"verdict": "passed", "checks": []}
+
+
+def test_fairness_intervals_bracket_the_figures_and_agree_with_fairlearn_per_resample():
+    from stillhouse.evaluate.risk import fairness, fairness_intervals
+
+    rng = np.random.default_rng(1)
+    groups = np.where(rng.uniform(size=400) < 0.2, "young", "old")
+    y = rng.uniform(size=400) < np.where(groups == "young", 0.4, 0.28)
+    flagged = rng.uniform(size=400) < np.where(y, 0.8, 0.4) + np.where(groups == "young", 0.1, 0.0)
+    point = fairness(y, flagged, groups)
+    bounds = fairness_intervals(y, flagged, groups, seed=0, resamples=2000)
+    low, high = bounds["demographic_parity_ratio_ci95"]
+    assert low < point["demographic_parity_ratio"] < high and high - low > 0.05  # a small group: a wide interval
+    low, high = bounds["equalized_odds_difference_ci95"]
+    assert low < point["equalized_odds_difference"] < high
+    # one resample of the vectorised counts equals Fairlearn on the same rows
+    one = fairness_intervals(y, flagged, groups, seed=5, resamples=1)
+    index = np.random.default_rng(5).integers(0, 400, size=(1, 400))[0]
+    again = fairness(y[index], flagged[index], groups[index])
+    assert one["demographic_parity_ratio_ci95"][0] == pytest.approx(again["demographic_parity_ratio"])
+    assert one["equalized_odds_difference_ci95"][0] == pytest.approx(again["equalized_odds_difference"])

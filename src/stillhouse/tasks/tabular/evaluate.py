@@ -23,7 +23,7 @@ from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.evaluate.calibration import calibrate
 from stillhouse.evaluate.gate import gate_verdict
 from stillhouse.evaluate.metrics import calibration_bins, classification_metrics, softmax
-from stillhouse.evaluate.risk import cost_threshold, fairness, risk_metrics
+from stillhouse.evaluate.risk import cost_threshold, fairness, fairness_intervals, risk_metrics
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.tabular.data import TabularData, label_indices
@@ -54,8 +54,11 @@ def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarr
     threshold = cost_threshold(costs.false_negative, costs.false_positive)
     out.update(risk_metrics(is_positive, p, threshold, costs.false_negative, costs.false_positive, bins))
     flagged = p > threshold
-    out["fairness"] = {column: fairness(is_positive, flagged, schema.groups(data.eval, column))
-                       for column in schema.sensitive}
+    out["fairness"] = {}
+    for column in schema.sensitive:
+        groups = schema.groups(data.eval, column)
+        out["fairness"][column] = {**fairness(is_positive, flagged, groups),
+                                   **fairness_intervals(is_positive, flagged, groups, spec.runtime.seed)}
     worst = {}
     for figure, pick in (("demographic_parity_ratio", min), ("equalized_odds_difference", max)):
         values = {column: f[figure] for column, f in out["fairness"].items()}
@@ -215,9 +218,15 @@ def _fairness_rows(models: dict) -> list[list[str]]:
             f = models[name]["fairness"][feature]
             groups = "; ".join(f"{g}: n={v['rows']}, flagged {_number(v['selection_rate'])}, TPR "
                                f"{_number(v['tpr'])}, FPR {_number(v['fpr'])}" for g, v in f["groups"].items())
-            rows.append([feature, TITLES[name], _number(f["demographic_parity_ratio"]),
-                         _number(f["equalized_odds_difference"]), groups])
+            rows.append([feature, TITLES[name],
+                         _number(f["demographic_parity_ratio"]) + _interval(f.get("demographic_parity_ratio_ci95")),
+                         _number(f["equalized_odds_difference"]) + _interval(f.get("equalized_odds_difference_ci95")),
+                         groups])
     return rows
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
 
 
 def _gate_rows(gate: dict, worst: dict) -> list[list[str]]:
@@ -246,7 +255,7 @@ def _scenario_rows(synthesis: dict) -> list[list[str]]:
 
 
 _SCENARIO_HEADER = ["scenario", "generated", "kept", "dropped", "mean teacher P(positive)"]
-_FAIRNESS_HEADER = ["sensitive feature", "model", "DP ratio", "EO difference", "groups"]
+_FAIRNESS_HEADER = ["sensitive feature", "model", "DP ratio [95 % CI]", "EO difference [95 % CI]", "groups"]
 _GATE_HEADER = ["limit", "threshold", "student's value", "verdict"]
 
 
