@@ -152,6 +152,7 @@ def test_score_refuses_bad_requests_with_one_clear_error_and_no_5xx(tabular_serv
     cases = [({"rows": [{"income": 1.0, "months": 3}]}, "lacks column(s) ['debt', 'history']"),
              ({"rows": [{"income": secret, "months": 3, "debt": 1, "history": "paid"}]}, "`income` is numeric"),
              ({"entity_ids": [987654]}, "have no features in the online store"),
+             ({"entity_ids": [secret]}, "do not fit the entity's key type"),
              ({"rows": [], "entity_ids": [1]}, "exactly one of `rows` and `entity_ids`"),
              ({"rows": [["not", "an", "object"]]}, "is not an object"),
              ({"rows": [{"income": {"nested": secret}}]}, "not a string, number or null")]

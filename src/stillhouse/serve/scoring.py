@@ -52,6 +52,9 @@ class OnlineFeatures:
             frame = online_rows(self.repo, self.feature_service, self.entity, ids)
         except RequestError:
             raise
+        except (ValueError, TypeError):  # Feast converting an id to the entity's key type: the request's fault
+            raise RequestError("entity ids do not fit the entity's key type (e.g. text for a numeric id)",
+                               "send the ids as the feature store keys them") from None
         except Exception as exc:  # noqa: BLE001 - any store failure (Redis down, registry unreadable) is a 503
             raise Unavailable(f"the online feature store cannot be read ({type(exc).__name__})",
                               "retry later; check the feature store's connection") from None
