@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ class Preprocessor:
         """:meth:`transform` for rows given as mappings (a scoring request), without building a DataFrame: the
         same output, at a fraction of the cost for the few rows of a request (pandas' per-call overhead was
         most of the student's per-row latency)."""
-        lookup = _record_lookup(self)
+        lookup = self._lookup
         out = np.zeros((len(rows), lookup.width), dtype=np.float32)
         for i, row in enumerate(rows):
             absent = [c for c in lookup.columns if c not in row]
@@ -101,6 +102,18 @@ class Preprocessor:
                 out[i, offset + (unknown + 1 if missing else index.get(str(value), unknown))] = 1.0
         return out
 
+    @cached_property
+    def _lookup(self) -> _Lookup:
+        """The per-column constants :meth:`transform_records` needs, built once per preprocessor (a cached
+        property writes the instance's ``__dict__`` directly, so it works on this frozen dataclass)."""
+        numeric = list(zip(self.numeric, self.medians, self.means, self.scales))
+        categorical, offset = [], len(self.numeric)
+        for column in self.categorical:
+            known = self.categories[column]
+            categorical.append((column, offset, {v: i for i, v in enumerate(known)}, len(known)))
+            offset += len(known) + 2
+        return _Lookup([*self.numeric, *self.categorical], numeric, categorical, offset)
+
     def save(self, folder: str | Path) -> None:
         (Path(folder) / PREPROCESS_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
@@ -115,25 +128,6 @@ class _Lookup:
     numeric: list[tuple[str, float, float, float]]  # column, median, mean, scale
     categorical: list[tuple[str, int, dict[str, int], int]]  # column, first output column, index, unknown position
     width: int
-
-
-_LOOKUPS: dict[int, tuple[Preprocessor, _Lookup]] = {}
-
-
-def _record_lookup(pre: Preprocessor) -> _Lookup:
-    """The per-column constants :meth:`Preprocessor.transform_records` needs, built once per preprocessor."""
-    cached = _LOOKUPS.get(id(pre))
-    if cached is not None and cached[0] is pre:
-        return cached[1]
-    numeric = list(zip(pre.numeric, pre.medians, pre.means, pre.scales))
-    categorical, offset = [], len(pre.numeric)
-    for column in pre.categorical:
-        known = pre.categories[column]
-        categorical.append((column, offset, {v: i for i, v in enumerate(known)}, len(known)))
-        offset += len(known) + 2
-    lookup = _Lookup([*pre.numeric, *pre.categorical], numeric, categorical, offset)
-    _LOOKUPS[id(pre)] = (pre, lookup)
-    return lookup
 
 
 def _number(value, column: str) -> float | None:
