@@ -12,8 +12,10 @@ scenarios, soft labels, Ray Train students, evaluation with the gate), for
 
 Figures: AUC, Brier score, cost-weighted error at the 5:1 cost threshold, demographic-parity ratio and
 equalized-odds difference by sex and by age group (<25 / >=25); AUC on the rare-scenario slice (evaluation rows
-that match a rare scenario: a late-payment history, a thin file, a credit in the top decile); the student's default-gate verdict; CPU milliseconds per scored row and the student's size against the
-teacher's. Mean ± sd over folds. Usage::
+that match a rare scenario: a late-payment history, a thin file, a credit in the top decile); the student's default-gate verdict per fold and on the pooled out-of-fold rows
+(1,000 borrowers, each scored by the fold's models that did not see it); CPU milliseconds per scored row and the
+student's size against the teacher's. Mean ± sd over folds. The demographic-parity ratio counts the favourable
+decision (approval: not flagged), as the four-fifths rule does. Usage::
 
     python benchmarks/credit.py [--out FILE] [--folds 5]
 """
@@ -122,12 +124,50 @@ def run_fold(k: int, train: pd.DataFrame, test: pd.DataFrame, work: Path) -> dic
         row[f"{name}_brier"] = brier_score(y, prob)
         row[f"{name}_cost"] = cost_weighted_error(y, flagged, costs.false_negative, costs.false_positive)
         for feature, label in (("personal_status_and_sex", "sex"), ("age_in_years", "age")):
-            fair = fairness(y, flagged, schema.groups(data.eval, feature))
+            fair = fairness(y, flagged, schema.groups(data.eval, feature), favourable=specs["with"].task.favourable)
             row[f"{name}_dp_ratio_{label}"] = fair["demographic_parity_ratio"]
             row[f"{name}_eo_diff_{label}"] = fair["equalized_odds_difference"]
     print(json.dumps({k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in row.items()
                       if k_.endswith("auc") or k_ in ("fold", "gate")}), flush=True)
-    return row
+    pooled = {"y": y, "probability": p, "groups": {label: schema.groups(data.eval, feature) for feature, label in
+                                                   (("personal_status_and_sex", "sex"), ("age_in_years", "age"))}}
+    return row, pooled
+
+
+def pooled_figures(pooled: list[dict], spec) -> dict:
+    """Out-of-fold figures over all folds' evaluation rows together (each borrower scored once, by the models
+    that did not see it): five times the rows of one fold, so a small group's fairness figures are measured with
+    a narrower interval; the student's default-gate verdict on them."""
+    from stillhouse.evaluate.gate import gate_verdict
+    from stillhouse.evaluate.metrics import expected_calibration_error
+    from stillhouse.evaluate.risk import cost_threshold, fairness, fairness_intervals, roc_auc
+    from stillhouse.spec.tabular import GateSpec
+
+    y = np.concatenate([f["y"] for f in pooled])
+    threshold = cost_threshold(spec.task.costs.false_negative, spec.task.costs.false_positive)
+    out = {"rows": int(len(y))}
+    for name in MODELS:
+        p = np.concatenate([f["probability"][name] for f in pooled])
+        model = {"auc": roc_auc(y, p),
+                 "ece": expected_calibration_error(np.stack([1 - p, p], 1), y.astype(int), 15)}
+        for label in ("sex", "age"):
+            groups = np.concatenate([f["groups"][label] for f in pooled])
+            fair = {**fairness(y, p > threshold, groups, favourable=spec.task.favourable),
+                    **fairness_intervals(y, p > threshold, groups, favourable=spec.task.favourable)}
+            model[f"dp_ratio_{label}"], model[f"eo_diff_{label}"] = (fair["demographic_parity_ratio"],
+                                                                     fair["equalized_odds_difference"])
+            model[f"dp_ratio_{label}_ci95"] = fair["demographic_parity_ratio_ci95"]
+            model[f"eo_diff_{label}_ci95"] = fair["equalized_odds_difference_ci95"]
+            model[f"favourable_rate_{label}"] = {g: v["favourable_rate"] for g, v in fair["groups"].items()}
+        out[name] = model
+    s = out["student"]
+    dp, eo = (min(("sex", "age"), key=lambda g: s[f"dp_ratio_{g}"]), max(("sex", "age"), key=lambda g: s[f"eo_diff_{g}"]))
+    figures = {"auc": s["auc"], "ece": s["ece"], "demographic_parity_ratio": s[f"dp_ratio_{dp}"],
+               "equalized_odds_difference": s[f"eo_diff_{eo}"], "auc_loss": out["teacher"]["auc"] - s["auc"]}
+    out["student_gate"] = gate_verdict(GateSpec().model_dump(), figures,
+                                       {"demographic_parity_ratio": s[f"dp_ratio_{dp}_ci95"],
+                                        "equalized_odds_difference": s[f"eo_diff_{eo}_ci95"]})
+    return out
 
 
 def main() -> int:
@@ -142,11 +182,17 @@ def main() -> int:
     from sklearn.model_selection import StratifiedKFold
 
     frame = pd.read_csv(SOURCE)
-    rows = []
+    rows, pooled = [], []
     with tempfile.TemporaryDirectory(prefix="stillhouse-credit-") as work:
         for k, (train, test) in enumerate(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(
                 frame, frame["creditability"])):
-            rows.append(run_fold(k, frame.iloc[train], frame.iloc[test], Path(work)))
+            row, scored = run_fold(k, frame.iloc[train], frame.iloc[test], Path(work))
+            rows.append(row)
+            pooled.append(scored)
+    from stillhouse.spec import parse_spec
+
+    spec = parse_spec((REPO / "examples" / "credit.yaml").read_text())
+    summary_pooled = pooled_figures(pooled, spec)
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     summary = {k: {"mean": float(np.nanmean([r[k] for r in rows])), "sd": float(np.nanstd([r[k] for r in rows]))}
                for k in keys}
@@ -166,15 +212,25 @@ def main() -> int:
                mean["student_auc"] - mean["student_no_profiles_auc"], 0.0, ">="),
         target("profiles raise the student's AUC on the rare-scenario slice (with − without)",
                mean["student_rare_auc"] - mean["student_no_profiles_rare_auc"], 0.0, ">"),
-        target("student passes the default gate (folds passed)", summary["gate_passed_folds"], args.folds, ">="),
+        target("student passes the default gate on the pooled out-of-fold rows (checks passed)",
+               sum(c["passed"] for c in summary_pooled["student_gate"]["checks"]),
+               len(summary_pooled["student_gate"]["checks"]), ">="),
     ]
+    for c in summary_pooled["student_gate"]["checks"]:
+        print(f"pooled gate: {c['limit']} {c['threshold']:g}: {c['value']:.4f}"
+              + (f" [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]" if c.get("ci95") else "")
+              + (" passed" if c["passed"] else " FAILED") + ("" if c.get("conclusive", True) else " (inconclusive)"))
+    for name in MODELS:
+        m = summary_pooled[name]
+        print(f"pooled {name}: AUC {m['auc']:.4f}; favourable rate by age {m['favourable_rate_age']}, DP ratio "
+              f"age {m['dp_ratio_age']:.3f} {np.round(m['dp_ratio_age_ci95'], 3).tolist()}, sex {m['dp_ratio_sex']:.3f}")
     for t in targets:
         print(("MET  " if t["met"] else "MISS ") + f"{t['name']}: {t['value']:.4f} (target {t['op']} {t['target']})")
     print(f"per scored row (CPU, p50): teacher {mean['teacher_ms_per_row']:.2f} ms, student "
           f"{mean['student_ms_per_row']:.2f} ms (×{mean['speedup_per_row']:.2f}); student size "
           f"{mean['size_ratio']:.3f} of the teacher's on disk")
     path = write_result("credit", {"folds": args.folds, "source": str(SOURCE), "spec": "examples/credit.yaml"},
-                        rows + [{"summary": summary}], targets, args.out)
+                        rows + [{"summary": summary}, {"pooled_out_of_fold": summary_pooled}], targets, args.out)
     print(f"wrote {path}")
     return 0
 

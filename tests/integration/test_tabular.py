@@ -26,7 +26,7 @@ def tabular_spec(repo: Path, entity_rows: Path, output: Path) -> str:
         "name": "tiny-credit",
         "task": {"type": "tabular", "label_field": "label", "positive_label": "bad", "entity": "borrower_id",
                  "timestamp": "application_time", "sensitive_features": ["sex", "age"],
-                 "sensitive_bins": {"age": [25]}, "costs": {"false_negative": 5, "false_positive": 1}},
+                 "favourable": "not_flagged", "sensitive_bins": {"age": [25]}, "costs": {"false_negative": 5, "false_positive": 1}},
         "data": {"seed": str(entity_rows), "sampling": {"eval_size": 60},
                  "features": {"repo": str(repo), "feature_service": "credit_model"}},
         "teacher": {"kind": "ensemble", "members": [{"kind": "gradient_boosting", "max_iter": 50},
@@ -262,7 +262,7 @@ def test_a_multiclass_table_runs_through_the_steps_with_accuracy_and_macro_auc(t
     frame.drop(columns=["borrower_id", "application_time"]).to_csv(tmp_path / "seed.csv", index=False)
     spec = yaml.safe_dump({
         "name": "tiny-multiclass", "task": {"type": "tabular", "label_field": "label",
-                                            "sensitive_features": ["sex"]},
+                                            "labels": ["low", "mid", "high"], "sensitive_features": ["sex"]},
         "data": {"seed": str(tmp_path / "seed.csv"), "sampling": {"eval_size": 45}},
         "teacher": {"kind": "gradient_boosting", "max_iter": 40}, "student": {"kind": "mlp", "hidden": []},
         "distillation": {"epochs": 6},

@@ -17,7 +17,7 @@ from tests.tabular_data import credit_frame
 BASE = """
 name: tab
 task: {type: tabular, label_field: label, positive_label: bad, sensitive_features: [sex, age],
-       sensitive_bins: {age: [25]}}
+       favourable: not_flagged, sensitive_bins: {age: [25]}}
 data: {seed: /tmp/seed.csv, sampling: {eval_size: 40}}
 teacher: {kind: gradient_boosting, max_iter: 20}
 student: {kind: mlp, hidden: [8]}
@@ -47,6 +47,7 @@ def test_tabular_spec_fills_its_training_defaults_and_keeps_the_users():
      "are sensitive features"),
     (BASE.replace("positive_label: bad,", "positive_label: bad, entity: id, numeric: [id],"), "cannot be inputs"),
     (BASE.replace("{age: [25]}", "{age: [40, 25]}"), "ascending order"),
+    (BASE.replace("favourable: not_flagged, ", ""), "sensitive_features need `favourable`"),
     (BASE + "data: {seed: /tmp/s.csv, eval: /tmp/e.csv, features: {repo: /r, feature_service: s}}\n",
      "needs task.entity and task.timestamp"),
     (BASE + "synthesis: {generator: augment}\n", "generator `copula`"),

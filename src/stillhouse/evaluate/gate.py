@@ -19,10 +19,16 @@ LIMITS = {
 }
 
 
-def gate_verdict(limits: dict[str, float | None], figures: dict[str, float | None]) -> dict:
+def gate_verdict(limits: dict[str, float | None], figures: dict[str, float | None],
+                 intervals: dict[str, list[float] | None] | None = None) -> dict:
     """``{"verdict": "passed" | "failed", "checks": [{limit, figure, threshold, value, passed}]}`` for every set
     limit; ``figures`` maps figure names (``auc``, ``ece``, ``demographic_parity_ratio`` …) to measured values
-    (the worst over sensitive features for the fairness figures)."""
+    (the worst over sensitive features for the fairness figures).
+
+    ``intervals`` (figure → 95 % interval) adds ``ci95`` and ``conclusive`` to a check: whether the interval lies
+    wholly on one side of the limit. The verdict still judges the measured value — a small group's figure that
+    misses the limit fails, it is not waved through as noise — but a reader sees when too few rows were measured
+    to tell a fair model from an unfair one."""
     checks = []
     for limit, threshold in limits.items():
         if threshold is None:
@@ -31,6 +37,11 @@ def gate_verdict(limits: dict[str, float | None], figures: dict[str, float | Non
         value = figures.get(figure)
         measured = value is not None and not math.isnan(value)
         holds = measured and (value >= threshold if direction == "min" else value <= threshold)
-        checks.append({"limit": limit, "figure": figure, "threshold": threshold,
-                       "value": value if measured else None, "passed": bool(holds)})
+        check = {"limit": limit, "figure": figure, "threshold": threshold, "value": value if measured else None,
+                 "passed": bool(holds)}
+        bounds = (intervals or {}).get(figure)
+        if bounds:
+            check["ci95"] = list(bounds)
+            check["conclusive"] = bool(bounds[0] > threshold or bounds[1] < threshold)
+        checks.append(check)
     return {"verdict": "passed" if all(c["passed"] for c in checks) else "failed", "checks": checks}

@@ -50,9 +50,15 @@ class TabularTaskSpec(_Strict):
     sensitive_groups: dict[str, dict[str, str]] = Field(
         {}, description="Categorical sensitive feature → value → group, e.g. to read sex out of a column that "
         "also holds marital status (`male : single: male`). Values not listed are their own group.")
-    # benchmarks/credit.py: on German credit the teacher's out-of-fold demographic-parity ratio by age group is
-    # 0.78 (under-25s default more: 41 % vs 28 %), so a faithful student fails the four-fifths rule; reweighing
-    # by sex × age moved it to 0.82 for a 0.0006 loss of AUC.
+    favourable: Literal["not_flagged", "flagged"] | None = Field(
+        None, description="Binary tasks with sensitive features: which decision is the favourable outcome whose "
+        "rate the demographic-parity ratio (the four-fifths rule) compares across groups — `not_flagged` where "
+        "flagging the positive label denies or refers (a predicted default, fraud), `flagged` where it grants "
+        "(an offer). Required with sensitive_features: the two ratios differ (approval rates of 25 % and 40 % "
+        "are a ratio of 0.63; their flag rates, 75 % and 60 %, of 0.80).")
+    # benchmarks/credit.py: on German credit under-25s default more (41 % vs 28 %), so at the 5:1 cost threshold a
+    # faithful student approves them at about two thirds of the others' rate (the four-fifths rule fails);
+    # reweighing by sex × age narrows the gap at a small loss of AUC (README, "Credit risk").
     mitigation: Literal["none", "reweighing"] = Field(
         "none", description="Fairness mitigation at training: `reweighing` weights the seed rows of the teacher, "
         "the student and the hard-label student so that the label is independent of the sensitive groups "
@@ -92,6 +98,10 @@ class TabularTaskSpec(_Strict):
         if unknown:
             raise ValueError(f"sensitive_bins / sensitive_groups name {sorted(unknown)}, which are not "
                              "sensitive_features")
+        if self.sensitive_features and self.favourable is None and (self.labels is None or len(self.labels) == 2):
+            raise ValueError("sensitive_features need `favourable`: the decision the four-fifths rule counts — "
+                             "`not_flagged` when flagging the positive label denies or refers (credit default, "
+                             "fraud), `flagged` when it grants (an offer)")
         both = set(self.sensitive_bins) & set(self.sensitive_groups)
         if both:
             raise ValueError(f"{sorted(both)}: give sensitive_bins (numeric) or sensitive_groups (categorical), "

@@ -57,8 +57,10 @@ def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarr
     out["fairness"] = {}
     for column in schema.sensitive:
         groups = schema.groups(data.eval, column)
-        out["fairness"][column] = {**fairness(is_positive, flagged, groups),
-                                   **fairness_intervals(is_positive, flagged, groups, spec.runtime.seed)}
+        favourable = spec.task.favourable
+        out["fairness"][column] = {**fairness(is_positive, flagged, groups, favourable=favourable),
+                                   **fairness_intervals(is_positive, flagged, groups, favourable=favourable,
+                                                        seed=spec.runtime.seed)}
     worst = {}
     for figure, pick in (("demographic_parity_ratio", min), ("equalized_odds_difference", max)):
         values = {column: f[figure] for column, f in out["fairness"].items()}
@@ -145,11 +147,14 @@ def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: s
                   "speedup_batch1_p50": t["latency_ms_p50"] / s["latency_ms_p50"]}
     figures = {"auc": s["auc"], "ece": s["ece"], "demographic_parity_ratio": s.get("demographic_parity_ratio"),
                "equalized_odds_difference": s.get("equalized_odds_difference"), "auc_loss": comparison["auc_loss"]}
-    gate = gate_verdict(e.gate.model_dump(), figures)
+    worst = s.get("fairness_worst", {})
+    intervals = {figure: s["fairness"][column].get(f"{figure}_ci95") for figure, column in worst.items()}
+    gate = gate_verdict(e.gate.model_dump(), figures, intervals)
     synthesis = load_profiles(synthetic_dir)[1] if synthetic_dir else {"enabled": False}
     metrics = {
         "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
         "eval_rows": len(y), "labels": data.labels, "positive_label": data.schema.positive,
+        "favourable": spec.task.favourable,
         "schema": {"numeric": data.schema.numeric, "categorical": data.schema.categorical,
                    "sensitive": data.schema.sensitive, "sensitive_bins": data.schema.bins},
         "costs": spec.task.costs.model_dump(), "models": models, "comparison": comparison, "gate": gate,
@@ -216,7 +221,7 @@ def _fairness_rows(models: dict) -> list[list[str]]:
     for feature in models["student"].get("fairness", {}):
         for name in MODELS:
             f = models[name]["fairness"][feature]
-            groups = "; ".join(f"{g}: n={v['rows']}, flagged {_number(v['selection_rate'])}, TPR "
+            groups = "; ".join(f"{g}: n={v['rows']}, favourable {_number(v['favourable_rate'])}, TPR "
                                f"{_number(v['tpr'])}, FPR {_number(v['fpr'])}" for g, v in f["groups"].items())
             rows.append([feature, TITLES[name],
                          _number(f["demographic_parity_ratio"]) + _interval(f.get("demographic_parity_ratio_ci95")),
@@ -225,15 +230,28 @@ def _fairness_rows(models: dict) -> list[list[str]]:
     return rows
 
 
+def _favourable_note(metrics: dict) -> str:
+    decision = {"not_flagged": "not being flagged", "flagged": "being flagged"}.get(metrics.get("favourable"))
+    if decision is None:
+        return ""
+    return (f"The demographic-parity ratio compares the rate of the favourable decision ({decision} as "
+            f"`{metrics['positive_label']}`) between the groups: the smallest over the largest; the four-fifths "
+            "rule asks at least 0.8. An interval that contains the gate's threshold means too few rows to tell.")
+
+
 def _interval(bounds: list[float] | None) -> str:
     return f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else ""
 
 
 def _gate_rows(gate: dict, worst: dict) -> list[list[str]]:
-    """One row per check; a fairness figure names the sensitive feature it is the worst of."""
+    """One row per check; a fairness figure names the sensitive feature it is the worst of and its interval, and
+    says when the interval straddles the limit (too few rows to tell)."""
     return [[c["limit"], f"{c['threshold']:g}",
-             _number(c["value"]) + (f" ({worst[c['figure']]})" if c["figure"] in worst else ""),
-             "passed" if c["passed"] else "FAILED"] for c in gate["checks"]]
+             _number(c["value"]) + (f" ({worst[c['figure']]})" if c["figure"] in worst else "")
+             + _interval(c.get("ci95")),
+             ("passed" if c["passed"] else "FAILED")
+             + ("" if c.get("conclusive", True) else " (inconclusive: the 95 % interval contains the threshold)")]
+            for c in gate["checks"]]
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -255,8 +273,9 @@ def _scenario_rows(synthesis: dict) -> list[list[str]]:
 
 
 _SCENARIO_HEADER = ["scenario", "generated", "kept", "dropped", "mean teacher P(positive)"]
-_FAIRNESS_HEADER = ["sensitive feature", "model", "DP ratio [95 % CI]", "EO difference [95 % CI]", "groups"]
-_GATE_HEADER = ["limit", "threshold", "student's value", "verdict"]
+_FAIRNESS_HEADER = ["sensitive feature", "model", "DP ratio of the favourable decision [95 % CI]",
+                    "EO difference [95 % CI]", "groups (favourable rate, TPR and FPR of the flag)"]
+_GATE_HEADER = ["limit", "threshold", "student's value [95 % CI]", "verdict"]
 
 
 def render_tabular_report(metrics: dict, plots: dict) -> str:
@@ -288,7 +307,8 @@ trained on the labels alone, and scores a row {c['speedup_batch1_p50']:.1f}× fa
 <h2>Models</h2>{_table(metrics['models'], markdown=False)}
 <p>Decisions are taken at the cost threshold {metrics['models']['student'].get('threshold', 0.5):.3f}
 (false negative costs {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).</p>
-<h2>Fairness by group</h2>{_html_table(_FAIRNESS_HEADER, _fairness_rows(metrics['models']))}
+<h2>Fairness by group</h2><p>{html.escape(_favourable_note(metrics))}</p>
+{_html_table(_FAIRNESS_HEADER, _fairness_rows(metrics['models']))}
 <h2>Calibration</h2><p><img alt="reliability" src="{reliability_plot(plots['calibration'])}"></p>
 <h2>Synthetic profiles</h2>{synthesis_html}
 {loss_plot}
@@ -343,7 +363,7 @@ Decision threshold {metrics['models']['student'].get('threshold', 0.5):.3f} from
 {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).
 
 ## Fairness
-{_md_table(_FAIRNESS_HEADER, _fairness_rows(metrics['models'])) if schema['sensitive'] else 'No sensitive features were declared: fairness was not measured.'}
+{_favourable_note(metrics) + chr(10) * 2 + _md_table(_FAIRNESS_HEADER, _fairness_rows(metrics['models'])) if schema['sensitive'] else 'No sensitive features were declared: fairness was not measured.'}
 
 ## Limitations
 - {metrics['eval_rows']} held-out rows: differences of a few AUC points are within noise.
