@@ -281,7 +281,7 @@ def test_a_multiclass_table_runs_through_the_steps_with_accuracy_and_macro_auc(t
     steps.train_baseline_step(j, d["data"], d["teacher"], d["baseline"])
     metrics = steps.evaluate_step(j, d["data"], d["teacher"], d["student"], d["baseline"], d["eval"], d["synth"],
                                   d["soft"])
-    assert metrics["labels"] == ["high", "low", "mid"] and metrics["positive_label"] is None
+    assert metrics["labels"] == ["low", "mid", "high"] and metrics["positive_label"] is None  # as declared
     assert metrics["comparison"]["headline"] == "accuracy"
     for model in metrics["models"].values():
         assert 0 <= model["accuracy"] <= 1 and 0 <= model["auc"] <= 1 and "fairness" not in model
