@@ -17,6 +17,10 @@ SERVICE_OPTIONS = {"traffic": {"timeout": 60}, "logging": {"access": {"enabled":
 # closes the old one with calls still in flight (bentoml/BentoML#5540, #5544): at concurrency 4 about 1 % of calls
 # failed or hung until the 60 s timeout. Replaced only by age (new replicas still get traffic after 5 min).
 RUNNER_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 300.0}
+# Tokens a pruned student read as [UNK] though its tokenizer knew them (distill/prune.py): text it cannot see.
+UNKNOWN_TOKENS = bentoml.metrics.Counter(
+    name="stillhouse_unknown_tokens", documentation="Tokens a student with a pruned vocabulary read as [UNK]",
+    labelnames=["model"])
 
 
 async def call_model(method, *args):
@@ -46,7 +50,10 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
         def __init__(self) -> None:
             from stillhouse.serve.student import ServedStudent
 
+            import threading
+
             self.student = ServedStudent.from_store(tag)
+            self.exported, self.exported_lock = 0, threading.Lock()
             # the first call pays tokenizer and allocator set-up, not a user
             if self.student.task == "reranking":
                 self.student.score([{"query": text, "passage": text} for text in warmup])
@@ -56,11 +63,18 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
                                           **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}}])
             else:
                 self.student.predict(warmup)
+            self.exported = getattr(self.student.model, "unknown_tokens", 0)  # the warm-up's are not a client's
 
         @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
                      max_latency_ms=batching.max_latency_ms)
         def predict(self, texts: list[str]) -> list[dict]:
-            return self.student.predict(texts)
+            answers = self.student.predict(texts)
+            with self.exported_lock:  # each count the model made is exported once, whichever call exports it
+                seen = getattr(self.student.model, "unknown_tokens", 0)
+                if seen > self.exported:
+                    UNKNOWN_TOKENS.labels(model=self.student.tag).inc(seen - self.exported)
+                    self.exported = seen
+            return answers
 
         @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
                      max_latency_ms=batching.max_latency_ms)

@@ -106,10 +106,13 @@ def tiny_causal_lm_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: int = 0) -> str:
-    """A tiny random-init student with ``labels`` and a model card, in the test's BentoML model store; its tag."""
+def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: int = 0,
+                         prune_to: list[str] | None = None) -> str:
+    """A tiny random-init student with ``labels`` and a model card, in the test's BentoML model store; its tag.
+    ``prune_to``: texts whose tokens its vocabulary is pruned to (no floor)."""
     import torch
 
+    from stillhouse.distill.prune import prune_classifier
     from stillhouse.registry import store_classifier
     from stillhouse.models.hf import load_encoder
     from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
@@ -117,8 +120,11 @@ def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: in
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(str(model_dir))
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-    save_classifier(TextClassifier(encoder, len(labels)), tokenizer, ClassifierInfo(labels=labels, max_length=32),
-                    folder / "student")
+    model, info = TextClassifier(encoder, len(labels)), ClassifierInfo(labels=labels, max_length=32)
+    if prune_to is not None:
+        info = ClassifierInfo(labels=labels, max_length=32,
+                              pruning=prune_classifier(model, tokenizer, prune_to, floor=0).to_dict())
+    save_classifier(model, tokenizer, info, folder / "student")
     (folder / "model_card.md").write_text(f"# {name}\n\nA tiny test student ({', '.join(labels)}).\n")
     return store_classifier(name, folder / "student", {"model_card.md": folder / "model_card.md"},
                             metadata={"labels": labels})

@@ -39,7 +39,7 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert tag.startswith("stillhouse-tiny:") and f"student tag: {tag}" in result.stdout
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"teacher", "student", "baseline"}
+    assert set(metrics["models"]) == {"teacher", "student", "baseline", "classical"}
     for model in metrics["models"].values():
         for key in ("accuracy", "macro_f1", "ece", "nll", "parameters", "size_mb", "latency_ms_p50",
                     "latency_ms_p95", "throughput_per_s"):
@@ -57,7 +57,15 @@ def test_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir, tiny_data)
     assert "paired 95 % CI" in report and f"<code>{tag}</code>" in report  # intervals in words; the model tag
     assert "Validation (Great Expectations)" in report and "Kept rows (with the teacher" in report
     assert 'src="http' not in report
+    # The classical baseline on the same seed: a bag of words reads these sentiment-word texts perfectly, so the
+    # tiny teacher cannot beat it beyond noise and the run warns, naming the remedy.
+    check = metrics["teacher_check"]
+    assert metrics["models"]["classical"]["accuracy"] == 1.0 and check["worth_distilling"] is False
+    assert check["teacher_vs_classical"]["low"] <= 0 and "package:all-mpnet-base-v2" in check["warning"]
+    assert "TF-IDF + logistic regression</th>" in report and "Is this teacher worth distilling?" in report
+    assert "WARNING: the teacher does not beat TF-IDF + logistic regression" in result.stdout
     card = (run_dir / "model_card.md").read_text()
+    assert "| TF-IDF + logistic regression (seed only) | 1.0000 |" in card and "**Warning:** the teacher" in card
     assert metrics["spec_hash"] in card and metrics["data"]["fingerprints"]["seed"] in card
     assert f"Model tag: `{tag}`" in card and "{'" not in card  # the tag, and no Python dict printed
     assert set(metrics["comparison"]["student_vs_teacher"]) == {"difference", "low", "high", "verdict"}

@@ -45,6 +45,8 @@ def test_spec_hash_is_stable_and_sensitive(tmp_path):
     ("distillation: {temprature: 2}", "distillation.temprature", "unknown field"),
     ("student: {kind: pretrained}", "student", "needs `model`"),
     ("student: {kind: config}", "student", "needs `config`"),
+    ("student: {kind: mlp, vocabulary: {prune: true}}", "student", "vocabulary.prune is for text encoder students"),
+    ("student: {vocabulary: {floor: -1}}", "student.vocabulary.floor", "greater than or equal to 0"),
     ("task: {labels: [a, a]}", "task.labels", "unique"),
     ("runtime: {workers: 0}", "runtime.workers", "greater than 0"),
 ])

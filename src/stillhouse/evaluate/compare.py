@@ -13,8 +13,10 @@ from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, read_json, write_json
 from stillhouse.data.prepare import PreparedData
+from stillhouse.distill.prune import vocabulary_figures
 from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.evaluate.calibration import calibrate
+from stillhouse.evaluate.classical import CLASSICAL_TITLE, TfidfBaseline, teacher_check
 from stillhouse.evaluate.data_section import data_section
 from stillhouse.evaluate.metrics import (
     accuracy,
@@ -32,14 +34,15 @@ from stillhouse.evaluate.uncertainty import (
     paired_difference,
     per_class,
 )
+from stillhouse.models.hf import count_parameters
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.models.hf import count_parameters
 from stillhouse.tasks.classification.model import encode_texts, load_classifier
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
-MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
+MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
+                "classical": CLASSICAL_TITLE}
 
 
 def _size_on_disk(folder: str | Path) -> int:
@@ -82,7 +85,7 @@ def calibrations(spec: Spec, logits: dict[str, np.ndarray], y: np.ndarray) -> di
     """Temperature scaling of each model on the held-out rows (see :mod:`stillhouse.evaluate.calibration`)."""
     e = spec.evaluation
     return {name: calibrate(logits[name], y, e.calibration_bins, e.calibration_folds, spec.runtime.seed,
-                            e.calibration) for name in MODELS}
+                            e.calibration) for name in logits}
 
 
 def _disagreements(texts: list[str], y: np.ndarray, logits: dict, labels: list[str], limit: int = 8) -> list[dict]:
@@ -127,18 +130,32 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         models[name] = {**classification_metrics(logits[name], y, spec.evaluation.calibration_bins, reference),
                         **quality_intervals(y, logits[name].argmax(1), data.labels, spec.runtime.seed),
                         "parameters": parameters, "size_mb": size_mb}
+        if isinstance(timed[name], Timed) and timed[name].model.id_map is not None:  # a pruned vocabulary
+            models[name]["vocabulary"] = vocabulary_figures(timed[name].model, timed[name].tokenizer, texts,
+                                                            timed[name].max_length)
+    say(f"evaluate: {CLASSICAL_TITLE} fitted on the {len(data.seed)} labelled seed rows (the baseline a user would "
+        "otherwise pick)")
+    classical = TfidfBaseline.fit(data.seed["text"].tolist(), data.seed["label"].map(index).to_numpy(),
+                                  len(data.labels), spec.runtime.seed)
+    timed["classical"], logits["classical"] = TimedTeacher(classical), classical.logits(texts)
+    models["classical"] = {**classification_metrics(logits["classical"], y, spec.evaluation.calibration_bins,
+                                                    logits["teacher"].argmax(1)),
+                           **quality_intervals(y, logits["classical"].argmax(1), data.labels, spec.runtime.seed),
+                           "parameters": classical.parameters, "size_mb": classical.size_mb}
     calibrated = calibrations(spec, logits, y)
-    for name in MODELS:
-        models[name]["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
-    say("evaluate: timing the three models (interleaved, CPU)")
+    for name, model in models.items():
+        model["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
+    say("evaluate: timing the models (interleaved, CPU)")
     speeds = measure_speeds(timed, texts, spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
-    for name in MODELS:
-        models[name].update(speeds[name])
+    for name, model in models.items():
+        model.update(speeds[name])
     comparison = {**_comparison(models), **paired_comparisons(y, {n: logits[n].argmax(1) for n in MODELS},
                                                               spec.runtime.seed)}
+    check = teacher_check(y, {n: logits[n].argmax(1) for n in logits}, spec.runtime.seed)
     metrics = {
         "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
         "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": comparison,
+        "teacher_check": check,
         "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
         "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),
         "privacy_threshold": spec.validation.synthetic.min_seed_distance,
@@ -165,8 +182,11 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
     c = metrics["comparison"]
     say(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
-          f"| hard-label student {models['baseline']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
+          f"| hard-label student {models['baseline']['accuracy']:.4f} | {CLASSICAL_TITLE} "
+          f"{models['classical']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
           f"| speed-up x{c['speedup_batch1_p50']:.2f}")
+    if check["warning"]:
+        say(f"evaluate: WARNING: {check['warning']}")
     cal = models["student"]["calibration"]
     say(f"evaluate: student ECE {cal['ece_before']:.4f} → {cal['ece_after']:.4f} with temperature scaling "
         f"(T={cal['temperature']:.2f}, {'served' if cal['applied'] else 'not applied: ' + cal['reason']})")

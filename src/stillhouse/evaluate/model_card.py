@@ -90,9 +90,10 @@ Data licences and terms:
 {_row("teacher", models["teacher"])}
 {_row("distilled student", models["student"])}
 {_row("hard-label student", models["baseline"])}
+{_row("TF-IDF + logistic regression (seed only)", models["classical"]) if "classical" in models else ""}
 
 Retention of teacher accuracy: {c['student_retention']:.3f}; speed-up at batch 1: {c['speedup_batch1_p50']:.2f}×;
-parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, c)}
+parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, c)}{_teacher_note(metrics)}
 
 ## Limitations
 - Measured on one held-out set drawn like the seed data; quality on shifted data is unknown.
@@ -101,6 +102,11 @@ parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, 
   risk scores.
 - Latency was measured on the machine that ran the pipeline; serving hardware will differ.
 """
+
+
+def _teacher_note(metrics: dict) -> str:
+    check = metrics.get("teacher_check")
+    return f"\n\n**Warning:** {check['warning']}" if check and check["warning"] else ""
 
 
 def _calibration(student: dict) -> str:

@@ -12,8 +12,9 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
-_COLOURS = {"teacher": "#1f77b4", "student": "#2ca02c", "baseline": "#d62728"}
+_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
+           "classical": "TF-IDF + logistic regression"}
+_COLOURS = {"teacher": "#1f77b4", "student": "#2ca02c", "baseline": "#d62728", "classical": "#7f7f7f"}
 
 
 def _png(fig) -> str:
@@ -67,7 +68,8 @@ def quality_latency_plot(models: dict) -> str:
     a few points looks as large as it is."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, m in models.items():
-        size = f"{m['parameters'] / 1e6:.1f}M params" if m["parameters"] else "size unknown"
+        p = m["parameters"]
+        size = "size unknown" if not p else f"{p / 1e6:.1f}M params" if p >= 100_000 else f"{p:,} params"
         low, high = m.get("accuracy_ci95") or (m["accuracy"], m["accuracy"])
         ax.errorbar(m["latency_ms_p50"], m["accuracy"], yerr=[[m["accuracy"] - low], [high - m["accuracy"]]],
                     fmt="o", color=_COLOURS[name], capsize=4, markersize=6 + (m["parameters"] or 0) / 4e6,
@@ -252,6 +254,20 @@ def _summary(metrics: dict) -> str:
     return " ".join(lines)
 
 
+def _teacher_warning(metrics: dict) -> str:
+    """The box at the top of a report whose teacher is not clearly better than the classical baseline or the
+    hard-label student (:func:`stillhouse.evaluate.classical.teacher_check`), or the check's figures in a note."""
+    check = metrics.get("teacher_check")
+    if not check:
+        return ""
+    if check["warning"]:
+        return f'<p class="warn"><b>Is this teacher worth distilling?</b> {_inline_code(check["warning"])}</p>'
+    p = check["teacher_vs_classical"]
+    return (f'<p class="note">The teacher beats TF-IDF + logistic regression on the same seed by '
+            f'{p["difference"] * 100:+.1f} accuracy points (paired 95 % CI {p["low"] * 100:+.1f} to '
+            f'{p["high"] * 100:+.1f}) and the hard-label student beyond noise: worth distilling.</p>')
+
+
 def _per_class_table(models: dict) -> str:
     labels = [row["label"] for row in models["student"]["per_class"]]
     head = "".join(f"<th colspan=3>{_TITLES[name]}</th>" for name in models)
@@ -291,10 +307,12 @@ def render_report(metrics: dict, plots: dict, section: dict | None = None) -> st
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 th:first-child{{text-align:left}}img{{max-width:100%}}.plots{{display:flex;gap:1em;flex-wrap:wrap}}
-code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}</style></head><body>
+code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}
+.warn{{background:#fff4e5;border-left:4px solid #e67e00;padding:8px 12px}}</style></head><body>
 <h1>Distillation report: {html.escape(metrics['run'])}</h1>
 <p class="note">{TAG_LINE}</p>
 <p>{_summary(metrics)}</p>
+{_teacher_warning(metrics)}
 <p>Teacher: {_inline_code(metrics.get('teacher', ''))}.</p>
 <p>Held-out rows: {metrics['eval_rows']} · seed rows: {data['seed']} · unlabelled pool rows: {data['pool']} ·
 labels: {len(metrics['labels'])} · spec hash <code>{metrics['spec_hash'][:16]}</code> ·

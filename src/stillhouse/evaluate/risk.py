@@ -73,8 +73,15 @@ def fairness(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, *, favourab
     ``favourable`` says which decision that is: ``not_flagged`` where the flag denies or refers (a predicted
     default, fraud), ``flagged`` where it grants (an offer). The two ratios differ: approval rates of 25 % and
     40 % give 0.63, their flag rates (75 %, 60 %) 0.80."""
-    from fairlearn.metrics import (MetricFrame, count, demographic_parity_ratio, equalized_odds_difference,
-                                   false_positive_rate, selection_rate, true_positive_rate)
+    from fairlearn.metrics import (
+        MetricFrame,
+        count,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
 
     y, flagged = np.asarray(y).astype(int), np.asarray(flagged).astype(int)
     favoured = _favoured(flagged, favourable).astype(int)

@@ -52,7 +52,7 @@ from stillhouse.spec.synthesis import (
     SynthesisFilterSpec,
     SynthesisSpec,
 )
-from stillhouse.spec.training import DistillationSpec, StudentSpec, TinyEncoderConfig
+from stillhouse.spec.training import DistillationSpec, StudentSpec, TinyEncoderConfig, VocabularySpec
 from stillhouse.spec.teachers import (
     EncoderTeacherSpec,
     EndpointTeacherSpec,
@@ -289,6 +289,9 @@ class Spec(_Strict):
                                  "`bi_encoder` and a bi-encoder student, or set ranking.embedding_epochs to 0")
         elif self.student.kind == "monot5":
             raise ValueError("student.kind `monot5` is a re-ranker: use it with task.type `reranking`")
+        if reranking and self.student.vocabulary.prune:
+            raise ValueError("student.vocabulary.prune is for classification students; re-ranking students keep "
+                             "their vocabulary")
         return self
 
     @field_validator("name")
@@ -389,7 +392,7 @@ __all__ = [
     "ProfilesSpec", "ScenarioSpec", "TabularTaskSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
     "KubeRaySpec", "KubernetesSpec", "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
-    "SoftLabelChecks", "Spec", "StudentSpec",
+    "SoftLabelChecks", "Spec", "StudentSpec", "VocabularySpec",
     "SynthesisFilterSpec", "SynthesisSpec", "SyntheticChecks", "TaskSpec", "TeacherSpec", "TinyEncoderConfig",
     "ValidationSpec", "encoder_teacher", "load_spec", "parse_spec", "spec_from_json",
 ]

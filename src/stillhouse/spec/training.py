@@ -25,6 +25,16 @@ class TinyEncoderConfig(_Strict):
         return self
 
 
+class VocabularySpec(_Strict):
+    """Vocabulary pruning of a text student (``distill/prune.py``): keep the embedding rows of the tokens the
+    training texts use, the special tokens, and the tokenizer's most common pieces up to ``floor``."""
+
+    prune: bool = Field(False, description="Prune the student's vocabulary embeddings to its training texts' "
+                        "tokens (seed, pool, synthetic); a pruned-away token reads as [UNK] at serving time.")
+    floor: int = Field(5000, ge=0, description="Keep at least this many tokens: after the texts' own, the "
+                       "tokenizer's lowest ids (its most frequent pieces), so serving text meets fewer [UNK]s.")
+
+
 class StudentSpec(_Strict):
     """The small model that learns from the teacher's soft labels."""
 
@@ -42,6 +52,7 @@ class StudentSpec(_Strict):
     dropout: float = Field(0.1, ge=0, lt=1, description="`mlp`: dropout after each hidden layer.")
     config: TinyEncoderConfig | None = Field(None, description="Architecture for `config`.")
     max_length: int | None = Field(None, gt=0, description="Default: the teacher's max_length.")
+    vocabulary: VocabularySpec = Field(VocabularySpec(), description="Text students: vocabulary pruning.")
     head_init: Literal["logistic_regression", "copy_teacher", "random"] = Field(
         "logistic_regression",
         description="Student head before training: logistic regression on the student's own embeddings of the "
@@ -56,6 +67,9 @@ class StudentSpec(_Strict):
             raise ValueError("kind `config` needs `config`")
         if self.kind == "monot5" and not self.model and self.config is None:
             raise ValueError("kind `monot5` needs `model` (a T5 or monoT5 checkpoint) or `config` (a random-init T5)")
+        if self.vocabulary.prune and self.kind not in ("layer_subset", "pretrained", "config"):
+            raise ValueError("vocabulary.prune is for text encoder students (kind layer_subset, pretrained or "
+                             "config)")
         if self.head_init == "copy_teacher" and self.kind != "layer_subset":
             raise ValueError("head_init `copy_teacher` needs kind `layer_subset` (same hidden size as the teacher)")
         return self

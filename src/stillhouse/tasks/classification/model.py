@@ -5,7 +5,8 @@ A saved classifier is a folder::
     encoder/           the Hugging Face encoder (save_pretrained)
     tokenizer/         its tokenizer
     head.safetensors   head weight [num_labels, hidden] and bias [num_labels]
-    classifier.json    labels, pooling, max_length, parameter count, base model
+    classifier.json    labels, pooling, max_length, parameter count, base model, pruning (if pruned)
+    vocab_map.safetensors  a pruned vocabulary's id map (tokenizer id → embedding row; see distill/prune.py)
 
 Teacher and student share this one format, so every step (labelling, distillation, evaluation, serving)
 loads either the same way.
@@ -23,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stillhouse.errors import ModelError
+
+VOCAB_MAP_FILE = "vocab_map.safetensors"
 from stillhouse.models.hf import count_parameters, quiet_transformers
 from stillhouse.progress import progress
 
@@ -37,6 +40,7 @@ class ClassifierInfo:
     base_model: str = ""
     # Divides the logits before the softmax in serving (temperature scaling fitted at evaluation; 1 = as trained).
     temperature: float = 1.0
+    pruning: dict | None = None  # what vocabulary pruning kept (distill/prune.py PruneReport), if pruned
 
 
 class TextClassifier(nn.Module):
@@ -46,6 +50,10 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
+        # a pruned vocabulary's tokenizer id → embedding row (a buffer: it moves with the model, is not trained)
+        self.register_buffer("id_map", None, persistent=False)
+        self.unk_id: int | None = None  # the tokenizer's [UNK] id, with a pruned vocabulary
+        self.unknown_tokens = 0  # in inference: tokens read as [UNK] that the full vocabulary had
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
         if getattr(encoder, "pooler", None) is not None:
             # BERT-style pooler ([CLS] dense + tanh) is never used by `embed`; frozen, it has no gradient to
@@ -55,8 +63,17 @@ class TextClassifier(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
+    def set_id_map(self, id_map: torch.Tensor, unk_id: int) -> None:
+        """Read tokenizer ids through ``id_map`` (see :mod:`stillhouse.distill.prune`)."""
+        self.id_map, self.unk_id = id_map.to(torch.long), int(unk_id)
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``[batch, hidden]``: mean over real tokens, or the first ([CLS]) token."""
+        if self.id_map is not None:
+            mapped = self.id_map[input_ids]
+            if not self.training:
+                self.unknown_tokens += int(((mapped == self.id_map[self.unk_id]) & (input_ids != self.unk_id)).sum())
+            input_ids = mapped
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
@@ -74,6 +91,9 @@ def save_classifier(model: TextClassifier, tokenizer, info: ClassifierInfo, fold
     tokenizer.save_pretrained(folder / "tokenizer")
     save_file({"weight": model.head.weight.detach().contiguous().cpu(),
                "bias": model.head.bias.detach().contiguous().cpu()}, str(folder / "head.safetensors"))
+    if model.id_map is not None:
+        save_file({"id_map": model.id_map.detach().cpu().contiguous(), "unk_id": torch.tensor([model.unk_id])},
+                  str(folder / VOCAB_MAP_FILE))
     meta = {**asdict(info), "num_parameters": count_parameters(model)}
     (folder / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
@@ -86,7 +106,8 @@ def read_classifier_info(folder: str | Path) -> ClassifierInfo:
                          "point to a folder written by a Stillhouse run (teacher/ or student/)")
     meta = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
     return ClassifierInfo(labels=meta["labels"], pooling=meta["pooling"], max_length=meta["max_length"],
-                          base_model=meta.get("base_model", ""), temperature=float(meta.get("temperature", 1.0)))
+                          base_model=meta.get("base_model", ""), temperature=float(meta.get("temperature", 1.0)),
+                          pruning=meta.get("pruning"))
 
 
 def set_temperature(folder: str | Path, temperature: float) -> None:
@@ -105,6 +126,9 @@ def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, Classif
     info = read_classifier_info(folder)
     model = TextClassifier(AutoModel.from_pretrained(folder / "encoder"), len(info.labels), info.pooling)
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    if (folder / VOCAB_MAP_FILE).is_file():
+        saved = load_file(str(folder / VOCAB_MAP_FILE))
+        model.set_id_map(saved["id_map"], int(saved["unk_id"][0]))
     return model.eval(), AutoTokenizer.from_pretrained(folder / "tokenizer"), info
 
 

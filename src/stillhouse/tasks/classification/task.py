@@ -150,6 +150,20 @@ class ClassificationTask:
     def _fit(self, spec: Spec, name: str, data: PreparedData, teacher_dir: str, rows: pd.DataFrame, out_dir: str,
              epochs: int, **loss) -> None:
         model, tokenizer, info = self._untrained_student(spec, teacher_dir, data)
+        vocabulary = spec.student.vocabulary
+        if vocabulary.prune:
+            from dataclasses import replace
+
+            from stillhouse.distill.prune import prune_classifier
+
+            # the model's own training texts and the pool: the student and the hard-label student share the
+            # real texts' vocabulary (the student's synthetic rows may add to it)
+            texts = pd.concat([rows["text"], data.pool["text"]]).drop_duplicates().tolist()
+            report = prune_classifier(model, tokenizer, texts, vocabulary.floor, info.max_length)
+            info = replace(info, pruning=report.to_dict())
+            say(f"{name}: vocabulary pruned to {report.kept_tokens:,} of {report.original_tokens:,} tokens "
+                f"({report.text_tokens:,} from {len(texts):,} texts, {report.floor_tokens:,} to the floor); "
+                f"parameters {report.parameters_before / 1e6:.1f} M → {report.parameters_after / 1e6:.1f} M")
         d = spec.distillation
         train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, save=save_classifier, items=ITEMS,
                           epochs=epochs, batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
