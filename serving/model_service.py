@@ -6,6 +6,8 @@ its own worker processes and can be scaled on its own.
 
 from __future__ import annotations
 
+import threading
+
 import bentoml
 
 from stillhouse.serve.config import BatchingConfig
@@ -49,8 +51,6 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
     class StudentModel:
         def __init__(self) -> None:
             from stillhouse.serve.student import ServedStudent
-
-            import threading
 
             self.student = ServedStudent.from_store(tag)
             self.exported, self.exported_lock = 0, threading.Lock()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+
 @dataclass(frozen=True)
 class PruneReport:
     """What pruning kept and removed (``pruning`` in the student's ``classifier.json`` and in metrics)."""

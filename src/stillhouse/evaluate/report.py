@@ -12,8 +12,10 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from stillhouse.evaluate.classical import CLASSICAL_TITLE  # noqa: E402
+
 _TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
-           "classical": "TF-IDF + logistic regression"}
+           "classical": CLASSICAL_TITLE}
 _COLOURS = {"teacher": "#1f77b4", "student": "#2ca02c", "baseline": "#d62728", "classical": "#7f7f7f"}
 
 

@@ -23,11 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from stillhouse.distill.prune import unknown_tokens
 from stillhouse.errors import ModelError
-
-VOCAB_MAP_FILE = "vocab_map.safetensors"
 from stillhouse.models.hf import count_parameters, quiet_transformers
 from stillhouse.progress import progress
+
+VOCAB_MAP_FILE = "vocab_map.safetensors"
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,9 @@ class TextClassifier(nn.Module):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``[batch, hidden]``: mean over real tokens, or the first ([CLS]) token."""
         if self.id_map is not None:
-            mapped = self.id_map[input_ids]
             if not self.training:
-                self.unknown_tokens += int(((mapped == self.id_map[self.unk_id]) & (input_ids != self.unk_id)).sum())
-            input_ids = mapped
+                self.unknown_tokens += unknown_tokens(self.id_map, input_ids, self.unk_id)
+            input_ids = self.id_map[input_ids]
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
