@@ -204,3 +204,17 @@ def postgres_url():
     yield f"{POSTGRES_URL}{separator}options={quote(f'-c search_path={schema}')}"
     admin.execute(f"DROP SCHEMA {schema} CASCADE")
     admin.close()
+
+
+def serve_with_tls_and_token(tag: str, folder: Path, token: str):
+    """A real `stillhouse serve` of ``tag`` on 127.0.0.1 with a self-signed certificate and one bearer token
+    (its hash in a tokens file): (process, client). Stop it with ``stop_process_group(process)``."""
+    from stillhouse.serve.local import start_serve
+    from stillhouse.serve.tokens import hash_token
+
+    cert, key = self_signed(folder)
+    (folder / "tokens").write_text(f"ci {hash_token(token)}\n")
+    process, client, _ = start_serve([tag, "--dir", str(folder / "serve"), "--ssl-certfile", str(cert),
+                                      "--ssl-keyfile", str(key), "--tokens-file", str(folder / "tokens")],
+                                     folder, cert=cert)
+    return process, client

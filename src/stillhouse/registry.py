@@ -13,7 +13,10 @@ from pathlib import Path
 
 from stillhouse import __version__
 from stillhouse.data.io import read_json
+from stillhouse.errors import ModelError
+from stillhouse.evaluate.compare import RUNTIME_DIR
 from stillhouse.evaluate.model_card import stamp_tag
+from stillhouse.models.onnx_runtime import ONNX_FILE
 from stillhouse.spec import Spec
 from stillhouse.tasks import task_for
 
@@ -47,22 +50,37 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     calibration = student.get("calibration")
     if calibration:
         metadata["temperature"] = calibration["temperature"]
+    runtime_file = None
+    runtime = student.get("runtime")  # the student was measured in another runtime: package that one
+    if runtime:
+        runtime_file = Path(evaluation_dir) / RUNTIME_DIR / runtime["conversions"][runtime["deployed"]]["file"]
+        if not runtime_file.is_file():
+            raise ModelError(f"the evaluation measured the student in {runtime['deployed']}, but "
+                             f"{RUNTIME_DIR}/{runtime_file.name} is not in its folder",
+                             "re-run the evaluate step (its folder is written whole or not at all)")
+        labels["runtime"] = runtime["deployed"]
+        metadata["deployed_accuracy"] = runtime["accuracy"]
     return store_classifier(spec.model_name, student_dir, files, labels, metadata, task=spec.task.type,
-                            temperature=calibration["temperature"] if calibration else None)
+                            temperature=calibration["temperature"] if calibration else None,
+                            runtime_file=runtime_file)
 
 
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
                      labels: dict | None = None, metadata: dict | None = None, task: str = "classification",
-                     temperature: float | None = None) -> str:
+                     temperature: float | None = None, runtime_file: Path | None = None) -> str:
     """A new BentoML model version ``name`` holding the student folder (a classifier or a re-ranker) as
     ``student/`` (what serving loads) and ``files`` beside it; return its tag. ``temperature`` (a classifier's
-    fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it."""
+    fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it.
+    ``runtime_file`` (an ONNX export the evaluation measured) goes in as ``student/model.onnx``, which serving
+    then runs instead of the torch weights (kept beside it: a packaged student can teach or be re-distilled)."""
     import bentoml
 
     with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
                                metadata=metadata or {}) as model:
         target = Path(model.path)
         shutil.copytree(classifier_dir, target / "student")
+        if runtime_file is not None:
+            shutil.copy2(runtime_file, target / "student" / ONNX_FILE)
         if temperature is not None:
             task_for(task).set_temperature(str(target / "student"), temperature)
         for filename, source in (files or {}).items():
@@ -88,6 +106,7 @@ def list_students() -> list[dict]:
                      "run": info.labels.get("run", ""), "accuracy": info.metadata.get("accuracy"),
                      "ndcg@10": info.metadata.get("ndcg@10"), "auc": info.metadata.get("auc"),
                      "gate": info.labels.get("gate", ""), "task": info.labels.get("task", "classification"),
+                     "runtime": info.labels.get("runtime", "torch"),
                      "retention": info.metadata.get("retention"), "spec_hash": info.metadata.get("spec_hash", "")[:12],
                      "path": model.path})
     return sorted(rows, key=lambda r: r["created"], reverse=True)

@@ -5,9 +5,8 @@ import re
 
 import pytest
 
-from stillhouse.serve.local import start_serve, stop_process_group
-from stillhouse.serve.tokens import hash_token
-from tests.conftest import package_tiny_student, self_signed
+from stillhouse.serve.local import stop_process_group
+from tests.conftest import package_tiny_student, serve_with_tls_and_token
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +27,7 @@ def test_a_pruned_student_serves_and_counts_the_tokens_it_cannot_read(tiny_model
     lost = sum(i not in kept for i in tokenizer(unseen)["input_ids"])
     assert lost >= 3
 
-    cert, key = self_signed(tmp_path)
-    (tmp_path / "tokens").write_text(f"ci {hash_token(TOKEN)}\n")
-    process, client, _ = start_serve([tag, "--dir", str(tmp_path / "serve"), "--ssl-certfile", str(cert),
-                                      "--ssl-keyfile", str(key), "--tokens-file", str(tmp_path / "tokens")],
-                                     tmp_path, cert=cert)
+    process, client = serve_with_tls_and_token(tag, tmp_path, TOKEN)
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert client.post("/classify", json={"texts": [unseen]}).status_code == 401

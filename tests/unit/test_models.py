@@ -130,6 +130,24 @@ def test_build_student_kinds_are_smaller_and_fit_the_seed_head(spec, tiny_model_
     assert (encode_texts(student, student_tokenizer, texts, 16).argmax(1) == y).mean() >= 0.9
 
 
+def test_a_pretrained_student_keeps_the_first_layers_it_is_given(tiny_model_dir):
+    rows = make_rows(8)
+    texts, y = [t for t, _ in rows], np.array([int(l == "positive") for _, l in rows])
+    info = ClassifierInfo(labels=["negative", "positive"], max_length=16)
+    full, _ = load_encoder(str(tiny_model_dir))
+    student, _, student_info = build_student(StudentSpec(kind="pretrained", model=str(tiny_model_dir), layers=1),
+                                             None, None, info, texts, y, seed=0)
+    assert student.encoder.config.num_hidden_layers == 1 and full.config.num_hidden_layers == 2
+    kept = dict(student.encoder.named_parameters())
+    for name, value in full.named_parameters():  # the pretrained weights of layer 0 and the embeddings
+        if name.startswith(("embeddings.", "encoder.layer.0.")):
+            assert torch.equal(kept[name], value), name
+    assert not any(name.startswith("encoder.layer.1.") for name in kept)
+    with pytest.raises(ValueError, match="student.layers is for kind"):
+        StudentSpec(kind="config", layers=1,
+                    config={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32})
+
+
 def test_speeds_are_measured_for_every_model_on_the_same_texts(tiny_model_dir):
     from stillhouse.distill.student import layer_subset
     from stillhouse.evaluate.speed import Timed, measure_speeds

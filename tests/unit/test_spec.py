@@ -27,7 +27,7 @@ def test_minimal_spec_gets_documented_defaults(tmp_path):
     spec = parse_spec(MINIMAL, base_dir=tmp_path)
     assert spec.distillation.temperature == 2.0 and spec.distillation.alpha == 0.5
     assert spec.teacher.pooling == "mean" and spec.teacher.head_init == "logistic_regression"
-    assert spec.student.kind == "layer_subset" and spec.student.layers == 2
+    assert spec.student.kind == "layer_subset" and spec.student.kept_layers == 2
     # Relative data paths resolve against the spec's folder.
     assert spec.data.seed.path == str(tmp_path / "seed.csv")
     assert spec.model_name == "stillhouse-demo"

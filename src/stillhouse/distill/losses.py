@@ -52,6 +52,19 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor, teache
     return per_row.mean()
 
 
+def representation_distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor,
+                                     teacher_logits: torch.Tensor, alpha: float, temperature: float,
+                                     student_embedding: torch.Tensor, teacher_embedding: torch.Tensor,
+                                     weight: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`distillation_loss` plus ``weight · (1 − cos(P·s_i, t_i))`` averaged over rows: the student's
+    projected sentence embedding ``P·s`` ``[batch, dim]`` is pulled towards the teacher's ``t`` ``[batch, dim]``
+    on every row, labelled or not (representation distillation alongside the label loss, in the spirit of
+    TinyBERT's and MiniLM's intermediate-layer losses, here at the sentence level that a student of another
+    family can share with its teacher). ``weights`` scales both terms of a row alike → scalar."""
+    labels_term = distillation_loss(student_logits, labels, teacher_logits, alpha, temperature, weights)
+    return labels_term + weight * embedding_cosine(student_embedding, teacher_embedding, weights)
+
+
 # --- Ranking ------------------------------------------------------------------------------------------------
 # A batch is a set of queries, each with its candidate list padded to ``n``: scores ``[queries, n]``, ``mask``
 # ``[queries, n]`` (True = a real candidate), ``relevance`` ``[queries, n]`` (judged grade, 0 = not relevant,

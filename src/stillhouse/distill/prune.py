@@ -114,9 +114,10 @@ def prune_classifier(model, tokenizer, texts: list[str], floor: int, max_length:
                        parameters_after=count_parameters(model), **counts)
 
 
-def unknown_tokens(id_map: torch.Tensor | None, input_ids: torch.Tensor, unk_id: int) -> int:
+def unknown_tokens(id_map, input_ids, unk_id: int) -> int:
     """How many of ``input_ids`` (old ids) a pruned model reads as ``[UNK]`` though the tokenizer did not
-    produce ``[UNK]``: the text the student cannot see."""
+    produce ``[UNK]``: the text the student cannot see. Torch tensors or numpy arrays alike (``id_map`` None:
+    not pruned, 0)."""
     if id_map is None:
         return 0
     new_unk = int(id_map[unk_id])

@@ -54,9 +54,11 @@ def build_student(spec: StudentSpec, teacher: TextClassifier, teacher_tokenizer,
     num_labels = len(teacher_info.labels)
     max_length = spec.max_length or teacher_info.max_length
     if spec.kind == "layer_subset":
-        model, tokenizer, base = layer_subset(teacher, spec.layers), teacher_tokenizer, teacher_info.base_model
+        model, tokenizer, base = layer_subset(teacher, spec.kept_layers), teacher_tokenizer, teacher_info.base_model
     elif spec.kind == "pretrained":
         encoder, tokenizer = load_encoder(spec.model)
+        if spec.layers:  # the pretrained encoder's first layers (a smaller student of that family)
+            encoder = encoder_layer_subset(encoder, spec.layers)
         model, base = TextClassifier(encoder, num_labels, "mean"), spec.model
     else:
         from transformers import BertConfig, BertModel

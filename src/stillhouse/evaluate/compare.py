@@ -5,6 +5,8 @@ Writes ``metrics.json`` (the numbers), ``report.html`` (plots, self-contained) a
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +30,26 @@ from stillhouse.evaluate.metrics import (
 )
 from stillhouse.evaluate.model_card import render_model_card
 from stillhouse.evaluate.report import render_report
-from stillhouse.evaluate.speed import Timed, TimedTeacher, measure_speeds
+from stillhouse.evaluate.speed import Timed, TimedLogits, measure_speeds
 from stillhouse.evaluate.uncertainty import (
     bootstrap_interval,
     paired_difference,
     per_class,
 )
 from stillhouse.models.hf import count_parameters
+from stillhouse.models.onnx_runtime import (
+    RUNTIME_FILES,
+    conversion_figures,
+    convert_classifier,
+    deployed_runtime,
+)
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.classification.model import encode_texts, load_classifier
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
+RUNTIME_DIR = "runtime"  # in the evaluation folder: the student's converted files (models.student.runtime)
 MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
                 "classical": CLASSICAL_TITLE}
 
@@ -54,18 +63,18 @@ def _load(folder: str) -> tuple[Timed, int, float]:
     return Timed(model, tokenizer, info.max_length), count_parameters(model), _size_on_disk(folder) / 1e6
 
 
-def _predict(timed: Timed | TimedTeacher, texts: list[str]) -> np.ndarray:
-    if isinstance(timed, TimedTeacher):
-        return timed.teacher.logits(texts)
+def _predict(timed: Timed | TimedLogits, texts: list[str]) -> np.ndarray:
+    if isinstance(timed, TimedLogits):
+        return timed.model.logits(texts)
     return encode_texts(timed.model, timed.tokenizer, texts, timed.max_length)
 
 
-def _load_any(name: str, folder: str) -> tuple[Timed | TimedTeacher, int | None, float | None]:
+def _load_any(name: str, folder: str) -> tuple[Timed | TimedLogits, int | None, float | None]:
     """A model to evaluate: a classifier folder, or (teacher only) any teacher :func:`load_teacher` reads."""
     if name != "teacher" or (Path(folder) / "classifier.json").is_file():
         return _load(folder)
     teacher = load_teacher(folder)
-    return TimedTeacher(teacher), teacher.parameters, None
+    return TimedLogits(teacher), teacher.parameters, None
 
 
 def quality_intervals(y: np.ndarray, pred: np.ndarray, labels: list[str], seed: int) -> dict:
@@ -100,14 +109,51 @@ def _disagreements(texts: list[str], y: np.ndarray, logits: dict, labels: list[s
 
 
 def _comparison(models: dict) -> dict:
+    """Student against teacher in the same runtime (torch: the fair ratio) and, when the student is served in
+    another runtime, as deployed (``deployed_*``: that runtime's student against the torch teacher)."""
     teacher, student, baseline = models["teacher"], models["student"], models["baseline"]
-    return {
+    out = {
         "student_retention": student["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None,
         "student_minus_baseline_accuracy": student["accuracy"] - baseline["accuracy"],
         "parameter_ratio": student["parameters"] / teacher["parameters"] if teacher["parameters"] else None,
+        "size_ratio": student["size_mb"] / teacher["size_mb"] if teacher["size_mb"] else None,
         "speedup_batch1_p50": teacher["latency_ms_p50"] / student["latency_ms_p50"],
+        "speedup_batch1_p95": teacher["latency_ms_p95"] / student["latency_ms_p95"],
         "throughput_ratio": student["throughput_per_s"] / teacher["throughput_per_s"],
     }
+    runtime = student.get("runtime")
+    if runtime:
+        deployed = runtime["conversions"][runtime["deployed"]]
+        out.update({
+            "deployed_runtime": runtime["deployed"],
+            "deployed_retention": deployed["accuracy"] / teacher["accuracy"] if teacher["accuracy"] else None,
+            "deployed_size_ratio": deployed["size_mb"] / teacher["size_mb"] if teacher["size_mb"] else None,
+            "deployed_speedup_batch1_p50": teacher["latency_ms_p50"] / deployed["latency_ms_p50"],
+            "deployed_speedup_batch1_p95": teacher["latency_ms_p95"] / deployed["latency_ms_p95"],
+            "deployed_throughput_ratio": deployed["throughput_per_s"] / teacher["throughput_per_s"],
+        })
+    return out
+
+
+def convert_student(student: Timed, student_dir: str, runtime: str, folder: Path, texts: list[str], y: np.ndarray,
+                    reference: np.ndarray) -> tuple[dict, dict[str, TimedLogits]]:
+    """Convert the torch student for serving in ``runtime`` and measure every conversion on the held-out rows:
+    each against the model it was made from (``from``) and, overall, the deployed one against the torch
+    student. Returns the figures (``models.student.runtime`` in metrics.json) and each converted model to time.
+    A conversion's ``size_mb`` is what its runtime reads: the ONNX file and the tokenizer."""
+    say(f"evaluate: converting the student to {runtime}; every conversion is measured on the held-out rows")
+    converted = convert_classifier(student.model, student.tokenizer, student.max_length, folder, runtime)
+    tokenizer_mb = _size_on_disk(Path(student_dir) / "tokenizer") / 1e6
+    conversions, previous, before = {}, "torch", reference
+    for name, classifier in converted.items():
+        after = classifier.logits(texts)
+        conversions[name] = {"from": previous, **conversion_figures(y, before, after), "file": RUNTIME_FILES[name],
+                             "size_mb": (folder / RUNTIME_FILES[name]).stat().st_size / 1e6 + tokenizer_mb}
+        previous, before = name, after
+    overall = conversion_figures(y, reference, before)
+    figures = {"deployed": runtime, "accuracy": overall["accuracy"], "accuracy_change": overall["accuracy_change"],
+               "agreement_with_torch": overall["agreement"], "conversions": conversions}
+    return figures, {name: TimedLogits(classifier) for name, classifier in converted.items()}
 
 
 def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
@@ -133,11 +179,18 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         if isinstance(timed[name], Timed) and timed[name].model.id_map is not None:  # a pruned vocabulary
             models[name]["vocabulary"] = vocabulary_figures(timed[name].model, timed[name].tokenizer, texts,
                                                             timed[name].max_length)
+    runtime = deployed_runtime(spec.package.runtime, spec.package.quantize)
+    converted: dict[str, TimedLogits] = {}
+    work = None
+    if runtime != "torch":  # removed when done, or when the step fails (the object's finalizer)
+        work = tempfile.TemporaryDirectory(prefix=".runtime-", dir=Path(out_dir).parent)
+        models["student"]["runtime"], converted = convert_student(timed["student"], student_dir, runtime,
+                                                                  Path(work.name), texts, y, logits["student"])
     say(f"evaluate: {CLASSICAL_TITLE} fitted on the {len(data.seed)} labelled seed rows (the baseline a user would "
         "otherwise pick)")
     classical = TfidfBaseline.fit(data.seed["text"].tolist(), data.seed["label"].map(index).to_numpy(),
                                   len(data.labels), spec.runtime.seed)
-    timed["classical"], logits["classical"] = TimedTeacher(classical), classical.logits(texts)
+    timed["classical"], logits["classical"] = TimedLogits(classical), classical.logits(texts)
     models["classical"] = {**classification_metrics(logits["classical"], y, spec.evaluation.calibration_bins,
                                                     logits["teacher"].argmax(1)),
                            **quality_intervals(y, logits["classical"].argmax(1), data.labels, spec.runtime.seed),
@@ -146,9 +199,12 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     for name, model in models.items():
         model["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
     say("evaluate: timing the models (interleaved, CPU)")
-    speeds = measure_speeds(timed, texts, spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
+    speeds = measure_speeds({**timed, **{f"student:{name}": t for name, t in converted.items()}}, texts,
+                            spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
     for name, model in models.items():
         model.update(speeds[name])
+    for name in converted:
+        models["student"]["runtime"]["conversions"][name].update(speeds[f"student:{name}"])
     comparison = {**_comparison(models), **paired_comparisons(y, {n: logits[n].argmax(1) for n in MODELS},
                                                               spec.runtime.seed)}
     check = teacher_check(y, {n: logits[n].argmax(1) for n in logits}, spec.runtime.seed)
@@ -180,11 +236,20 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         write_json(tmp / "plots.json", plots)
         (tmp / "report.html").write_text(render_report(metrics, plots, section), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
+        if work is not None:  # what the package step copies into the student it stores
+            shutil.copytree(work.name, tmp / RUNTIME_DIR)
+    if work is not None:
+        work.cleanup()
     c = metrics["comparison"]
     say(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
           f"| hard-label student {models['baseline']['accuracy']:.4f} | {CLASSICAL_TITLE} "
           f"{models['classical']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
           f"| speed-up x{c['speedup_batch1_p50']:.2f}")
+    if "deployed_runtime" in c:
+        r = models["student"]["runtime"]
+        say(f"evaluate: student as deployed ({r['deployed']}): acc {r['accuracy']:.4f} "
+            f"({r['accuracy_change'] * 100:+.2f} points against torch) | speed-up x{c['deployed_speedup_batch1_p50']:.2f}"
+            + (f" | size {c['deployed_size_ratio']:.1%} of the teacher's" if c["deployed_size_ratio"] else ""))
     if check["warning"]:
         say(f"evaluate: WARNING: {check['warning']}")
     cal = models["student"]["calibration"]

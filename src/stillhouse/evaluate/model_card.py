@@ -53,8 +53,9 @@ def render_model_card(spec: Spec, metrics: dict) -> str:
     fingerprints = "\n".join(f"- {name}: `{value}`" for name, value in data["fingerprints"].items())
     sources = "\n".join(f"- {name}: `{value}`" for name, value in data["sources"].items())
     student = spec.student
-    student_desc = {"layer_subset": f"the teacher's first {student.layers} layers",
-                    "pretrained": f"`{student.model}`", "config": "a small encoder built from a config"}[student.kind]
+    student_desc = {"layer_subset": f"the teacher's first {student.kept_layers} layers",
+                    "pretrained": f"`{student.model}`" + (f" (its first {student.layers} layers)"
+                                                          if student.layers else ""), "config": "a small encoder built from a config"}[student.kind]
     return f"""# Model card: {spec.model_name}
 
 {TAG_LINE}
@@ -93,7 +94,7 @@ Data licences and terms:
 {_row("TF-IDF + logistic regression (seed only)", models["classical"]) if "classical" in models else ""}
 
 Retention of teacher accuracy: {c['student_retention']:.3f}; speed-up at batch 1: {c['speedup_batch1_p50']:.2f}×;
-parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, c)}{_teacher_note(metrics)}
+parameters: {_share(c['parameter_ratio'])} of the teacher's.{_runtime(metrics)}{_intervals(models, c)}{_teacher_note(metrics)}
 
 ## Limitations
 - Measured on one held-out set drawn like the seed data; quality on shifted data is unknown.
@@ -102,6 +103,17 @@ parameters: {_share(c['parameter_ratio'])} of the teacher's.{_intervals(models, 
   risk scores.
 - Latency was measured on the machine that ran the pipeline; serving hardware will differ.
 """
+
+
+def _runtime(metrics: dict) -> str:
+    """The serving runtime, where it is not torch: what the conversion cost and what it bought."""
+    runtime = metrics["models"]["student"].get("runtime")
+    if not runtime:
+        return ""
+    c = metrics["comparison"]
+    return (f"\n\nServed on ONNX Runtime (`{runtime['deployed']}`): accuracy {runtime['accuracy']:.4f} "
+            f"({runtime['accuracy_change'] * 100:+.2f} points against the torch student), speed-up at batch 1 "
+            f"{c['deployed_speedup_batch1_p50']:.2f}× against the teacher as deployed.")
 
 
 def _teacher_note(metrics: dict) -> str:

@@ -76,6 +76,11 @@ def quality_latency_plot(models: dict) -> str:
         ax.errorbar(m["latency_ms_p50"], m["accuracy"], yerr=[[m["accuracy"] - low], [high - m["accuracy"]]],
                     fmt="o", color=_COLOURS[name], capsize=4, markersize=6 + (m["parameters"] or 0) / 4e6,
                     label=f"{_TITLES[name]} ({size})", alpha=0.85)
+    runtime = models.get("student", {}).get("runtime")
+    for name, conversion in (runtime or {}).get("conversions", {}).items():  # the student in its serving runtime
+        ax.plot(conversion["latency_ms_p50"], conversion["accuracy"], "D" if name == runtime["deployed"] else "d",
+                color=_COLOURS["student"], markerfacecolor="white", markersize=8,
+                label=f"{_TITLES['student']}, {name}" + (" (deployed)" if name == runtime["deployed"] else ""))
     ax.set(xlabel="CPU latency at batch 1, p50 (ms)", ylabel="accuracy (95 % bootstrap interval)",
            title="Quality vs latency", ylim=(0, 1))
     ax.set_xlim(left=0)
@@ -186,6 +191,38 @@ def _table(models: dict) -> str:
         cells = "".join(f"<td>{fmt.format(m[key]) if m.get(key) is not None else '—'}</td>" for key, _, fmt in columns)
         rows.append(f"<tr><th>{_TITLES[name]}</th>{cells}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _runtime_section(metrics: dict) -> str:
+    """The student in the runtime it is served with: each conversion's accuracy change and speed, and the
+    deployed student against the teacher (the fair ratio, both in torch, is the summary's)."""
+    runtime = metrics["models"]["student"].get("runtime")
+    if not runtime:
+        return ""
+    c, teacher = metrics["comparison"], metrics["models"]["teacher"]
+    rows = []
+    for name, m in runtime["conversions"].items():
+        rows.append(f"<tr><th>{html.escape(m['from'])} → {html.escape(name)}</th><td>{m['accuracy']:.4f}</td>"
+                    f"<td>{m['accuracy_change'] * 100:+.2f}</td><td>{m['agreement']:.4f}</td>"
+                    f"<td>{m['max_abs_logit_difference']:.2g}</td><td>{m['size_mb']:.1f}</td>"
+                    f"<td>{m['latency_ms_p50']:.2f}</td><td>{m['latency_ms_p95']:.2f}</td>"
+                    f"<td>{m['throughput_per_s']:.1f}</td></tr>")
+    size = (f", <b>{c['deployed_size_ratio']:.1%}</b> of its size on disk" if c.get("deployed_size_ratio")
+            else "")
+    return f"""<h2 id="runtime">Serving runtime: {html.escape(runtime['deployed'])}</h2>
+<p>The packaged student runs on ONNX Runtime ({html.escape(runtime['deployed'])}). Against the torch student it
+scores <b>{runtime['accuracy']:.4f}</b> ({runtime['accuracy_change'] * 100:+.2f} accuracy points; the same label on
+{runtime['agreement_with_torch']:.1%} of the held-out rows). As deployed, it answers
+<b>{c['deployed_speedup_batch1_p50']:.2f}×</b> faster than the teacher at batch 1 (p50; p95
+{c['deployed_speedup_batch1_p95']:.2f}×) with <b>{c['deployed_throughput_ratio']:.2f}×</b> its throughput at batch
+{teacher['throughput_batch_size']}{size}; in the same runtime as the teacher (torch) the ratio is
+{c['speedup_batch1_p50']:.2f}×.</p>
+<table><tr><th>conversion</th><th>accuracy</th><th>change (points)</th><th>agreement</th><th>max |Δ logit|</th>
+<th>size (MB)</th><th>p50 ms (batch 1)</th><th>p95 ms (batch 1)</th><th>texts/s (batch {teacher['throughput_batch_size']})</th></tr>
+{''.join(rows)}</table>
+<p class="note">Each conversion is measured against the model it was made from, on every held-out row; sizes are
+what the runtime reads (the ONNX file and the tokenizer); latency is end to end from text, tokenisation and
+padding included, timed interleaved with the models above.</p>"""
 
 
 def _inline_code(markdown: str) -> str:
@@ -330,6 +367,7 @@ milliseconds.</p>
 <img alt="reliability diagram" src="{reliability_plot(plots['calibration'])}">
 {f'<img alt="training loss" src="{training_loss_plot(plots["training_history"])}">' if plots.get("training_history") else ""}
 </div>
+{_runtime_section(metrics)}
 {_calibration_section(metrics, plots)}
 <h2 id="per-class">Per class</h2>{_per_class_table(metrics['models']) if metrics['models']['student'].get('per_class') else ''}
 <p class="note">Held-out label counts: {html.escape(", ".join(f"{k} {v}" for k, v in eval_counts.items()))}.</p>

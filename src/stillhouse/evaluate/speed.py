@@ -34,21 +34,22 @@ class Timed:
 
 
 @dataclass(frozen=True)
-class TimedTeacher:
-    """A teacher that is not a single classifier (a prompted LLM, an endpoint, an ensemble), timed through its
-    ``logits``: for an endpoint, that includes the network."""
+class TimedLogits:
+    """A model timed through its ``logits(texts)``: a teacher that is not a single classifier (a prompted LLM,
+    an endpoint — the network included —, an ensemble), the classical baseline, or a student in another
+    runtime (ONNX Runtime)."""
 
-    teacher: object
+    model: object
 
     def ready(self) -> None:
         pass
 
     def predict(self, batch: list[str]) -> None:
-        self.teacher.logits(batch)
+        self.model.logits(batch)
 
 
 @torch.inference_mode()
-def measure_speeds(models: dict[str, Timed | TimedTeacher], texts: list[str], samples: int = 100,
+def measure_speeds(models: dict[str, Timed | TimedLogits], texts: list[str], samples: int = 100,
                    batch_size: int = 32) -> dict[str, dict]:
     """Per model: p50/p95 latency (ms) of single-text predictions, and texts/s at ``batch_size``.
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from stillhouse.errors import ModelError
 from stillhouse.evaluate.metrics import softmax
+from stillhouse.models.onnx_runtime import ONNX_FILE
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ServedStudent:
     task: str = "classification"
     temperature: float = 1.0  # temperature scaling fitted at evaluation (classifier.json, tabular.json)
     metadata: dict | None = None  # the stored model's lineage (tabular: its Feast features, if any)
+    runtime: str = "torch"  # a classifier packaged with its ONNX export: onnx or onnx-int8 (ONNX Runtime)
 
     @staticmethod
     def check_tag(tag: str):
@@ -84,6 +86,15 @@ class ServedStudent:
 
             model, tokenizer, ranker = load_reranker(folder)
             return cls(model, tokenizer, [], ranker.max_length, str(stored.tag), stored.tag.version or "", "reranking")
+        if (folder / ONNX_FILE).is_file():  # the runtime the evaluation measured it in
+            from stillhouse.models.onnx_runtime import load_onnx_classifier
+            from stillhouse.tasks.classification.model import read_classifier_info
+
+            info = read_classifier_info(folder)
+            model = load_onnx_classifier(folder)
+            return cls(model, model.tokenizer, info.labels, info.max_length, str(stored.tag),
+                       stored.tag.version or "", temperature=info.temperature,
+                       runtime=stored.info.labels.get("runtime", "onnx"))
         model, tokenizer, info = load_classifier(folder)
         return cls(model, tokenizer, info.labels, info.max_length, str(stored.tag), stored.tag.version or "",
                    temperature=info.temperature)
@@ -96,7 +107,9 @@ class ServedStudent:
             raise ModelError(f"{self.tag} is a re-ranker; it scores (query, passage) pairs", "use /rerank")
         if not texts:
             return []
-        probs = softmax(encode_texts(self.model, self.tokenizer, texts, self.max_length), self.temperature)
+        logits = (encode_texts(self.model, self.tokenizer, texts, self.max_length) if self.runtime == "torch"
+                  else self.model.logits(texts))
+        probs = softmax(logits, self.temperature)
         best = probs.argmax(1)
         return [{"label": self.labels[k], "confidence": float(p[k]),
                  "probabilities": {label: float(v) for label, v in zip(self.labels, np.round(p, 6))}}

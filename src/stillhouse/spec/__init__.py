@@ -52,7 +52,13 @@ from stillhouse.spec.synthesis import (
     SynthesisFilterSpec,
     SynthesisSpec,
 )
-from stillhouse.spec.training import DistillationSpec, StudentSpec, TinyEncoderConfig, VocabularySpec
+from stillhouse.spec.training import (
+    DistillationSpec,
+    RepresentationSpec,
+    StudentSpec,
+    TinyEncoderConfig,
+    VocabularySpec,
+)
 from stillhouse.spec.teachers import (
     EncoderTeacherSpec,
     EndpointTeacherSpec,
@@ -188,6 +194,20 @@ class PackageSpec(_Strict):
     model_name: str | None = Field(
         None, description="BentoML model name (default: `stillhouse-<name>`)."
     )
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch", description="What the packaged student is served with: `torch`, or `onnx` (the student exported "
+        "to ONNX and run by ONNX Runtime on the CPU; classification students). The evaluation measures the "
+        "conversion's accuracy change and the latency in that runtime, and the package carries what was measured.")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="`int8`: dynamic int8 quantization of the ONNX student's weights (needs runtime "
+        "`onnx`); its accuracy change is measured like the export's.")
+
+    @model_validator(mode="after")
+    def _quantize_needs_onnx(self) -> "PackageSpec":
+        if self.quantize != "none" and self.runtime != "onnx":
+            raise ValueError("package.quantize `int8` quantizes the ONNX export: set package.runtime `onnx`, or "
+                             "package.quantize `none`")
+        return self
 
     @field_validator("model_name")
     @classmethod
@@ -248,6 +268,12 @@ class Spec(_Strict):
     def _tabular_fits(self) -> "Spec":
         members = self.teacher.members if isinstance(self.teacher, EnsembleTeacherSpec) else [self.teacher]
         tabular_teacher = [isinstance(m, TABULAR_TEACHERS) for m in members]
+        if self.task.type == "tabular" and self.distillation.representation.enabled:
+            raise ValueError("distillation.representation is for text classification students; set its epochs "
+                             "and weight to 0 for task.type `tabular`")
+        if self.task.type == "tabular" and self.package.runtime != "torch":
+            raise ValueError("package.runtime `onnx` serves text classification students; tabular students are "
+                             "served with `torch`")
         if self.task.type != "tabular":
             if any(tabular_teacher) or self.student.kind in TABULAR_STUDENTS or getattr(self.data, "features", None) is not None \
                     or (self.synthesis is not None and self.synthesis.generator == "copula"):
@@ -289,6 +315,17 @@ class Spec(_Strict):
                                  "`bi_encoder` and a bi-encoder student, or set ranking.embedding_epochs to 0")
         elif self.student.kind == "monot5":
             raise ValueError("student.kind `monot5` is a re-ranker: use it with task.type `reranking`")
+        if self.distillation.representation.enabled:
+            if reranking:
+                raise ValueError("distillation.representation is for classification; a re-ranker learns its "
+                                 "teacher's embeddings with ranking.embedding_epochs")
+            if encoder_teacher(self.teacher) is None:
+                raise ValueError("distillation.representation learns the teacher's sentence embeddings, and this "
+                                 "teacher has no encoder: use an encoder teacher (or an ensemble with one), or "
+                                 "set distillation.representation epochs and weight to 0")
+        if self.package.runtime != "torch" and reranking:
+            raise ValueError("package.runtime `onnx` serves classification students; re-ranking students are "
+                             "served with `torch`")
         if reranking and self.student.vocabulary.prune:
             raise ValueError("student.vocabulary.prune is for classification students; re-ranking students keep "
                              "their vocabulary")
@@ -392,7 +429,7 @@ __all__ = [
     "ProfilesSpec", "ScenarioSpec", "TabularTaskSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
     "KubeRaySpec", "KubernetesSpec", "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
-    "SoftLabelChecks", "Spec", "StudentSpec", "VocabularySpec",
+    "SoftLabelChecks", "Spec", "StudentSpec", "VocabularySpec", "RepresentationSpec",
     "SynthesisFilterSpec", "SynthesisSpec", "SyntheticChecks", "TaskSpec", "TeacherSpec", "TinyEncoderConfig",
     "ValidationSpec", "encoder_teacher", "load_spec", "parse_spec", "spec_from_json",
 ]

@@ -46,7 +46,9 @@ class StudentSpec(_Strict):
         "built from `config` over the teacher's tokenizer; `mlp` (tabular): a small multi-layer perceptron "
         "over the preprocessed columns (`hidden: []` is logistic regression).",
     )
-    layers: int = Field(2, gt=0, description="Layers kept for `layer_subset`.")
+    layers: int | None = Field(
+        None, gt=0, description="`layer_subset`: how many of the teacher's layers to keep (default 2); "
+        "`pretrained`: keep only the pretrained encoder's first `layers` layers (default: all of them).")
     model: str | None = Field(None, description="Model for `pretrained` (same forms as teacher.model).")
     hidden: list[int] = Field([64, 32], description="`mlp`: hidden layer widths (empty: a linear model).")
     dropout: float = Field(0.1, ge=0, lt=1, description="`mlp`: dropout after each hidden layer.")
@@ -59,8 +61,16 @@ class StudentSpec(_Strict):
         "seed set (its features differ from the teacher's), the teacher's head (`layer_subset` only), or random.",
     )
 
+    @property
+    def kept_layers(self) -> int:
+        """The layers a `layer_subset` student keeps."""
+        return self.layers or 2
+
     @model_validator(mode="after")
     def _kind_fields(self) -> StudentSpec:
+        if self.layers is not None and self.kind not in ("layer_subset", "pretrained"):
+            raise ValueError("student.layers is for kind `layer_subset` (the teacher's first layers) or "
+                             "`pretrained` (the pretrained encoder's first layers)")
         if self.kind == "pretrained" and not self.model:
             raise ValueError("kind `pretrained` needs `model`")
         if self.kind == "config" and self.config is None:
@@ -73,6 +83,23 @@ class StudentSpec(_Strict):
         if self.head_init == "copy_teacher" and self.kind != "layer_subset":
             raise ValueError("head_init `copy_teacher` needs kind `layer_subset` (same hidden size as the teacher)")
         return self
+
+
+class RepresentationSpec(_Strict):
+    """Representation distillation (classification, ``distill/representation.py``): the student also learns its
+    teacher's sentence embedding of every seed, pool and synthetic text, through a projection fitted by least
+    squares (so teacher and student may differ in family and width)."""
+
+    epochs: int = Field(0, ge=0, description="Epochs of a first stage in which the student learns only the "
+                        "teacher's embeddings (1 − cosine), before the label distillation; 0: no such stage.")
+    weight: float = Field(0.0, ge=0, description="Weight of the same cosine term added to every row's loss during "
+                          "the label distillation; 0: off.")
+    learning_rate: float | None = Field(None, gt=0, description="Encoder learning rate of the first stage "
+                                        "(default: distillation.learning_rate).")
+
+    @property
+    def enabled(self) -> bool:
+        return self.epochs > 0 or self.weight > 0
 
 
 class DistillationSpec(_Strict):
@@ -95,6 +122,9 @@ class DistillationSpec(_Strict):
     synthetic_weight: float = Field(
         0.3, gt=0, le=1, description="Loss weight of each synthetic row relative to a real one (1 = equal). Low "
         "by default: rows from a small generator read unlike real data; raise it for a strong generator.")
+    representation: RepresentationSpec = Field(
+        RepresentationSpec(), description="Classification: the student also learns the teacher's sentence "
+        "embeddings (a first stage of `epochs`, and/or a term of `weight` in the label loss); off by default.")
     freeze_word_embeddings: bool = Field(
         True, description="Keep the student's vocabulary embeddings fixed (copied from the teacher or pretrained); "
         "ignored for `student.kind: config`, whose embeddings start random and must learn."

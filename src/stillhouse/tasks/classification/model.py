@@ -7,6 +7,8 @@ A saved classifier is a folder::
     head.safetensors   head weight [num_labels, hidden] and bias [num_labels]
     classifier.json    labels, pooling, max_length, parameter count, base model, pruning (if pruned)
     vocab_map.safetensors  a pruned vocabulary's id map (tokenizer id → embedding row; see distill/prune.py)
+    projection.safetensors  during representation distillation only: the map from the student's sentence
+                       embedding into its teacher's (weight [teacher dim, hidden]; distill/representation.py)
 
 Teacher and student share this one format, so every step (labelling, distillation, evaluation, serving)
 loads either the same way.
@@ -29,6 +31,7 @@ from stillhouse.models.hf import count_parameters, quiet_transformers
 from stillhouse.progress import progress
 
 VOCAB_MAP_FILE = "vocab_map.safetensors"
+PROJECTION_FILE = "projection.safetensors"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class TextClassifier(nn.Module):
         self.unk_id: int | None = None  # the tokenizer's [UNK] id, with a pruned vocabulary
         self.unknown_tokens = 0  # in inference: tokens read as [UNK] that the full vocabulary had
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        # representation distillation's map into the teacher's embedding space (training only; see
+        # distill/representation.py): set while the student learns the teacher's embeddings, removed after
+        self.projection: nn.Linear | None = None
         if getattr(encoder, "pooler", None) is not None:
             # BERT-style pooler ([CLS] dense + tanh) is never used by `embed`; frozen, it has no gradient to
             # miss, which DistributedDataParallel would otherwise reject ("parameters that did not receive grad").
@@ -71,7 +77,7 @@ class TextClassifier(nn.Module):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``[batch, hidden]``: mean over real tokens, or the first ([CLS]) token."""
         if self.id_map is not None:
-            if not self.training:
+            if not self.training and not torch.compiler.is_exporting():  # a count, not part of an exported graph
                 self.unknown_tokens += unknown_tokens(self.id_map, input_ids, self.unk_id)
             input_ids = self.id_map[input_ids]
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -80,8 +86,15 @@ class TextClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                projected: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[batch, labels]``; with ``projected``, also the sentence embedding mapped by
+        ``projection`` into the teacher's space ``[batch, teacher dim]`` (one forward pass for both, as
+        DistributedDataParallel needs)."""
+        embedding = self.embed(input_ids, attention_mask)
+        if projected:
+            return self.head(embedding), self.projection(embedding)
+        return self.head(embedding)
 
 
 def save_classifier(model: TextClassifier, tokenizer, info: ClassifierInfo, folder: str | Path) -> None:
@@ -91,6 +104,8 @@ def save_classifier(model: TextClassifier, tokenizer, info: ClassifierInfo, fold
     tokenizer.save_pretrained(folder / "tokenizer")
     save_file({"weight": model.head.weight.detach().contiguous().cpu(),
                "bias": model.head.bias.detach().contiguous().cpu()}, str(folder / "head.safetensors"))
+    if model.projection is not None:
+        save_file({"weight": model.projection.weight.detach().contiguous().cpu()}, str(folder / PROJECTION_FILE))
     if model.id_map is not None:
         save_file({"id_map": model.id_map.detach().cpu().contiguous(), "unk_id": torch.tensor([model.unk_id])},
                   str(folder / VOCAB_MAP_FILE))
@@ -126,6 +141,10 @@ def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, Classif
     info = read_classifier_info(folder)
     model = TextClassifier(AutoModel.from_pretrained(folder / "encoder"), len(info.labels), info.pooling)
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    if (folder / PROJECTION_FILE).is_file():
+        weight = load_file(str(folder / PROJECTION_FILE))["weight"]
+        model.projection = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        model.projection.load_state_dict({"weight": weight})
     if (folder / VOCAB_MAP_FILE).is_file():
         saved = load_file(str(folder / VOCAB_MAP_FILE))
         model.set_id_map(saved["id_map"], int(saved["unk_id"][0]))

@@ -13,9 +13,11 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from stillhouse.data.io import atomic_dir, write_json
+from stillhouse.data.io import atomic_dir, read_json, write_json
 from stillhouse.data.prepare import PreparedData
 from stillhouse.distill.fit import baseline_epochs, device, train_on_launcher
+from stillhouse.distill.representation import TEACHER_EMBEDDINGS_FILE
+from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import EncoderTeacherSpec, Spec
@@ -28,24 +30,31 @@ def label_indices(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     return frame["label"].map(index).to_numpy(dtype=np.int64)
 
 
-def distillation_rows(spec: Spec, data: PreparedData, soft: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
+def distillation_rows(spec: Spec, data: PreparedData, soft: pd.DataFrame, synthetic: pd.DataFrame,
+                      embeddings: pd.DataFrame | None = None) -> pd.DataFrame:
     """The student's training rows from ``distillation.sources``: seed rows carry their hard label and soft
     label; pool and synthetic rows only a soft label (``label_idx`` -1: the KL term alone). ``weight`` is each
-    row's loss weight (``distillation.synthetic_weight`` for synthetic rows, 1 otherwise)."""
+    row's loss weight (``distillation.synthetic_weight`` for synthetic rows, 1 otherwise). With the teacher's
+    ``embeddings`` (representation distillation), each row also carries its ``teacher_embedding``."""
+    from stillhouse.distill.representation import attach_teacher_embeddings
     from stillhouse.distill.soft_labels import attach_teacher_logits
 
     sources = spec.distillation.sources
     parts = []
+
+    def part(split: str, frame: pd.DataFrame, labels, weight: float) -> pd.DataFrame:
+        columns = {"text": frame["text"], "label_idx": labels,
+                   "teacher_logits": list(attach_teacher_logits(frame, soft, split)), "weight": weight}
+        if embeddings is not None:
+            columns["teacher_embedding"] = attach_teacher_embeddings(frame, embeddings, split)
+        return pd.DataFrame(columns)
+
     if "seed" in sources:
-        parts.append(pd.DataFrame({"text": data.seed["text"], "label_idx": label_indices(data.seed, data.labels),
-                                   "teacher_logits": list(attach_teacher_logits(data.seed, soft, "seed")),
-                                   "weight": 1.0}))
+        parts.append(part("seed", data.seed, label_indices(data.seed, data.labels), 1.0))
     weights = {"pool": 1.0, "synthetic": spec.distillation.synthetic_weight}
     for split, frame in (("pool", data.pool), ("synthetic", synthetic)):
         if split in sources and len(frame):
-            parts.append(pd.DataFrame({"text": frame["text"], "label_idx": -1,
-                                       "teacher_logits": list(attach_teacher_logits(frame, soft, split)),
-                                       "weight": weights[split]}))
+            parts.append(part(split, frame, -1, weights[split]))
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if rows.empty:
         raise StillhouseError(f"no training rows for the student from distillation.sources {sources} "
@@ -126,12 +135,34 @@ class ClassificationTask:
         result = run_suite("soft_labels", frame, soft_label_checks(frame, spec.validation.soft_labels),
                            validation_dir)
         require(result, "check the teacher (its training, prompt or verbalizers), or relax validation.soft_labels")
+        embeddings = None
+        if spec.distillation.representation.enabled:
+            embeddings = self._teacher_embeddings(spec, teacher_dir, {**frames, "synthetic": synthetic}
+                                                  if "synthetic" in spec.distillation.sources else frames,
+                                                  validation_dir)
         counts = {f"{k}_rows": int(v) for k, v in table["split"].value_counts().items()}
         with atomic_dir(out_dir) as tmp:
             write_soft_labels(table, tmp / SOFT_LABELS_FILE)
+            if embeddings is not None:
+                embeddings.to_parquet(tmp / TEACHER_EMBEDDINGS_FILE, index=False)
             write_json(tmp / "summary.json", {"rows": len(table), **counts, "great_expectations": {
                 "suite": "soft_labels", "expectations": result.evaluated, "rows": result.rows}})
         return {"rows": len(table), **counts}
+
+    @staticmethod
+    def _teacher_embeddings(spec: Spec, teacher_dir: str, frames: dict[str, pd.DataFrame],
+                            validation_dir: str | None) -> pd.DataFrame:
+        """The teacher's unit sentence embedding of every row the student learns from → GE suite
+        (``distillation.representation``; see :mod:`stillhouse.distill.representation`)."""
+        from stillhouse.distill.representation import teacher_embedding_table
+        from stillhouse.validate.runner import require, run_suite
+        from stillhouse.validate.suites import teacher_embedding_checks
+
+        table = teacher_embedding_table(teacher_dir, {k: v for k, v in frames.items() if len(v)}, device(spec))
+        frame, checks = teacher_embedding_checks(table)
+        require(run_suite("teacher_embeddings", frame, checks, validation_dir),
+                "check the teacher folder (an encoder classifier), or turn distillation.representation off")
+        return table
 
     @staticmethod
     def _untrained_student(spec: Spec, teacher_dir: str, data: PreparedData):
@@ -165,9 +196,57 @@ class ClassificationTask:
                 f"({report.text_tokens:,} from {len(texts):,} texts, {report.floor_tokens:,} to the floor); "
                 f"parameters {report.parameters_before / 1e6:.1f} M → {report.parameters_after / 1e6:.1f} M")
         d = spec.distillation
+        freeze = d.freeze_word_embeddings and spec.student.kind != "config"
+        options = {}
+        if "teacher_embedding" in rows:  # representation distillation (the student's rows only)
+            self._learn_representation(spec, name, data, model, tokenizer, info, rows, out_dir, freeze)
+            if d.representation.weight:
+                options["representation_weight"] = d.representation.weight
+            else:
+                model.projection, rows = None, rows.drop(columns="teacher_embedding")
         train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, save=save_classifier, items=ITEMS,
                           epochs=epochs, batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
-                          freeze_embeddings=d.freeze_word_embeddings and spec.student.kind != "config", **loss)
+                          freeze_embeddings=freeze, options=options, **loss)
+        if model.projection is not None:  # training scaffolding: the student is saved without it
+            history = read_json(Path(out_dir) / HISTORY_FILE)
+            model.projection = None
+            with atomic_dir(out_dir) as tmp:
+                save_classifier(model, tokenizer, info, tmp)
+                write_json(tmp / HISTORY_FILE, history)
+
+    @staticmethod
+    def _learn_representation(spec: Spec, name: str, data: PreparedData, model, tokenizer, info: ClassifierInfo,
+                              rows: pd.DataFrame, out_dir: str, freeze: bool) -> None:
+        """Give ``model`` its projection into the teacher's embedding space (least squares on its own unit
+        embeddings of the rows' texts) and, with ``distillation.representation.epochs``, train it on the cosine
+        to the teacher's embeddings first (Ray Train); ``model`` is updated in place. The student's space has
+        then moved, so a logistic-regression head is fitted again on the seed."""
+        import shutil
+
+        import torch
+
+        from stillhouse.distill.representation import least_squares_projection, unit_rows
+        from stillhouse.tasks.classification.heads import init_head_by_logistic_regression
+        from stillhouse.tasks.classification.model import encode_texts
+        from stillhouse.tasks.classification.train import REPRESENTATION_ITEMS
+
+        d, r = spec.distillation, spec.distillation.representation
+        texts = rows["text"].tolist()
+        own = unit_rows(encode_texts(model, tokenizer, texts, info.max_length, output="embeddings"))
+        model.projection = least_squares_projection(
+            torch.from_numpy(own), torch.tensor(np.stack(rows["teacher_embedding"].to_numpy())))
+        if not r.epochs:
+            return
+        stage = str(Path(out_dir).parent / f"{Path(out_dir).name}-representation")
+        train_on_launcher(spec, f"{name} (representation)", model, tokenizer, info,
+                          rows[["text", "teacher_embedding", "weight"]], stage, save=save_classifier,
+                          items=REPRESENTATION_ITEMS, epochs=r.epochs, batch_size=d.batch_size,
+                          lr=r.learning_rate or d.learning_rate, head_lr=d.head_learning_rate, freeze_embeddings=freeze)
+        shutil.rmtree(stage, ignore_errors=True)
+        if spec.student.head_init == "logistic_regression":
+            init_head_by_logistic_regression(model, tokenizer, data.seed["text"].tolist(),
+                                             label_indices(data.seed, data.labels), info.max_length,
+                                             spec.runtime.seed, name)
 
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
                 out_dir: str) -> dict:
@@ -177,7 +256,14 @@ class ClassificationTask:
 
         data = PreparedData.load(data_dir)
         soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
-        rows = distillation_rows(spec, data, soft, load_synthetic(synthetic_dir)[0])
+        embeddings = None
+        if spec.distillation.representation.enabled:
+            path = Path(soft_labels_dir) / TEACHER_EMBEDDINGS_FILE
+            if not path.is_file():
+                raise StillhouseError(f"{soft_labels_dir} has no teacher embeddings ({TEACHER_EMBEDDINGS_FILE})",
+                                      "re-run the soft-label step with distillation.representation set")
+            embeddings = pd.read_parquet(path)
+        rows = distillation_rows(spec, data, soft, load_synthetic(synthetic_dir)[0], embeddings)
         d = spec.distillation
         self._fit(spec, "student", data, teacher_dir, rows, out_dir, d.epochs, alpha=d.alpha,
                   temperature=d.temperature)

@@ -6,15 +6,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stillhouse.distill.losses import distillation_loss
+from stillhouse.distill.losses import distillation_loss, embedding_cosine, representation_distillation_loss
 from stillhouse.distill.training import TrainJob
 from stillhouse.tasks.classification.model import load_classifier, tokenize
 
 ITEMS = "stillhouse.tasks.classification.train:ClassificationItems"
+REPRESENTATION_ITEMS = "stillhouse.tasks.classification.train:RepresentationItems"
+
+
+def _embeddings(frame: pd.DataFrame) -> torch.Tensor | None:
+    """The rows' teacher sentence embeddings ``[rows, dim]``, where the rows carry them."""
+    if "teacher_embedding" not in frame:
+        return None
+    return torch.tensor(np.stack(frame["teacher_embedding"].to_numpy()), dtype=torch.float32)
 
 
 class ClassificationItems:
-    """Rows of text with a hard label and/or teacher logits: :func:`distillation_loss` per batch of rows."""
+    """Rows of text with a hard label and/or teacher logits: :func:`distillation_loss` per batch of rows; with
+    ``options.representation_weight`` and the teacher's embeddings,
+    :func:`representation_distillation_loss`."""
 
     def __init__(self, job: TrainJob):
         self.job = job
@@ -25,14 +35,48 @@ class ClassificationItems:
         self.teacher = (torch.tensor(np.stack(frame["teacher_logits"].to_numpy()), dtype=torch.float32)
                         if job.use_teacher_logits else None)
         self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+        self.representation_weight = float(job.options.get("representation_weight", 0.0))
+        self.embeddings = _embeddings(frame) if self.representation_weight else None
         self.count = len(self.texts)
 
     def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
         job = self.job
         enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], job.max_length)
+        weights = self.weights[batch].to(device) if self.weights is not None else None
+        teacher = self.teacher[batch].to(device) if self.teacher is not None else None
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=job.use_gpu):
-            logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-        return distillation_loss(logits.float(), self.labels[batch].to(device),
-                                 self.teacher[batch].to(device) if self.teacher is not None else None,
-                                 job.alpha, job.temperature,
-                                 self.weights[batch].to(device) if self.weights is not None else None)
+            out = model(enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                        projected=self.embeddings is not None)
+        if self.embeddings is None:
+            return distillation_loss(out.float(), self.labels[batch].to(device), teacher, job.alpha,
+                                     job.temperature, weights)
+        logits, projected = out
+        return representation_distillation_loss(logits.float(), self.labels[batch].to(device), teacher, job.alpha,
+                                                job.temperature, projected.float(),
+                                                self.embeddings[batch].to(device), self.representation_weight,
+                                                weights)
+
+
+class RepresentationItems:
+    """Texts with the teacher's sentence embeddings: :func:`embedding_cosine` between the student's projected
+    embedding and the teacher's (the first stage of representation distillation). The head takes no part
+    and is frozen (DistributedDataParallel rejects parameters without a gradient)."""
+
+    def __init__(self, job: TrainJob):
+        self.job = job
+        self.model, self.tokenizer, _ = load_classifier(job.init_model_dir)
+        if self.model.projection is None:
+            raise ValueError(f"representation training needs a projection; {job.init_model_dir} has none")
+        self.model.head.requires_grad_(False)
+        frame = pd.read_parquet(job.train_file)
+        self.texts = frame["text"].tolist()
+        self.embeddings = _embeddings(frame)
+        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+        self.count = len(self.texts)
+
+    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
+        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], self.job.max_length)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
+            _, projected = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), projected=True)
+        return embedding_cosine(projected.float(), self.embeddings[batch].to(device),
+                                self.weights[batch].to(device) if self.weights is not None else None)

@@ -134,12 +134,14 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
         choice = teacher_info.kind if teacher_info.kind in ARCHITECTURES else "cross_encoder"
     architecture = ARCHITECTURES[choice]
     if student.kind == "layer_subset":
-        model = architecture(encoder_layer_subset(teacher.encoder, student.layers))
+        model = architecture(encoder_layer_subset(teacher.encoder, student.kept_layers))
         if isinstance(model, type(teacher)):  # the same scoring unit: start from the teacher's
             model.head.load_state_dict(teacher.head.state_dict())
         base = teacher_info.base_model
     elif student.kind == "pretrained":
         encoder, tokenizer = load_encoder(student.model)
+        if student.layers:
+            encoder = encoder_layer_subset(encoder, student.layers)
         model, base = architecture(encoder), student.model
     elif student.kind == "monot5":
         if student.model:

@@ -1,0 +1,176 @@
+"""Text students on ONNX Runtime: export from torch, dynamic int8 quantization, and a classifier that answers like
+the torch one (same tokenizer, padding, pooling, head and pruned-vocabulary id map, all inside the graph).
+
+The export is PyTorch's maintained exporter (``torch.onnx.export(dynamo=True)``, opset 18) with a dynamic batch
+and sequence length; quantization is ONNX Runtime's ``quantize_dynamic`` (int8 weights of the MatMul/Gemm ops,
+activations quantized per call). Every conversion's accuracy change is measured on the evaluation set by the
+evaluation step, never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ONNX_FILE = "model.onnx"  # in a packaged student's folder: the runtime it was measured with
+# the files of each conversion in an evaluation's runtime/ folder, in the order they are made (int8 from the export)
+RUNTIME_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+
+
+def require_onnx() -> None:
+    """A clear error where the ``onnx`` extra (onnx, onnxscript, onnxruntime) is not installed."""
+    import importlib.util
+
+    from stillhouse.errors import ModelError
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelError(f"package.runtime `onnx` needs {', '.join(missing)}, which is not installed here",
+                         "pip install 'stillhouse[onnx]' (the serving image has it), or set package.runtime "
+                         "`torch`")
+
+
+def deployed_runtime(runtime: str, quantize: str) -> str:
+    """``package.runtime`` and ``package.quantize`` → the runtime's name: torch, onnx or onnx-int8."""
+    return runtime if quantize == "none" else f"{runtime}-{quantize}"
+
+
+def export_classifier(model, tokenizer, max_length: int, path: str | Path) -> Path:
+    """Write ``model`` (a :class:`~stillhouse.tasks.classification.model.TextClassifier`) as one ONNX file:
+    inputs ``input_ids`` and ``attention_mask`` ``[batch, sequence]`` (int64, tokenizer ids), output ``logits``
+    ``[batch, labels]`` (before any serving temperature)."""
+    import torch
+
+    from stillhouse.tasks.classification.model import tokenize
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    sample = tokenize(tokenizer, ["an example text to trace", "another"], max_length)
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max(max_length, 2))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)  # dynamic-shape renames
+        torch.onnx.export(model, (sample["input_ids"], sample["attention_mask"]), str(path), dynamo=True,
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}), opset_version=18,
+                          external_data=False, verbose=False)
+    return path
+
+
+def quantize_int8(source: str | Path, target: str | Path) -> Path:
+    """Dynamic int8 quantization of an exported classifier (weights int8, activations quantized per call).
+
+    The exporter records the shape of every value, initializers included; the quantizer rewrites weights
+    (transposed, int8) and its shape inference then rejects the recorded shapes, so they are dropped first
+    (ONNX Runtime infers them again when it loads the model)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(source))
+    del model.graph.value_info[:]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, on the root logger, at every call
+    try:
+        quantize_dynamic(model, str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return Path(target)
+
+
+def convert_classifier(model, tokenizer, max_length: int, folder: str | Path, runtime: str) -> dict:
+    """Every conversion on the way from the torch ``model`` to ``runtime`` (onnx, or onnx then onnx-int8),
+    written to ``folder`` under :data:`RUNTIME_FILES`: ``{runtime name: OnnxClassifier}`` in that order."""
+    require_onnx()
+    folder = Path(folder)
+    steps = list(RUNTIME_FILES)[:list(RUNTIME_FILES).index(runtime) + 1]
+    id_map = model.id_map.cpu().numpy() if model.id_map is not None else None
+    out = {}
+    for name in steps:
+        path = folder / RUNTIME_FILES[name]
+        if name == "onnx":
+            export_classifier(model, tokenizer, max_length, path)
+        else:
+            quantize_int8(folder / RUNTIME_FILES["onnx"], path)
+        out[name] = OnnxClassifier(path, tokenizer, max_length, model.head.out_features, id_map=id_map,
+                                   unk_id=model.unk_id)
+    return out
+
+
+class OnnxClassifier:
+    """An exported classifier on ONNX Runtime's CPU provider: ``logits(texts)`` like
+    :func:`~stillhouse.tasks.classification.model.encode_texts`, end to end from text."""
+
+    def __init__(self, path: str | Path, tokenizer, max_length: int, num_labels: int, threads: int | None = None,
+                 id_map: np.ndarray | None = None, unk_id: int | None = None):
+        require_onnx()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.tokenizer, self.max_length, self.num_labels = tokenizer, max_length, num_labels
+        self.id_map, self.unk_id = id_map, unk_id
+        self.unknown_tokens = 0  # as TextClassifier.unknown_tokens: pruned-away tokens read as [UNK]
+
+    def run(self, texts: list[str]) -> np.ndarray:
+        from stillhouse.distill.prune import unknown_tokens
+
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="np")
+        ids = enc["input_ids"].astype(np.int64)
+        self.unknown_tokens += unknown_tokens(self.id_map, ids, self.unk_id)
+        return self.session.run(["logits"], {"input_ids": ids,
+                                             "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Logits ``[n, labels]`` in input order; batches of similar length, as for the torch model."""
+        if not texts:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        rows: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+        for start in range(0, len(texts), batch_size):
+            batch = order[start:start + batch_size]
+            for i, row in zip(batch, self.run([texts[i] for i in batch])):
+                rows[i] = row
+        return np.stack(rows).astype(np.float32)
+
+
+def load_onnx_classifier(folder: str | Path, path: str | Path | None = None,
+                         threads: int | None = None) -> OnnxClassifier:
+    """The ONNX classifier of a classifier folder (``model.onnx`` there, or ``path``), with the folder's
+    tokenizer, max length and pruned-vocabulary map."""
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+
+    from stillhouse.models.hf import quiet_transformers
+    from stillhouse.tasks.classification.model import (
+        VOCAB_MAP_FILE,
+        read_classifier_info,
+    )
+
+    quiet_transformers()
+    folder = Path(folder)
+    info = read_classifier_info(folder)
+    id_map = unk = None
+    if (folder / VOCAB_MAP_FILE).is_file():
+        saved = load_file(str(folder / VOCAB_MAP_FILE))
+        id_map, unk = saved["id_map"], int(saved["unk_id"][0])
+    return OnnxClassifier(path or folder / ONNX_FILE, AutoTokenizer.from_pretrained(folder / "tokenizer"),
+                          info.max_length, len(info.labels), threads, id_map, unk)
+
+
+def conversion_figures(y: np.ndarray, reference: np.ndarray, converted: np.ndarray) -> dict:
+    """What a conversion (torch → ONNX, ONNX → int8) changed on the evaluation rows: the converted model's
+    accuracy and its change against the reference (points of accuracy, negative = lost), how often the two
+    agree on the label, and the largest logit difference."""
+    y = np.asarray(y)
+    before, after = float(np.mean(reference.argmax(1) == y)), float(np.mean(converted.argmax(1) == y))
+    return {"accuracy": after, "accuracy_change": after - before,
+            "agreement": float(np.mean(reference.argmax(1) == converted.argmax(1))),
+            "max_abs_logit_difference": float(np.max(np.abs(reference - converted))) if len(y) else 0.0}
