@@ -78,7 +78,12 @@ def variant_spec(base: dict, name: str):
     return parse_spec(yaml.safe_dump(raw), origin=f"<variant {name}>")
 
 
-def timed(label: str, fn, log: dict):
+def timed(label: str, fn, log: dict, output: str | None = None, resume: bool = False):
+    """Run ``fn`` and record its wall time; with ``resume``, a step whose ``output`` folder exists is reused."""
+    if resume and output is not None and Path(output).is_dir():
+        log[label] = "reused"
+        print(f"[compression] {label}: reused {output}", flush=True)
+        return None
     start = time.perf_counter()
     out = fn()
     log[label] = round((time.perf_counter() - start) / 60, 2)
@@ -191,6 +196,8 @@ def main() -> int:
     parser.add_argument("--baseline-of", default="l3-repr-prune", help="the variant whose hard-label student runs")
     parser.add_argument("--samples", type=int, default=200, help="batch-1 calls per model in the timing")
     parser.add_argument("--work", default=None, help="keep the run here (default: a temporary folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --work: reuse the steps whose output folders are there (re-run the evaluation)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     cfg = DATASETS[args.dataset]
@@ -207,6 +214,9 @@ def main() -> int:
 
     import yaml
 
+    if args.resume and not args.work:
+        print("--resume needs --work (the folder of the run to resume)")
+        return 2
     work = Path(args.work or tempfile.mkdtemp(prefix=f"compression-{args.dataset}-"))
     work.mkdir(parents=True, exist_ok=True)
     base = base_spec(args.dataset, work / "runs")
@@ -215,21 +225,24 @@ def main() -> int:
     d = {k: str(work / k) for k in ("data", "teacher", "synthetic", "soft")}
     minutes: dict[str, float] = {}
     total = time.perf_counter()
-    timed("prepare", lambda: steps.prepare_step(j, d["data"]), minutes)
-    timed("teacher", lambda: steps.train_teacher_step(j, d["data"], d["teacher"]), minutes)
-    timed("synthesize (off)", lambda: steps.synthesize_step(j, d["data"], d["teacher"], d["synthetic"]), minutes)
+    r = args.resume
+    timed("prepare", lambda: steps.prepare_step(j, d["data"]), minutes, d["data"], r)
+    timed("teacher", lambda: steps.train_teacher_step(j, d["data"], d["teacher"]), minutes, d["teacher"], r)
+    timed("synthesize (off)", lambda: steps.synthesize_step(j, d["data"], d["teacher"], d["synthetic"]), minutes,
+          d["synthetic"], r)
     timed("soft labels + teacher embeddings",
-          lambda: steps.soft_label_step(j, d["data"], d["teacher"], d["synthetic"], d["soft"]), minutes)
+          lambda: steps.soft_label_step(j, d["data"], d["teacher"], d["synthetic"], d["soft"]), minutes, d["soft"], r)
     students = {}
     for name in variants:
         vj = variant_spec(base, name).model_dump_json()
         students[name] = str(work / f"student-{name}")
         timed(f"student {name}", lambda: steps.distill_student_step(vj, d["data"], d["teacher"], d["soft"],
-                                                                    d["synthetic"], students[name]), minutes)
+                                                                    d["synthetic"], students[name]), minutes,
+              students[name], r)
     baseline_dir = str(work / f"baseline-{args.baseline_of}")
     bj = variant_spec(base, args.baseline_of).model_dump_json()
     timed(f"hard-label student {args.baseline_of}",
-          lambda: steps.train_baseline_step(bj, d["data"], d["teacher"], baseline_dir), minutes)
+          lambda: steps.train_baseline_step(bj, d["data"], d["teacher"], baseline_dir), minutes, baseline_dir, r)
     result = timed("evaluation (all models, interleaved)",
                    lambda: evaluate_all(d["data"], d["teacher"], students, baseline_dir, work, args.samples,
                                         spec.runtime.seed), minutes)

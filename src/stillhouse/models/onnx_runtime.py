@@ -61,7 +61,14 @@ def export_classifier(model, tokenizer, max_length: int, path: str | Path) -> Pa
 
 
 def quantize_int8(source: str | Path, target: str | Path) -> Path:
-    """Dynamic int8 quantization of an exported classifier (weights int8, activations quantized per call).
+    """Dynamic int8 quantization of an exported classifier: the weights of every MatMul and Gemm whose weight is
+    a constant (the encoder's projections and the head) become int8, their activations are quantized per call.
+
+    Left in float: the embedding lookups (memory, not compute) and the activation × activation products of
+    attention. Measured on all-MiniLM-L6-v2 and all-mpnet-base-v2 classifiers (Banking77): ONNX Runtime's
+    default, which quantizes those too, dropped both to chance (accuracy 0.013), while each node quantized alone
+    was harmless: per-tensor activation ranges compound over the layers. Quantizing only the weight products
+    kept the 6-layer student at 0.865 against 0.865 in float (600 test rows).
 
     The exporter records the shape of every value, initializers included; the quantizer rewrites weights
     (transposed, int8) and its shape inference then rejects the recorded shapes, so they are dropped first
@@ -71,11 +78,14 @@ def quantize_int8(source: str | Path, target: str | Path) -> Path:
 
     model = onnx.load(str(source))
     del model.graph.value_info[:]
+    constants = {tensor.name for tensor in model.graph.initializer}
+    weight_products = [node.name for node in model.graph.node
+                       if node.op_type in ("MatMul", "Gemm") and any(name in constants for name in node.input)]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, on the root logger, at every call
     try:
-        quantize_dynamic(model, str(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(model, str(target), weight_type=QuantType.QInt8, nodes_to_quantize=weight_products)
     finally:
         root.setLevel(level)
     return Path(target)
@@ -113,6 +123,10 @@ class OnnxClassifier:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Idle worker threads sleep instead of spinning: a served student shares its host or pod with other
+        # processes (and, in an evaluation, with the models timed beside it), which spinning threads starve.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.tokenizer, self.max_length, self.num_labels = tokenizer, max_length, num_labels
         self.id_map, self.unk_id = id_map, unk_id
