@@ -47,6 +47,7 @@ VARIANTS = {
     "l6-repr": ({"kind": "pretrained", "model": MINILM}, REPRESENTATION),
     "l3": ({"kind": "pretrained", "model": MINILM, "layers": 3}, {}),
     "l3-repr": ({"kind": "pretrained", "model": MINILM, "layers": 3}, REPRESENTATION),
+    "l3-prune": ({"kind": "pretrained", "model": MINILM, "layers": 3, "vocabulary": {"prune": True}}, {}),
     "l3-repr-prune": ({"kind": "pretrained", "model": MINILM, "layers": 3, "vocabulary": {"prune": True}},
                       REPRESENTATION),
     "l2-repr-prune": ({"kind": "pretrained", "model": MINILM, "layers": 2, "vocabulary": {"prune": True}},
@@ -193,7 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--baseline-of", default="l3-repr-prune", help="the variant whose hard-label student runs")
+    parser.add_argument("--baseline-of", default="l2-repr-prune", help="the variant whose hard-label student runs")
     parser.add_argument("--samples", type=int, default=200, help="batch-1 calls per model in the timing")
     parser.add_argument("--work", default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--resume", action="store_true",
