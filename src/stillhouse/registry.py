@@ -14,7 +14,7 @@ from pathlib import Path
 from stillhouse import __version__
 from stillhouse.data.io import read_json
 from stillhouse.errors import ModelError
-from stillhouse.evaluate.compare import RUNTIME_DIR
+from stillhouse.evaluate.compare import RUNTIME_DIR, conversion_refusal
 from stillhouse.evaluate.model_card import stamp_tag
 from stillhouse.models.onnx_runtime import ONNX_FILE
 from stillhouse.spec import Spec
@@ -37,6 +37,10 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     """Copy the student and its evaluation into a new BentoML model version; return its tag."""
     metrics = read_json(Path(evaluation_dir) / "metrics.json")
     student = metrics["models"]["student"]
+    runtime = student.get("runtime")  # the student was measured in another runtime: package that one
+    if runtime and not runtime.get("within_tolerance", True):
+        problem, fix = conversion_refusal(runtime)
+        raise ModelError(f"{problem}: not packaged", fix)
     metadata = {
         "spec_hash": metrics["spec_hash"], "teacher_fingerprint": metrics["teacher_fingerprint"],
         "teacher": spec.teacher.describe(), "code_version": code_version(),
@@ -51,7 +55,6 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     if calibration:
         metadata["temperature"] = calibration["temperature"]
     runtime_file = None
-    runtime = student.get("runtime")  # the student was measured in another runtime: package that one
     if runtime:
         runtime_file = Path(evaluation_dir) / RUNTIME_DIR / runtime["conversions"][runtime["deployed"]]["file"]
         if not runtime_file.is_file():

@@ -86,3 +86,22 @@ def test_conversion_figures_by_hand():
     converted = np.array([[2.0, 0], [0, 2], [2, 0], [2, 0.5]])  # right on 0, 1, 3: 3 of 4; disagrees on 2, 3
     out = conversion_figures(y, reference, converted)
     assert out == {"accuracy": 0.75, "accuracy_change": 0.0, "agreement": 0.5, "max_abs_logit_difference": 2.0}
+
+
+def test_a_conversion_that_loses_more_than_the_tolerance_is_not_packaged(tmp_path):
+    import json
+
+    import yaml
+
+    from stillhouse.errors import ModelError
+    from stillhouse.registry import save_student
+    from stillhouse.spec import parse_spec
+
+    spec = parse_spec(yaml.safe_dump({"name": "r", "data": {"seed": "s.csv", "eval": "e.csv"},
+                                      "teacher": {"model": "m"}, "package": {"runtime": "onnx", "quantize": "int8"}}))
+    runtime = {"deployed": "onnx-int8", "accuracy": 0.80, "accuracy_change": -0.08, "max_accuracy_loss": 0.01,
+               "within_tolerance": False, "conversions": {}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"models": {"student": {"runtime": runtime}}}))
+    with pytest.raises(ModelError, match=r"loses 8\.00 accuracy points .* package.max_accuracy_loss \(1\.00\)") as err:
+        save_student(spec, "", "", str(tmp_path / "student"), str(tmp_path))
+    assert "package.quantize none" in err.value.fix

@@ -135,11 +135,21 @@ def _comparison(models: dict) -> dict:
     return out
 
 
+def conversion_refusal(runtime: dict) -> tuple[str, str]:
+    """Why a converted student is not packaged (its loss beyond ``package.max_accuracy_loss``), and the fix."""
+    return (f"the {runtime['deployed']} student loses {-runtime['accuracy_change'] * 100:.2f} accuracy points "
+            f"against the torch student on the held-out rows, more than package.max_accuracy_loss "
+            f"({runtime['max_accuracy_loss'] * 100:.2f})",
+            "serve it with package.quantize none (or package.runtime torch), or raise package.max_accuracy_loss "
+            "if that loss is acceptable")
+
+
 def convert_student(student: Timed, student_dir: str, runtime: str, folder: Path, texts: list[str], y: np.ndarray,
-                    reference: np.ndarray) -> tuple[dict, dict[str, TimedLogits]]:
+                    reference: np.ndarray, max_loss: float) -> tuple[dict, dict[str, TimedLogits]]:
     """Convert the torch student for serving in ``runtime`` and measure every conversion on the held-out rows:
     each against the model it was made from (``from``) and, overall, the deployed one against the torch
-    student. Returns the figures (``models.student.runtime`` in metrics.json) and each converted model to time.
+    student (``within_tolerance``: it loses at most ``max_loss`` accuracy, else the package step refuses it).
+    Returns the figures (``models.student.runtime`` in metrics.json) and each converted model to time.
     A conversion's ``size_mb`` is what its runtime reads: the ONNX file and the tokenizer."""
     say(f"evaluate: converting the student to {runtime}; every conversion is measured on the held-out rows")
     converted = convert_classifier(student.model, student.tokenizer, student.max_length, folder, runtime)
@@ -152,7 +162,8 @@ def convert_student(student: Timed, student_dir: str, runtime: str, folder: Path
         previous, before = name, after
     overall = conversion_figures(y, reference, before)
     figures = {"deployed": runtime, "accuracy": overall["accuracy"], "accuracy_change": overall["accuracy_change"],
-               "agreement_with_torch": overall["agreement"], "conversions": conversions}
+               "agreement_with_torch": overall["agreement"], "max_accuracy_loss": max_loss,
+               "within_tolerance": overall["accuracy_change"] >= -max_loss - 1e-12, "conversions": conversions}
     return figures, {name: TimedLogits(classifier) for name, classifier in converted.items()}
 
 
@@ -185,7 +196,8 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     if runtime != "torch":  # removed when done, or when the step fails (the object's finalizer)
         work = tempfile.TemporaryDirectory(prefix=".runtime-", dir=Path(out_dir).parent)
         models["student"]["runtime"], converted = convert_student(timed["student"], student_dir, runtime,
-                                                                  Path(work.name), texts, y, logits["student"])
+                                                                  Path(work.name), texts, y, logits["student"],
+                                                                  spec.package.max_accuracy_loss)
     say(f"evaluate: {CLASSICAL_TITLE} fitted on the {len(data.seed)} labelled seed rows (the baseline a user would "
         "otherwise pick)")
     classical = TfidfBaseline.fit(data.seed["text"].tolist(), data.seed["label"].map(index).to_numpy(),
@@ -250,6 +262,9 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         say(f"evaluate: student as deployed ({r['deployed']}): acc {r['accuracy']:.4f} "
             f"({r['accuracy_change'] * 100:+.2f} points against torch) | speed-up x{c['deployed_speedup_batch1_p50']:.2f}"
             + (f" | size {c['deployed_size_ratio']:.1%} of the teacher's" if c["deployed_size_ratio"] else ""))
+        if not r["within_tolerance"]:
+            problem, fix = conversion_refusal(r)
+            say(f"evaluate: WARNING: {problem}; the package step will not store it: {fix}")
     if check["warning"]:
         say(f"evaluate: WARNING: {check['warning']}")
     cal = models["student"]["calibration"]

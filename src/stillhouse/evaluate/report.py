@@ -209,7 +209,11 @@ def _runtime_section(metrics: dict) -> str:
                     f"<td>{m['throughput_per_s']:.1f}</td></tr>")
     size = (f", <b>{c['deployed_size_ratio']:.1%}</b> of its size on disk" if c.get("deployed_size_ratio")
             else "")
-    return f"""<h2 id="runtime">Serving runtime: {html.escape(runtime['deployed'])}</h2>
+    refused = ("" if runtime.get("within_tolerance", True) else
+               f'<p class="warn"><b>Not packaged:</b> this conversion loses more than package.max_accuracy_loss '
+               f'({runtime["max_accuracy_loss"] * 100:.2f} points); serve it with package.quantize none or '
+               f'package.runtime torch.</p>')
+    return f"""<h2 id="runtime">Serving runtime: {html.escape(runtime['deployed'])}</h2>{refused}
 <p>The packaged student runs on ONNX Runtime ({html.escape(runtime['deployed'])}). Against the torch student it
 scores <b>{runtime['accuracy']:.4f}</b> ({runtime['accuracy_change'] * 100:+.2f} accuracy points; the same label on
 {runtime['agreement_with_torch']:.1%} of the held-out rows). As deployed, it answers

@@ -201,6 +201,10 @@ class PackageSpec(_Strict):
     quantize: Literal["none", "int8"] = Field(
         "none", description="`int8`: dynamic int8 quantization of the ONNX student's weights (needs runtime "
         "`onnx`); its accuracy change is measured like the export's.")
+    max_accuracy_loss: float = Field(
+        0.01, ge=0, le=1, description="The most accuracy (a fraction: 0.01 = one point) the serving runtime may "
+        "lose against the torch student on the held-out rows; a student converted with a larger loss is not "
+        "packaged (the run fails at the package step, naming the loss).")
 
     @model_validator(mode="after")
     def _quantize_needs_onnx(self) -> "PackageSpec":
