@@ -14,9 +14,8 @@ from pathlib import Path
 from stillhouse import __version__
 from stillhouse.data.io import read_json
 from stillhouse.errors import ModelError
-from stillhouse.evaluate.compare import RUNTIME_DIR, conversion_refusal
 from stillhouse.evaluate.model_card import stamp_tag
-from stillhouse.models.onnx_runtime import ONNX_FILE
+from stillhouse.models.onnx_runtime import ONNX_FILE, RUNTIME_DIR, conversion_refusal
 from stillhouse.spec import Spec
 from stillhouse.tasks import task_for
 

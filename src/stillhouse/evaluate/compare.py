@@ -38,8 +38,10 @@ from stillhouse.evaluate.uncertainty import (
 )
 from stillhouse.models.hf import count_parameters
 from stillhouse.models.onnx_runtime import (
+    RUNTIME_DIR,
     RUNTIME_FILES,
     conversion_figures,
+    conversion_refusal,
     convert_classifier,
     deployed_runtime,
 )
@@ -49,7 +51,6 @@ from stillhouse.tasks.classification.model import encode_texts, load_classifier
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
-RUNTIME_DIR = "runtime"  # in the evaluation folder: the student's converted files (models.student.runtime)
 MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
                 "classical": CLASSICAL_TITLE}
 
@@ -133,15 +134,6 @@ def _comparison(models: dict) -> dict:
             "deployed_throughput_ratio": deployed["throughput_per_s"] / teacher["throughput_per_s"],
         })
     return out
-
-
-def conversion_refusal(runtime: dict) -> tuple[str, str]:
-    """Why a converted student is not packaged (its loss beyond ``package.max_accuracy_loss``), and the fix."""
-    return (f"the {runtime['deployed']} student loses {-runtime['accuracy_change'] * 100:.2f} accuracy points "
-            f"against the torch student on the held-out rows, more than package.max_accuracy_loss "
-            f"({runtime['max_accuracy_loss'] * 100:.2f})",
-            "serve it with package.quantize none (or package.runtime torch), or raise package.max_accuracy_loss "
-            "if that loss is acceptable")
 
 
 def convert_student(student: Timed, student_dir: str, runtime: str, folder: Path, texts: list[str], y: np.ndarray,

@@ -18,6 +18,7 @@ import numpy as np
 ONNX_FILE = "model.onnx"  # in a packaged student's folder: the runtime it was measured with
 # the files of each conversion in an evaluation's runtime/ folder, in the order they are made (int8 from the export)
 RUNTIME_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+RUNTIME_DIR = "runtime"  # in the evaluation folder: the student's converted files (models.student.runtime)
 
 
 def require_onnx() -> None:
@@ -144,15 +145,9 @@ class OnnxClassifier:
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Logits ``[n, labels]`` in input order; batches of similar length, as for the torch model."""
-        if not texts:
-            return np.zeros((0, self.num_labels), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        rows: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
-        for start in range(0, len(texts), batch_size):
-            batch = order[start:start + batch_size]
-            for i, row in zip(batch, self.run([texts[i] for i in batch])):
-                rows[i] = row
-        return np.stack(rows).astype(np.float32)
+        from stillhouse.tasks.classification.model import in_length_order
+
+        return in_length_order(texts, batch_size, self.run, self.num_labels)
 
 
 def load_onnx_classifier(folder: str | Path, path: str | Path | None = None,
@@ -188,3 +183,12 @@ def conversion_figures(y: np.ndarray, reference: np.ndarray, converted: np.ndarr
     return {"accuracy": after, "accuracy_change": after - before,
             "agreement": float(np.mean(reference.argmax(1) == converted.argmax(1))),
             "max_abs_logit_difference": float(np.max(np.abs(reference - converted))) if len(y) else 0.0}
+
+
+def conversion_refusal(runtime: dict) -> tuple[str, str]:
+    """Why a converted student is not packaged (its loss beyond ``package.max_accuracy_loss``), and the fix."""
+    return (f"the {runtime['deployed']} student loses {-runtime['accuracy_change'] * 100:.2f} accuracy points "
+            f"against the torch student on the held-out rows, more than package.max_accuracy_loss "
+            f"({runtime['max_accuracy_loss'] * 100:.2f})",
+            "serve it with package.quantize none (or package.runtime torch), or raise package.max_accuracy_loss "
+            "if that loss is acceptable")

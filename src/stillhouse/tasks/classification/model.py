@@ -155,26 +155,34 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Te
     return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
-@torch.inference_mode()
-def encode_texts(model: TextClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,
-                 output: str = "logits", desc: str | None = None, device: str = "cpu") -> np.ndarray:
-    """Logits (or pooled embeddings with ``output="embeddings"``) for ``texts``, in input order.
-
-    Inputs are processed in length order so that each batch pads to similar lengths (less wasted
-    compute on text of varied length), then put back in input order.
-    """
-    model = model.to(device).eval()
+def in_length_order(texts: list[str], batch_size: int, run, width: int, desc: str | None = None) -> np.ndarray:
+    """``run(batch_texts) → [len(batch), width]`` over ``texts`` in length order, so that each batch pads to
+    similar lengths (less wasted compute on text of varied length), its rows put back in input order →
+    ``[len(texts), width]`` float32."""
     order = np.argsort([len(t) for t in texts], kind="stable")
     results: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     batches = [order[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     for batch in progress(batches, desc=desc, total=len(batches)) if desc else batches:
-        enc = tokenize(tokenizer, [texts[i] for i in batch], max_length)
+        for i, row in zip(batch, run([texts[i] for i in batch])):
+            results[i] = row
+    if not texts:
+        return np.zeros((0, width), dtype=np.float32)
+    return np.stack(results).astype(np.float32)
+
+
+@torch.inference_mode()
+def encode_texts(model: TextClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,
+                 output: str = "logits", desc: str | None = None, device: str = "cpu") -> np.ndarray:
+    """Logits (or pooled embeddings with ``output="embeddings"``) for ``texts``, in input order, batched by
+    length (:func:`in_length_order`)."""
+    model = model.to(device).eval()
+
+    def run(batch: list[str]) -> np.ndarray:
+        enc = tokenize(tokenizer, batch, max_length)
         enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
             out = model.embed(**enc) if output == "embeddings" else model(**enc)
-        for i, row in zip(batch, out.float().cpu().numpy()):
-            results[i] = row
-    if not texts:
-        width = model.head.in_features if output == "embeddings" else model.head.out_features
-        return np.zeros((0, width), dtype=np.float32)
-    return np.stack(results).astype(np.float32)
+        return out.float().cpu().numpy()
+
+    width = model.head.in_features if output == "embeddings" else model.head.out_features
+    return in_length_order(texts, batch_size, run, width, desc)
