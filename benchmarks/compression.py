@@ -50,6 +50,7 @@ VARIANTS = {
     "l3-prune": ({"kind": "pretrained", "model": MINILM, "layers": 3, "vocabulary": {"prune": True}}, {}),
     "l3-repr-prune": ({"kind": "pretrained", "model": MINILM, "layers": 3, "vocabulary": {"prune": True}},
                       REPRESENTATION),
+    "l2-prune": ({"kind": "pretrained", "model": MINILM, "layers": 2, "vocabulary": {"prune": True}}, {}),
     "l2-repr-prune": ({"kind": "pretrained", "model": MINILM, "layers": 2, "vocabulary": {"prune": True}},
                       REPRESENTATION),
 }
@@ -98,7 +99,7 @@ def evaluate_all(data_dir: str, teacher_dir: str, students: dict[str, str], base
     throughput in each runtime, all timed in one interleaved measurement."""
     from stillhouse.data.prepare import PreparedData
     from stillhouse.evaluate.classical import TfidfBaseline
-    from stillhouse.evaluate.compare import _load, _size_on_disk
+    from stillhouse.evaluate.compare import load_timed_classifier, size_on_disk
     from stillhouse.evaluate.speed import TimedLogits, measure_speeds
     from stillhouse.evaluate.uncertainty import bootstrap_interval, paired_difference
     from stillhouse.evaluate.metrics import accuracy
@@ -113,7 +114,7 @@ def evaluate_all(data_dir: str, teacher_dir: str, students: dict[str, str], base
     models, to_time, logits = {}, {}, {}
     for name, folder in folders.items():
         print(f"[compression] evaluating {name}", flush=True)
-        t, parameters, size_mb = _load(folder)
+        t, parameters, size_mb = load_timed_classifier(folder)
         logits[name] = encode_texts(t.model, t.tokenizer, texts, t.max_length)
         models[name] = {"runtime": "torch", "accuracy": accuracy(y, logits[name].argmax(1)),
                         "accuracy_ci95": list(bootstrap_interval(y, logits[name].argmax(1), accuracy, seed=seed)),
@@ -124,7 +125,7 @@ def evaluate_all(data_dir: str, teacher_dir: str, students: dict[str, str], base
         converted = convert_classifier(t.model, t.tokenizer, t.max_length, work / "onnx" / name.replace(":", "-"),
                                        "onnx-int8")
         previous = logits[name]
-        tokenizer_mb = _size_on_disk(Path(folder) / "tokenizer") / 1e6
+        tokenizer_mb = size_on_disk(Path(folder) / "tokenizer") / 1e6
         for runtime, classifier in converted.items():
             out = classifier.logits(texts)
             key = f"{name}@{runtime}"

@@ -200,6 +200,29 @@ def test_request_ids_are_the_servers_and_client_ids_are_kept_only_when_plain():
     assert {client_request_id(v) for v in (None, "", "has space", "x" * 65, "jane@bank.com", "a\r\nb")} == {None}
 
 
+def test_a_sqlite_file_another_process_holds_is_unavailable_and_nothing_is_half_written(tmp_path):
+    import sqlite3
+
+    from stillhouse.errors import Unavailable
+
+    path = tmp_path / "feedback.sqlite"
+    store = FeedbackStore(path)
+    first = store.add("billing", ["billing"], text="double charge")
+    for connection in (store._db._db, store._db._recent):
+        connection.execute("PRAGMA busy_timeout = 50")  # not the 10 s a server waits
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, past the busy timeout
+    with pytest.raises(Unavailable, match="cannot be written or read now") as refused:
+        store.add("billing", ["billing"], text="a secret text")
+    assert "a secret text" not in str(refused.value) and "retry later" in refused.value.fix
+    with pytest.raises(Unavailable):
+        store.remember_request("alice", "r1", ["t"], "m")
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert [row[0] for row in store.latest()] == [first]  # the refused correction left nothing behind
+    assert store.add("billing", ["billing"], text="another") == first + 1
+
+
 def test_postgres_that_stays_down_is_unavailable_not_an_unhandled_error(postgres_url):
     import psycopg
 

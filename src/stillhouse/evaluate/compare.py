@@ -55,13 +55,15 @@ MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline"
                 "classical": CLASSICAL_TITLE}
 
 
-def _size_on_disk(folder: str | Path) -> int:
+def size_on_disk(folder: str | Path) -> int:
+    """Bytes of every file under ``folder``."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def _load(folder: str) -> tuple[Timed, int, float]:
+def load_timed_classifier(folder: str) -> tuple[Timed, int, float]:
+    """A classifier folder → (the model ready to time, its parameter count, its size on disk in MB)."""
     model, tokenizer, info = load_classifier(folder)
-    return Timed(model, tokenizer, info.max_length), count_parameters(model), _size_on_disk(folder) / 1e6
+    return Timed(model, tokenizer, info.max_length), count_parameters(model), size_on_disk(folder) / 1e6
 
 
 def _predict(timed: Timed | TimedLogits, texts: list[str]) -> np.ndarray:
@@ -73,7 +75,7 @@ def _predict(timed: Timed | TimedLogits, texts: list[str]) -> np.ndarray:
 def _load_any(name: str, folder: str) -> tuple[Timed | TimedLogits, int | None, float | None]:
     """A model to evaluate: a classifier folder, or (teacher only) any teacher :func:`load_teacher` reads."""
     if name != "teacher" or (Path(folder) / "classifier.json").is_file():
-        return _load(folder)
+        return load_timed_classifier(folder)
     teacher = load_teacher(folder)
     return TimedLogits(teacher), teacher.parameters, None
 
@@ -145,7 +147,7 @@ def convert_student(student: Timed, student_dir: str, runtime: str, folder: Path
     A conversion's ``size_mb`` is what its runtime reads: the ONNX file and the tokenizer."""
     say(f"evaluate: converting the student to {runtime}; every conversion is measured on the held-out rows")
     converted = convert_classifier(student.model, student.tokenizer, student.max_length, folder, runtime)
-    tokenizer_mb = _size_on_disk(Path(student_dir) / "tokenizer") / 1e6
+    tokenizer_mb = size_on_disk(Path(student_dir) / "tokenizer") / 1e6
     conversions, previous, before = {}, "torch", reference
     for name, classifier in converted.items():
         after = classifier.logits(texts)

@@ -102,33 +102,49 @@ class SQLiteFeedback:
         # IMMEDIATE, which makes one writer at a time check and insert
         return db
 
+    @staticmethod
+    def _run(work):
+        """``work()``; a file SQLite cannot use now (locked past the busy timeout by another process, disk full,
+        an I/O error) is :class:`Unavailable` (the service answers 503), never an unhandled error. The
+        transaction was rolled back, so nothing is half-written."""
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"the feedback database cannot be written or read now ({exc})",
+                              "retry later; the operator checks the disk and the processes sharing "
+                              "feedback.path") from None
+
     def remember(self, principal: str, request_id: str, texts: list[str], model_tag: str, keep: int) -> None:
-        self._recent.execute("INSERT OR REPLACE INTO recent_requests (principal, request_id, received_at, texts, "
-                             "model_tag) VALUES (?, ?, ?, ?, ?)",
-                             (principal, request_id, time.time(), json.dumps(texts), model_tag))
-        self._recent.execute(_TRIM.format(p="?"), (keep,))
+        def work():
+            self._recent.execute("INSERT OR REPLACE INTO recent_requests (principal, request_id, received_at, "
+                                 "texts, model_tag) VALUES (?, ?, ?, ?, ?)",
+                                 (principal, request_id, time.time(), json.dumps(texts), model_tag))
+            self._recent.execute(_TRIM.format(p="?"), (keep,))
+        self._run(work)
 
     def cited(self, principal: str, request_id: str) -> tuple[str, str] | None:
-        return self._db.execute(_CITED.format(p="?"), (principal, request_id)).fetchone()
+        return self._run(lambda: self._db.execute(_CITED.format(p="?"), (principal, request_id)).fetchone())
 
     def insert(self, row: tuple, principal: str | None, key: str | None) -> tuple[int, tuple | None]:
         """Insert unless ``key`` was used: ``(new id, None)``, or ``(first id, its fields)`` for a replay."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            found = self._db.execute(_REPLAY.format(p="?"), (principal, key)).fetchone() if key else None
-            if found is not None:
-                self._db.execute("ROLLBACK")
-                return int(found[0]), tuple(found[1:])
-            cursor = self._db.execute(_INSERT.format(p="?"), row)
-            self._db.execute("COMMIT")
-            return int(cursor.lastrowid), None
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        def work():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._db.execute(_REPLAY.format(p="?"), (principal, key)).fetchone() if key else None
+                if found is not None:
+                    self._db.execute("ROLLBACK")
+                    return int(found[0]), tuple(found[1:])
+                cursor = self._db.execute(_INSERT.format(p="?"), row)
+                self._db.execute("COMMIT")
+                return int(cursor.lastrowid), None
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return self._run(work)
 
     def latest(self) -> list[tuple]:
-        return self._db.execute(LATEST_FEEDBACK).fetchall()
+        return self._run(lambda: self._db.execute(LATEST_FEEDBACK).fetchall())
 
     def close(self) -> None:
         self._db.close()
