@@ -91,3 +91,33 @@ def test_runtime_choices_are_checked():
     assert parse_spec({**BASE, "package": {"runtime": "onnx", "quantize": "int8"}}).package.quantize == "int8"
     with pytest.raises(SpecError, match="torch"):
         parse_spec({**BASE, "package": {"runtime": "fast"}})
+
+
+def test_soft_labelling_embeds_in_the_same_pass_with_the_figures_of_two_passes(tiny_model_dir, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from stillhouse.distill.representation import teacher_embedding_table
+    from stillhouse.distill.soft_labels import soft_label_table
+    from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+    from stillhouse.teachers.load import load_teacher
+
+    torch.manual_seed(0)
+    model = TextClassifier(AutoModel.from_pretrained(tiny_model_dir), 3)
+    save_classifier(model, AutoTokenizer.from_pretrained(tiny_model_dir),
+                    ClassifierInfo(labels=["a", "b", "c"], max_length=32), tmp_path / "teacher")
+    frames = {"seed": pd.DataFrame({"row_id": [0, 1], "text": ["card declined", "a much longer text about fees"]}),
+              "pool": pd.DataFrame({"row_id": [5, 6, 7], "text": ["pin", "refund pending for days", "atm"]})}
+    teacher = load_teacher(tmp_path / "teacher")
+    pooled: dict = {}
+    one_pass = soft_label_table(teacher, frames, 2.0, pooled)
+    two_pass = soft_label_table(teacher, frames, 2.0)
+    np.testing.assert_allclose(np.stack(one_pass["teacher_logits"]), np.stack(two_pass["teacher_logits"]),
+                               atol=1e-6)
+    assert sorted(pooled) == ["pool", "seed"] and pooled["pool"].shape == (3, 32)
+    synthetic = pd.DataFrame({"row_id": [9], "text": ["exchange rate"]})  # not in `known`: embedded here
+    reused = teacher_embedding_table(str(tmp_path / "teacher"), {**frames, "synthetic": synthetic}, "cpu", pooled)
+    fresh = teacher_embedding_table(str(tmp_path / "teacher"), {**frames, "synthetic": synthetic}, "cpu")
+    assert list(reused["kind"]) == ["seed"] * 2 + ["pool"] * 3 + ["synthetic"]
+    assert list(reused["id"]) == [0, 1, 5, 6, 7, 9]
+    np.testing.assert_allclose(np.stack(reused["embedding"]), np.stack(fresh["embedding"]), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(np.stack(reused["embedding"]), axis=1), 1.0, atol=1e-5)

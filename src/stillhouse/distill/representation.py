@@ -48,26 +48,32 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def teacher_embedding_table(teacher_dir: str, frames: dict[str, pd.DataFrame], device: str) -> pd.DataFrame:
+def teacher_embedding_table(teacher_dir: str, frames: dict[str, pd.DataFrame], device: str,
+                            known: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """The encoder teacher's unit sentence embedding of each named frame's (``row_id``, ``text``) rows →
-    (kind = split, id = row_id, embedding). An ensemble's embeddings are its encoder member's."""
+    (kind = split, id = row_id, embedding). ``known`` holds the splits already embedded (pooled, in the frame's
+    order: the soft-label pass computes them beside the logits); the rest are embedded here. An ensemble's
+    embeddings are its encoder member's."""
     from stillhouse.errors import StillhouseError
     from stillhouse.tasks.classification.model import encode_texts, load_classifier
     from stillhouse.teachers.load import encoder_folder
 
-    folder = encoder_folder(teacher_dir)
-    if folder is None:
-        raise StillhouseError("distillation.representation needs a teacher with an encoder, and this one has none",
-                              "use an encoder teacher (or an ensemble with one), or turn "
-                              "distillation.representation off")
-    model, tokenizer, info = load_classifier(folder)
-    parts = []
-    for split, frame in frames.items():
-        vectors = encode_texts(model, tokenizer, frame["text"].tolist(), info.max_length, output="embeddings",
-                               desc=f"teacher: embedding {split} ({len(frame)} rows)", device=device)
-        parts.append(pd.DataFrame({"kind": split, "id": frame["row_id"].values,
-                                   "embedding": list(unit_rows(vectors))}))
-    return pd.concat(parts, ignore_index=True)
+    vectors = dict(known or {})
+    missing = [split for split in frames if split not in vectors]
+    if missing:
+        folder = encoder_folder(teacher_dir)
+        if folder is None:
+            raise StillhouseError("distillation.representation needs a teacher with an encoder, and this one has "
+                                  "none", "use an encoder teacher (or an ensemble with one), or turn "
+                                  "distillation.representation off")
+        model, tokenizer, info = load_classifier(folder)
+        for split in missing:
+            vectors[split] = encode_texts(model, tokenizer, frames[split]["text"].tolist(), info.max_length,
+                                          output="embeddings", device=device,
+                                          desc=f"teacher: embedding {split} ({len(frames[split])} rows)")
+    return pd.concat([pd.DataFrame({"kind": split, "id": frame["row_id"].values,
+                                    "embedding": list(unit_rows(vectors[split]))})
+                      for split, frame in frames.items()], ignore_index=True)
 
 
 def attach_teacher_embeddings(frame: pd.DataFrame, table: pd.DataFrame, split: str) -> list[np.ndarray]:

@@ -16,17 +16,24 @@ import pandas as pd
 
 from stillhouse.data.fingerprint import text_fingerprint
 from stillhouse.data.io import atomic_file
-from stillhouse.teachers.load import Teacher
+from stillhouse.teachers.load import EncoderTeacher, Teacher
 
 SOFT_LABELS_FILE = "soft_labels.parquet"
 
 
-def soft_label_table(teacher: Teacher, frames: dict[str, pd.DataFrame], temperature: float) -> pd.DataFrame:
-    """Run ``teacher`` over each named frame (``row_id``, ``text``) and return the soft-label table."""
+def soft_label_table(teacher: Teacher, frames: dict[str, pd.DataFrame], temperature: float,
+                     embeddings: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Run ``teacher`` over each named frame (``row_id``, ``text``) and return the soft-label table. Given an
+    ``embeddings`` dict and an encoder teacher, each split's pooled teacher embeddings go into it from the same
+    forward pass (representation distillation); other teachers leave it empty."""
     parts = []
     for split, frame in frames.items():
         texts = frame["text"].tolist()
-        logits = teacher.logits(texts, desc=f"teacher: soft-labelling {split} ({len(texts)} rows)")
+        desc = f"teacher: soft-labelling {split} ({len(texts)} rows)"
+        if embeddings is not None and isinstance(teacher, EncoderTeacher):
+            logits, embeddings[split] = teacher.logits_and_embeddings(texts, desc)
+        else:
+            logits = teacher.logits(texts, desc=desc)
         parts.append(soft_label_part(frame, split, logits, teacher, temperature))
     return pd.concat(parts, ignore_index=True)
 

@@ -47,6 +47,12 @@ class EncoderTeacher:
         return encode_texts(self.model, self.tokenizer, texts, self.info.max_length, self.batch_size, desc=desc,
                             device=self.device)
 
+    def logits_and_embeddings(self, texts: list[str], desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and pooled sentence embeddings from one forward pass (representation distillation needs both)."""
+        both = encode_texts(self.model, self.tokenizer, texts, self.info.max_length, self.batch_size, "both",
+                            desc=desc, device=self.device)
+        return both[:, :len(self.labels)], both[:, len(self.labels):]
+
 
 def load_teacher(folder: str | Path, device: str = "cpu") -> Teacher:
     """The teacher saved in ``folder`` (see the module docstring for the two folder kinds)."""

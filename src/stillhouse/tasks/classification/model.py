@@ -173,16 +173,22 @@ def in_length_order(texts: list[str], batch_size: int, run, width: int, desc: st
 @torch.inference_mode()
 def encode_texts(model: TextClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int = 64,
                  output: str = "logits", desc: str | None = None, device: str = "cpu") -> np.ndarray:
-    """Logits (or pooled embeddings with ``output="embeddings"``) for ``texts``, in input order, batched by
-    length (:func:`in_length_order`)."""
+    """Logits (pooled embeddings with ``output="embeddings"``; both, ``[logits | embedding]`` side by side from
+    one forward pass, with ``output="both"``) for ``texts``, in input order, batched by length
+    (:func:`in_length_order`)."""
     model = model.to(device).eval()
 
     def run(batch: list[str]) -> np.ndarray:
         enc = tokenize(tokenizer, batch, max_length)
         enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            out = model.embed(**enc) if output == "embeddings" else model(**enc)
+            if output == "logits":
+                out = model(**enc)
+            else:
+                embedding = model.embed(**enc)
+                out = embedding if output == "embeddings" else torch.cat([model.head(embedding), embedding], 1)
         return out.float().cpu().numpy()
 
-    width = model.head.in_features if output == "embeddings" else model.head.out_features
+    width = {"logits": model.head.out_features, "embeddings": model.head.in_features,
+             "both": model.head.out_features + model.head.in_features}[output]
     return in_length_order(texts, batch_size, run, width, desc)

@@ -126,7 +126,10 @@ class ClassificationTask:
         frames = {"seed": data.seed}
         if "pool" in spec.distillation.sources:
             frames["pool"] = data.pool
-        table = soft_label_table(load_teacher(teacher_dir, device(spec)), frames, spec.distillation.temperature)
+        representation = spec.distillation.representation.enabled
+        pooled: dict[str, np.ndarray] = {}  # an encoder teacher embeds in the same pass as it soft-labels
+        table = soft_label_table(load_teacher(teacher_dir, device(spec)), frames, spec.distillation.temperature,
+                                 pooled if representation else None)
         synthetic, _ = load_synthetic(synthetic_dir)
         if "synthetic" in spec.distillation.sources and len(synthetic):
             synthetic_rows = synthetic.assign(split="synthetic", temperature=spec.distillation.temperature)
@@ -136,10 +139,10 @@ class ClassificationTask:
                            validation_dir)
         require(result, "check the teacher (its training, prompt or verbalizers), or relax validation.soft_labels")
         embeddings = None
-        if spec.distillation.representation.enabled:
+        if representation:
             embeddings = self._teacher_embeddings(spec, teacher_dir, {**frames, "synthetic": synthetic}
                                                   if "synthetic" in spec.distillation.sources else frames,
-                                                  validation_dir)
+                                                  validation_dir, pooled)
         counts = {f"{k}_rows": int(v) for k, v in table["split"].value_counts().items()}
         with atomic_dir(out_dir) as tmp:
             write_soft_labels(table, tmp / SOFT_LABELS_FILE)
@@ -151,14 +154,15 @@ class ClassificationTask:
 
     @staticmethod
     def _teacher_embeddings(spec: Spec, teacher_dir: str, frames: dict[str, pd.DataFrame],
-                            validation_dir: str | None) -> pd.DataFrame:
+                            validation_dir: str | None, known: dict[str, np.ndarray]) -> pd.DataFrame:
         """The teacher's unit sentence embedding of every row the student learns from → GE suite
         (``distillation.representation``; see :mod:`stillhouse.distill.representation`)."""
         from stillhouse.distill.representation import teacher_embedding_table
         from stillhouse.validate.runner import require, run_suite
         from stillhouse.validate.suites import teacher_embedding_checks
 
-        table = teacher_embedding_table(teacher_dir, {k: v for k, v in frames.items() if len(v)}, device(spec))
+        table = teacher_embedding_table(teacher_dir, {k: v for k, v in frames.items() if len(v)}, device(spec),
+                                        known)
         frame, checks = teacher_embedding_checks(table)
         require(run_suite("teacher_embeddings", frame, checks, validation_dir),
                 "check the teacher folder (an encoder classifier), or turn distillation.representation off")
