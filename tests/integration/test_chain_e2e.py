@@ -66,6 +66,30 @@ def test_chain_feedback_names_the_step(chain_client, tiny_student_tag):
     assert client.post("/classify", json={"texts": TEXTS}).status_code == 401
 
 
+def test_chain_feedback_while_another_process_holds_the_database_is_503_and_classify_still_answers(chain_client):
+    import sqlite3
+
+    client, folder, _ = chain_client
+    holder = sqlite3.connect(str(folder / "feedback.sqlite"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a writer past the server's busy timeout (10 s)
+    try:
+        held = client.post("/feedback", json={"text": "a held correction", "step": "sentiment",
+                                              "label": "negative"}, headers=AUTH)
+        assert held.status_code == 503 and held.headers["retry-after"] == "5"
+        assert "cannot be written or read now" in held.json()["error"] and "a held correction" not in held.text
+        answered = client.post("/classify", json={"texts": TEXTS[:2]}, headers=AUTH)
+        assert answered.status_code == 200  # the request is not kept for feedback by id, and says nothing of it
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for log in ("audit.jsonl", "server.log"):
+        assert "a held correction" not in (folder / log).read_text(errors="replace")
+    assert "not kept for feedback" in (folder / "server.log").read_text(errors="replace")
+    again = client.post("/feedback", json={"text": "a held correction", "step": "sentiment", "label": "negative"},
+                        headers=AUTH)
+    assert again.status_code == 200
+
+
 def test_a_chain_waiting_for_labels_its_step_never_outputs_fails_before_serving(tiny_student_tag, tmp_path):
     import subprocess
     import sys
