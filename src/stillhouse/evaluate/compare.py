@@ -29,7 +29,7 @@ from stillhouse.evaluate.metrics import (
     softmax,
 )
 from stillhouse.evaluate.model_card import render_model_card
-from stillhouse.evaluate.report import render_report
+from stillhouse.evaluate.report import MODEL_TITLES, render_report
 from stillhouse.evaluate.speed import Timed, TimedLogits, measure_speeds
 from stillhouse.evaluate.uncertainty import (
     bootstrap_interval,
@@ -51,8 +51,6 @@ from stillhouse.tasks.classification.model import encode_texts, load_classifier
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
-MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
-                "classical": CLASSICAL_TITLE}
 
 
 def size_on_disk(folder: str | Path) -> int:

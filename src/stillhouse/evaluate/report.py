@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 
 from stillhouse.evaluate.classical import CLASSICAL_TITLE  # noqa: E402
 
-_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
-           "classical": CLASSICAL_TITLE}
+MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
+                "classical": CLASSICAL_TITLE}  # how the report, the console and the card name each model
 _COLOURS = {"teacher": "#1f77b4", "student": "#2ca02c", "baseline": "#d62728", "classical": "#7f7f7f"}
 
 
@@ -37,7 +37,7 @@ def reliability_plot(calibration: dict, title: str = "Reliability diagram") -> s
         if pts:
             x, y, n = zip(*pts)
             ax.plot(x, y, "-", color=_COLOURS[name], alpha=0.6)
-            ax.scatter(x, y, s=[10 + 200 * c / max(n) for c in n], color=_COLOURS[name], label=_TITLES[name])
+            ax.scatter(x, y, s=[10 + 200 * c / max(n) for c in n], color=_COLOURS[name], label=MODEL_TITLES[name])
         counts_ax.bar([b["lower"] + width * (0.2 + 0.3 * offset) for b in bins], [b["count"] for b in bins],
                       width=width * 0.3, align="edge", color=_COLOURS[name])
     ax.set(ylabel="accuracy", title=f"{title} (point area: predictions in the bin)", ylim=(0, 1))
@@ -75,12 +75,12 @@ def quality_latency_plot(models: dict) -> str:
         low, high = m.get("accuracy_ci95") or (m["accuracy"], m["accuracy"])
         ax.errorbar(m["latency_ms_p50"], m["accuracy"], yerr=[[m["accuracy"] - low], [high - m["accuracy"]]],
                     fmt="o", color=_COLOURS[name], capsize=4, markersize=6 + (m["parameters"] or 0) / 4e6,
-                    label=f"{_TITLES[name]} ({size})", alpha=0.85)
+                    label=f"{MODEL_TITLES[name]} ({size})", alpha=0.85)
     runtime = models.get("student", {}).get("runtime")
     for name, conversion in (runtime or {}).get("conversions", {}).items():  # the student in its serving runtime
         ax.plot(conversion["latency_ms_p50"], conversion["accuracy"], "D" if name == runtime["deployed"] else "d",
                 color=_COLOURS["student"], markerfacecolor="white", markersize=8,
-                label=f"{_TITLES['student']}, {name}" + (" (deployed)" if name == runtime["deployed"] else ""))
+                label=f"{MODEL_TITLES['student']}, {name}" + (" (deployed)" if name == runtime["deployed"] else ""))
     ax.set(xlabel="CPU latency at batch 1, p50 (ms)", ylabel="accuracy (95 % bootstrap interval)",
            title="Quality vs latency", ylim=(0, 1))
     ax.set_xlim(left=0)
@@ -96,7 +96,7 @@ def training_loss_plot(histories: dict) -> str:
     for name, epochs in histories.items():
         if epochs:
             ax.plot([e["epoch"] for e in epochs], [e["loss"] for e in epochs], "o-", color=_COLOURS[name],
-                    label=_TITLES[name], markersize=3)
+                    label=MODEL_TITLES[name], markersize=3)
     ax.set(xlabel="epoch", ylabel="mean training loss", title="Training loss per epoch", yscale="log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -189,7 +189,7 @@ def _table(models: dict) -> str:
     rows = []
     for name, m in models.items():
         cells = "".join(f"<td>{fmt.format(m[key]) if m.get(key) is not None else '—'}</td>" for key, _, fmt in columns)
-        rows.append(f"<tr><th>{_TITLES[name]}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{MODEL_TITLES[name]}</th>{cells}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -247,7 +247,7 @@ def _calibration_table(models: dict) -> str:
         reduction = c.get("ece_reduction")
         interval = (f"{reduction['low']:+.4f} to {reduction['high']:+.4f} ({reduction['verdict']})" if reduction
                     else "—")
-        rows.append(f"<tr><th>{_TITLES[name]}</th><td>{c['temperature']:.3f}</td><td>{c['ece_before']:.4f} → "
+        rows.append(f"<tr><th>{MODEL_TITLES[name]}</th><td>{c['temperature']:.3f}</td><td>{c['ece_before']:.4f} → "
                     f"{c['ece_after']:.4f}</td><td>{html.escape(interval)}</td><td>{c['nll_before']:.4f} → "
                     f"{c['nll_after']:.4f}</td><td>{served}</td></tr>")
     return ("<table><tr><th>model</th><th>temperature</th><th>ECE before → after</th><th>ECE reduction, paired 95 % "
@@ -313,7 +313,7 @@ def _teacher_warning(metrics: dict) -> str:
 
 def _per_class_table(models: dict) -> str:
     labels = [row["label"] for row in models["student"]["per_class"]]
-    head = "".join(f"<th colspan=3>{_TITLES[name]}</th>" for name in models)
+    head = "".join(f"<th colspan=3>{MODEL_TITLES[name]}</th>" for name in models)
     sub = "".join("<th>precision</th><th>recall</th><th>F1</th>" for _ in models)
     rows = []
     for i, label in enumerate(labels):
@@ -340,8 +340,8 @@ def render_report(metrics: dict, plots: dict, section: dict | None = None) -> st
 
     data = metrics["data"]["counts"]
     confusion = plots.get("confusion") or {"student": plots.get("confusion_student")}
-    confusion_imgs = "".join(f'<img alt="confusion matrix, {_TITLES[name]}" '
-                             f'src="{confusion_plot(matrix, metrics["labels"], _TITLES[name])}">'
+    confusion_imgs = "".join(f'<img alt="confusion matrix, {MODEL_TITLES[name]}" '
+                             f'src="{confusion_plot(matrix, metrics["labels"], MODEL_TITLES[name])}">'
                              for name, matrix in confusion.items() if matrix is not None)
     eval_counts = plots.get("eval_label_counts") or {}
     recipe = metrics.get("recipe")
@@ -361,7 +361,7 @@ code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}
 labels: {len(metrics['labels'])} · spec hash <code>{metrics['spec_hash'][:16]}</code> ·
 Stillhouse {html.escape(metrics['stillhouse_version'])}</p>
 <h2 id="models">Models</h2>{_table(metrics['models'])}
-<p class="note">Accuracy 95 % intervals: {" · ".join(f"{_TITLES[n]} {m['accuracy_ci95'][0]:.3f}–{m['accuracy_ci95'][1]:.3f}"
+<p class="note">Accuracy 95 % intervals: {" · ".join(f"{MODEL_TITLES[n]} {m['accuracy_ci95'][0]:.3f}–{m['accuracy_ci95'][1]:.3f}"
   for n, m in metrics['models'].items() if m.get('accuracy_ci95'))} (percentile bootstrap, 2,000 resamples of the
 held-out rows). Latency and throughput were measured once, interleaved, on the machine that ran the evaluation while
 it did nothing else of this run; another load on that machine inflates them: compare the ratios, not the
