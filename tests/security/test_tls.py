@@ -44,3 +44,74 @@ def test_the_start_line_names_https(live):
     started = [line for line in live["log"].read_text().splitlines() if "listening on" in line]
     assert started and all(f"https://127.0.0.1:{live['port']}" in line for line in started)
     assert not any("http://" in line for line in started)
+
+
+def handshake_in_memory(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
+    """The cipher a TLS handshake between the two contexts agrees on (memory BIOs: no socket, no thread)."""
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    c = client.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+    done = {s: False, c: False}
+    for _ in range(10):
+        for obj, peer_in, own_out in ((c, s_in, c_out), (s, c_in, s_out)):
+            if not done[obj]:
+                try:
+                    obj.do_handshake()
+                    done[obj] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(own_out.read())
+        if all(done.values()):
+            return c.cipher()[0]
+    raise ssl.SSLError("handshake did not finish")
+
+
+def rsa_self_signed(folder):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False).sign(key, hashes.SHA256()))
+    (folder / "rsa-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "rsa-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    return folder / "rsa-cert.pem", folder / "rsa-key.pem"
+
+
+def test_every_configured_tls12_suite_can_be_negotiated(tmp_path):
+    """Before: the policy (and the README) listed DHE suites, which a server without DH parameters never offers."""
+    from stillhouse.serve.transport import tls_context
+    from tests.conftest import self_signed
+
+    pairs = {"ECDSA": self_signed(tmp_path), "RSA": rsa_self_signed(tmp_path)}
+
+    def server_context(kind):
+        def factory():
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*map(str, pairs[kind]))
+            return context
+        return tls_context(None, factory)
+
+    configured = [c["name"] for c in server_context("RSA").get_ciphers() if c["protocol"] == "TLSv1.2"]
+    refused = []
+    for cipher in configured:
+        kind = "ECDSA" if "ECDSA" in cipher else "RSA"
+        client = ssl.create_default_context(cafile=str(pairs[kind][0]))
+        client.minimum_version = client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(cipher)
+        try:
+            assert handshake_in_memory(server_context(kind), client) == cipher
+        except ssl.SSLError:
+            refused.append(cipher)
+    assert configured and not refused

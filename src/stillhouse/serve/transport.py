@@ -10,7 +10,7 @@ never sends a head is never closed. :func:`guarded_protocol` adds, before anythi
 - a head deadline (``connections.head_timeout_s``) from the moment a connection opens, and from the first byte
   of each next request on a kept-alive one: idle and slow-loris connections are closed.
 
-TLS (``tls_context``): TLS 1.2 or 1.3 only, and for TLS 1.2 only ECDHE/DHE key exchange with AEAD ciphers
+TLS (``tls_context``): TLS 1.2 or 1.3 only, and for TLS 1.2 only ECDHE key exchange with AEAD ciphers
 (Mozilla's "intermediate" profile); uvicorn's default cipher string ``TLSv1`` offered TLS 1.2 clients nothing but
 CBC suites with SHA-1 MACs, so modern AEAD-only clients were refused.
 """
@@ -24,11 +24,12 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from stillhouse.serve.config import ConnectionsConfig
 
-# Mozilla server-side TLS guidelines, intermediate configuration (v5.7): forward secrecy and AEAD only.
+# Mozilla server-side TLS guidelines, intermediate configuration (v5.7), forward secrecy and AEAD only, without its
+# DHE suites: a server offers those only with DH parameters loaded, which Python's ssl does not do by default (they
+# were listed here and never negotiated), and every client that has AEAD suites has ECDHE too.
 TLS12_CIPHERS = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
     "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
 ])
 CLOSE_GRACE_S = 0.2
 _REFUSALS = {
