@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from stillhouse.errors import ServeConfigError, Unavailable
-from stillhouse.serve.files import private_file
+from stillhouse.serve.files import narrow_to_private, private_file
 
 _TABLES = {
     "sqlite": """
@@ -76,6 +76,11 @@ def check_database_url(url: str) -> str:
     return url
 
 
+# One store opening at a time in a process: creating the file (a descriptor opened and closed) cannot then race
+# another thread's connection to the same path.
+_OPENING = threading.Lock()
+
+
 class SQLiteFeedback:
     """One file, shared by the worker processes of one server (WAL: readers and one writer together)."""
 
@@ -83,14 +88,20 @@ class SQLiteFeedback:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._db = self._connect("FULL")
-        # Remembering every request's texts must not cost an fsync per /classify: in WAL mode NORMAL survives a
-        # killed process (only a power cut can lose the newest entries, which are a cache for feedback by id).
-        self._recent = self._connect("NORMAL")
+        with _OPENING:
+            # Modes are settled before the first connection and only ever by path: a descriptor of the database
+            # opened and closed beside SQLite's would drop the locks its connections hold (see files.private_file).
+            # Created 0600, SQLite gives the -wal and -shm files the database file's mode; those an older version
+            # left wider are narrowed too.
+            private_file(self.path)
+            for suffix in ("-wal", "-shm"):
+                narrow_to_private(f"{self.path}{suffix}")
+            self._db = self._connect("FULL")
+            # Remembering every request's texts must not cost an fsync per /classify: in WAL mode NORMAL survives a
+            # killed process (only a power cut can lose the newest entries, which are a cache for feedback by id).
+            self._recent = self._connect("NORMAL")
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
-        # created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database file's mode
-        private_file(self.path)
         db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")

@@ -32,14 +32,26 @@ def private_dir(path: str | Path) -> Path:
 def private_file(path: str | Path) -> Path:
     """``path`` as an existing file with mode 0600: created empty if missing, narrowed if wider.
 
-    Narrowing matters for files an older version (or another tool) created world-readable.
+    Narrowing matters for files an older version (or another tool) created world-readable. An existing file is
+    never opened here, only changed by path: closing *any* descriptor of a file drops every POSIX lock the process
+    holds on it, and for a live SQLite database that lock is what tells other processes a reader is there (without
+    it, one that opens and closes the database deletes the WAL the server is still writing to).
     """
     path = Path(path)
     private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        narrow_to_private(path)
+    else:
+        os.close(fd)  # created just now: nothing of this process has it open
     return path
+
+
+def narrow_to_private(path: str | Path) -> None:
+    """Mode 0600 for ``path`` if it exists with a wider one (by path: no descriptor is opened, see private_file)."""
+    try:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
