@@ -32,6 +32,30 @@ def test_redaction_masks_compact_forms_and_leaves_plain_numbers():
     assert redact("order 12345 in 2024 for 120 dollars") == "order 12345 in 2024 for 120 dollars"
 
 
+@pytest.mark.parametrize("text, kind", [
+    ("ｊａｎｅ．ｄｏｅ＠ｂａｎｋ．ｃｏ．ｕｋ", "EMAIL"),  # full-width
+    ("jane.doe(at)bank(dot)co(dot)uk", "EMAIL"),
+    ("jane.doe [at] bank [dot] co [dot] uk", "EMAIL"),
+    ("jane.doe{at}bank.co.uk", "EMAIL"),
+    ("jane dot doe at bank dot co dot uk", "EMAIL"),
+    ("jane.doe AT bank DOT co DOT uk", "EMAIL"),
+    ("jane\u200b.doe@ba\u200dnk.co\u2060.uk", "EMAIL"),  # zero-width characters inside the address
+    ("jane.doe@bank\uff0eco\uff0euk", "EMAIL"),
+    ("4111.1111.1111.1111", "CARD"),
+    ("4111\u200b1111\u200b1111\u200b1111", "CARD"),
+    ("４１１１ １１１１ １１１１ １１１１", "CARD"),
+    ("4111 1111 1111 1111".replace(" ", "\u00a0"), "CARD"),
+])
+def test_redaction_sees_through_the_usual_obfuscations(text, kind):
+    assert redact(f"reach me: {text} thanks") == f"reach me: [{kind}] thanks"
+
+
+def test_redaction_leaves_ordinary_sentences_with_at_and_dot_alone():
+    for text in ("meet me at the branch at noon", "see section 3.2 at page 4", "I was at home. Then I left",
+                 "the dot at the end"):
+        assert redact(text) == text
+
+
 def test_tokens_verify_by_hash_and_name_the_principal():
     alice, bob = new_token(), new_token()
     table = TokenTable.parse(f"# team tokens\nalice {hash_token(alice)}\nbob {hash_token(bob)}  # ci\n", "tokens")
@@ -221,6 +245,31 @@ def test_a_sqlite_file_another_process_holds_is_unavailable_and_nothing_is_half_
     holder.close()
     assert [row[0] for row in store.latest()] == [first]  # the refused correction left nothing behind
     assert store.add("billing", ["billing"], text="another") == first + 1
+
+
+def posix_locks_on(path) -> int:
+    """How many POSIX locks this process holds on ``path`` (Linux /proc/locks)."""
+    import os
+
+    inode, pid = os.stat(path).st_ino, str(os.getpid())
+    with open("/proc/locks") as locks:
+        return sum(1 for line in locks if line.split()[4] == pid and line.split()[5].endswith(f":{inode}"))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/locks"), reason="needs Linux /proc/locks")
+def test_an_open_sqlite_store_keeps_its_lock_on_the_database_file(tmp_path):
+    """The lock is what tells another process that opens and closes the file not to delete the WAL. Before, the
+    mode check opened and closed a second descriptor of the live file, which dropped it."""
+    path = tmp_path / "feedback.sqlite"
+    store = FeedbackStore(path)
+    store.add("a", ["a"], text="t")
+    assert posix_locks_on(path) >= 1
+    second = FeedbackStore(path)  # another store on the same file in the same process (a chain beside a student)
+    second.add("a", ["a"], text="u")
+    assert posix_locks_on(path) >= 1
+    second.close()
+    store.add("a", ["a"], text="v")
+    assert posix_locks_on(path) >= 1
 
 
 def test_postgres_that_stays_down_is_unavailable_not_an_unhandled_error(postgres_url):
