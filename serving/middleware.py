@@ -2,7 +2,8 @@
 
 Per HTTP request, in this order: a server-generated request id (a plain client ``X-Request-ID`` is kept only as
 ``client_request_id``); headers that must appear once (400 if repeated); the audit log opened (503 if it cannot
-be: no request is served unaudited); the bearer token (401 without detail; probe paths stay open); the body,
+be: no request is served unaudited; ``/readyz`` is 503 then too); the bearer token (401 without detail; probe paths
+stay open); a slot among the principal's ``limits.max_requests_per_principal`` requests in flight (429); the body,
 read up to ``limits.max_body_bytes`` within ``limits.body_timeout_s`` (413, 408); for checked routes the content
 type (415) and the route's check from ``stillhouse.serve.schemas.CHECKS`` (422 naming the problem, never quoting
 the input); then the service, given the checked object as canonical JSON. The response is held until its audit
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 
 from starlette.responses import JSONResponse
 
@@ -31,6 +33,7 @@ from stillhouse.serve.schemas import (CHECKS, SERVICE_ROUTES, STATE_CHANGING, ch
 
 PRINCIPAL_HEADER = "x-stillhouse-principal"
 IDEMPOTENCY_HEADER = "idempotency-key"
+READINESS_PATH = "/readyz"
 _INTERNAL = {REQUEST_ID_HEADER.encode(), PRINCIPAL_HEADER.encode()}
 # Headers whose second copy would let a parser pick another value than the one checked here.
 _SINGLE = (b"authorization", b"content-type", b"content-length", b"content-encoding", b"transfer-encoding",
@@ -96,6 +99,11 @@ class Refusal(Exception):
         self.payload = {"error": problem, **({"fix": fix} if fix else {})}
 
 
+def audit_unavailable() -> Refusal:
+    return Refusal(503, "audit_unavailable", "the service cannot write its audit log",
+                   "retry later; operators: check the audit log's path, permissions and disk")
+
+
 class SecurityMiddleware:
     def __init__(self, app, config: ServeConfig):
         self.app = app
@@ -104,6 +112,27 @@ class SecurityMiddleware:
         self.audit = AuditLog.from_config(config.audit)
         self.routes = SERVICE_ROUTES | frozenset(config.auth.open_paths)
         self.audit_alarm_at = float("-inf")
+        self.audit_failing = False  # a line could not be written; readiness checks the log until one can
+        self.in_flight: Counter = Counter()  # requests in flight per principal
+
+    def audit_ready(self) -> bool:
+        """For ``/readyz``: the audit log opens, and after a failed write a line can be written again (one line,
+        ``reason: audit_recovered``; probes leave none otherwise). An orchestrator then takes a worker whose every
+        request would be refused out of rotation, and puts it back once the disk or permissions are fixed."""
+        try:
+            fd = self.audit.reserve()
+        except OSError:
+            return False
+        try:
+            if self.audit_failing:
+                self.audit.write(fd=fd, request_id=new_request_id(), principal=None, method="GET",
+                                 endpoint=READINESS_PATH, status=200, reason="audit_recovered", latency_ms=0.0)
+                self.audit_failing = False
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -129,6 +158,7 @@ class _Exchange:
         self.checked = None
         self.fd: int | None = None
         self.answered = False
+        self.holds_slot = False
 
     def _header(self, name: bytes) -> str | None:
         values = [v for k, v in self.headers if k == name]
@@ -139,9 +169,12 @@ class _Exchange:
             try:
                 if not self.open_path:
                     self._open_audit()
+                elif self.path == READINESS_PATH and not self.mw.audit_ready():
+                    raise audit_unavailable()
                 self._refuse_repeated_headers()
                 if not self.open_path:
                     self._authenticate()
+                    self._take_principal_slot()
                 await self._read_and_check()
             except Refusal as refusal:
                 return await self._answer_refusal(refusal)
@@ -149,6 +182,10 @@ class _Exchange:
         finally:
             if self.fd is not None:
                 os.close(self.fd)
+            if self.holds_slot:
+                self.mw.in_flight[self.principal] -= 1
+                if not self.mw.in_flight[self.principal]:
+                    del self.mw.in_flight[self.principal]
 
     def _refuse_repeated_headers(self) -> None:
         names = [k for k, _ in self.headers]
@@ -160,13 +197,13 @@ class _Exchange:
         try:
             self.fd = self.mw.audit.reserve()
         except OSError as exc:
+            self.mw.audit_failing = True
             now = time.monotonic()
             if now - self.mw.audit_alarm_at > 60:  # once a minute: refused clients must not flood the log instead
                 self.mw.audit_alarm_at = now
                 logger.error("audit log %s cannot be opened (%s): refusing requests", self.mw.audit.path,
                              type(exc).__name__)
-            raise Refusal(503, "audit_unavailable", "the service cannot write its audit log",
-                          "retry later; operators: check the audit log's path, permissions and disk") from None
+            raise audit_unavailable() from None
 
     def _authenticate(self) -> None:
         if self.mw.tokens is None:
@@ -175,6 +212,18 @@ class _Exchange:
         self.principal = self.mw.tokens.principal(token.strip()) if scheme.lower() == "bearer" else None
         if self.principal is None:
             raise Refusal(401, "unauthorized", "unauthorized", headers=[(b"www-authenticate", b"Bearer")])
+
+    def _take_principal_slot(self) -> None:
+        """One of the principal's ``limits.max_requests_per_principal`` slots, held until the request ends."""
+        if self.principal is None:  # auth off: the connection layer's per-address cap still applies
+            return
+        cap = self.config.limits.max_requests_per_principal
+        if self.mw.in_flight[self.principal] >= cap:
+            raise Refusal(429, "principal_concurrency_limit", f"this token already has {cap} requests in flight",
+                          "wait for answers before sending more; operators: limits.max_requests_per_principal",
+                          headers=[(b"retry-after", b"1")])
+        self.mw.in_flight[self.principal] += 1
+        self.holds_slot = True
 
     async def _read_and_check(self) -> None:
         limits = self.config.limits
@@ -286,10 +335,14 @@ class _Exchange:
                      latency_ms=1000 * (time.perf_counter() - self.start), body=self.body, model_tag=model_tag,
                      model_version=model_version, summary=summary,
                      inputs=self.checked.texts if self.checked else None)
-        if sync:  # an fsync waits on the disk: off the event loop
-            await asyncio.to_thread(lambda: self.mw.audit.write(**write))
-        else:
-            self.mw.audit.write(**write)
+        try:
+            if sync:  # an fsync waits on the disk: off the event loop
+                await asyncio.to_thread(lambda: self.mw.audit.write(**write))
+            else:
+                self.mw.audit.write(**write)
+        except OSError:
+            self.mw.audit_failing = True
+            raise
 
     async def _answer_refusal(self, refusal: Refusal, audited: bool = True) -> None:
         if audited and self.fd is not None:

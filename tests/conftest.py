@@ -152,17 +152,18 @@ def tiny_student_tag(tiny_model_dir) -> str:
     return package_tiny_student("tiny-student", ["negative", "positive"], tiny_model_dir)
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, written as PEM files (the test's own CA-less certificate)."""
+def self_signed(folder: Path, algorithm: str = "ecdsa") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (``ecdsa`` P-256 or ``rsa`` 2048), written as PEM files (the test's
+    own CA-less certificate); an RSA pair is named ``rsa-cert.pem``/``rsa-key.pem``."""
     import datetime
     import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(ec.SECP256R1()) if algorithm == "ecdsa" else rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -171,11 +172,12 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                            critical=False)
             .sign(key, hashes.SHA256()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                       serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    return folder / "cert.pem", folder / "key.pem"
+    prefix = "" if algorithm == "ecdsa" else f"{algorithm}-"
+    (folder / f"{prefix}cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{prefix}key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                                serialization.PrivateFormat.PKCS8,
+                                                                serialization.NoEncryption()))
+    return folder / f"{prefix}cert.pem", folder / f"{prefix}key.pem"
 
 
 POSTGRES_URL = os.environ.get("STILLHOUSE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -53,6 +53,34 @@ def live(tiny_student_tag, tmp_path_factory):
     stop_process_group(process)
 
 
+# A plain-HTTP server with small connection limits, so that a bounded flood reaches them.
+PLAIN_LIMITS = {"head_timeout_s": HEAD_TIMEOUT_S, "keep_alive_s": KEEP_ALIVE_S, "max_concurrency": 48,
+                "max_per_client": 16}
+PLAIN_PRINCIPAL_CAP = 24
+
+
+@pytest.fixture(scope="session")
+def plain(tiny_student_tag, tmp_path_factory):
+    """A real plain-HTTP server with PLAIN_LIMITS: {client, process, port, folder, log, url}."""
+    folder = tmp_path_factory.mktemp("plain")
+    (folder / "tokens").write_text(f"alice {hash_token(ALICE)}\nbob {hash_token(BOB)}\n")
+    (folder / "serve.yaml").write_text(json.dumps({"connections": PLAIN_LIMITS,
+                                                   "limits": {"max_requests_per_principal": PLAIN_PRINCIPAL_CAP}}))
+    process, client, port = start_serve(
+        [tiny_student_tag, "--config", str(folder / "serve.yaml"), "--dir", str(folder / "serve"),
+         "--tokens-file", str(folder / "tokens")], folder)
+    yield {"client": client, "process": process, "port": port, "folder": folder / "serve",
+           "log": folder / "server.log", "url": f"http://127.0.0.1:{port}"}
+    client.close()
+    stop_process_group(process)
+
+
+def plain_socket(server: dict, timeout: float = 10.0, source: str | None = None) -> socket.socket:
+    """A raw TCP connection to a plain-HTTP server, from ``source`` (another loopback address) if given."""
+    return socket.create_connection(("127.0.0.1", server["port"]), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+
+
 def tls_socket(live: dict, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> ssl.SSLSocket:
     """A raw TLS connection to the live server (for requests no HTTP client would send)."""
     context = context or ssl.create_default_context(cafile=str(live["cert"]))

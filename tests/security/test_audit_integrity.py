@@ -52,15 +52,33 @@ def test_an_unwritable_audit_log_refuses_with_503_and_commits_nothing(asgi, tmp_
     assert sqlite3.connect(folder / "fb.sqlite").execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,)
     anonymous = client.post("/classify", json={"texts": ["great"]})
     assert anonymous.status_code == 503  # no answer at all, not even a 401, without an audit line
-    assert client.get("/readyz").status_code == 200  # probes are not audited, so they still answer
+    # before, probes (which are not audited) kept answering 200, so an orchestrator kept routing every request
+    # to a worker that refused them all; liveness stays: restarting the process fixes no disk
+    assert client.get("/readyz").status_code == 503 and client.get("/livez").status_code == 200
+
+
+def test_readiness_follows_the_audit_log_down_and_back_up(asgi, tmp_path):
+    audit = tmp_path / "audit" / "audit.jsonl"
+    client, _ = asgi(audit={"path": str(audit)})
+    assert client.get("/readyz").status_code == 200
+    audit.unlink(missing_ok=True)
+    audit.mkdir()  # the log cannot be opened for writing, even by root
+    assert client.post("/classify", json={"texts": ["great"]}, headers=bearer()).status_code == 503
+    assert client.get("/readyz").status_code == 503
+    audit.rmdir()  # the operator fixed it: ready again, and the audit log says when it recovered
+    assert client.get("/readyz").status_code == 200
+    assert [line["reason"] for line in audit_lines(audit)] == ["audit_recovered"]
+    assert client.post("/classify", json={"texts": ["great"]}, headers=bearer()).status_code == 200
 
 
 def test_a_failing_audit_write_turns_the_answer_into_503(asgi, monkeypatch):
     # /dev/full opens but every write fails with ENOSPC: the line is written before the answer, so no answer
     monkeypatch.setenv("STILLHOUSE_AUDIT_KEY", "k" * 32)
     client, _ = asgi(audit={"path": "/dev/full"})
+    assert client.get("/readyz").status_code == 200  # it opens: nothing has failed yet
     response = client.post("/classify", json={"texts": ["great"]}, headers=bearer())
     assert response.status_code == 503 and "results" not in response.json()
+    assert client.get("/readyz").status_code == 503  # a line failed: not ready until one can be written again
 
 
 def test_every_refusal_and_answer_has_its_line_before_the_client_sees_it(asgi):

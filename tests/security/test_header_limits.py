@@ -5,12 +5,13 @@ every other client for tens of seconds), and idle connections never timed out. N
 `connections.max_head_bytes` / `max_headers` as it arrives, and must be complete within `head_timeout_s`.
 """
 
+import re
 import threading
 import time
 
 import pytest
 
-from tests.security.conftest import HEAD_TIMEOUT_S, read_until_closed, tls_socket
+from tests.security.conftest import HEAD_TIMEOUT_S, plain_socket, read_until_closed, tls_socket
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -82,3 +83,32 @@ def test_idle_and_trickling_connections_are_closed_after_the_head_timeout(live):
         answer = read_until_closed(sock)  # returns when the server closes; the socket timeout would raise
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408")
         sock.close()
+
+
+@pytest.mark.parametrize("kilobytes", [40, 64, 100])
+def test_a_large_head_arriving_in_one_read_is_refused(plain, kilobytes):
+    """Before: the chunk that completed a head was not counted, so 40-100 KB heads sent at once were served."""
+    value = b"a" * (kilobytes * 1024 // 20)
+    head = (b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, value) for i in range(20))
+            + b"\r\n")
+    sock = plain_socket(plain)
+    sock.sendall(head)
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 431")
+    sock.close()
+
+
+def test_pipelined_ordinary_requests_over_tls_are_all_answered(live):
+    """Before: the head count ran across requests, so 1-2 KB pipelined requests were sometimes refused with 431."""
+    request = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * 1400 + b"\r\n\r\n"
+    for _ in range(3):
+        sock = tls_socket(live)
+        sock.sendall(request * 200)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 200:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+        sock.close()
+        statuses = re.findall(rb"HTTP/1.1 (\d{3})", data)
+        assert statuses == [b"200"] * 200, sorted(set(statuses))

@@ -8,6 +8,7 @@ the old configuration — revoked tokens still accepted — and holding the port
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -59,3 +60,33 @@ def test_sigkill_takes_the_workers_and_a_restart_binds_the_port(live, tiny_stude
         assert client.post("/classify", json={"texts": ["great"]}, headers=bearer(BOB)).status_code == 200
     finally:
         stop_process_group(process)
+
+
+def control_folder(pid: int) -> Path:
+    """The private folder of the server's control sockets (circus's endpoints, bound by the supervisor)."""
+    paths = [c.laddr for c in psutil.Process(pid).net_connections("unix") if "stillhouse-control-" in (c.laddr or "")]
+    assert paths, "no control socket found"
+    return Path(paths[0]).parent
+
+
+def test_the_next_start_removes_what_a_sigkilled_server_left_and_a_stopped_one_leaves_nothing(live, tiny_student_tag,
+                                                                                              tmp_path):
+    """Before: a SIGKILLed server left its control-socket folder in the temporary folder and its metrics folder in
+    the serving folder, for good. Now each is owned (a lock the kernel drops with its process) and a start
+    removes those whose owner is gone, never a live server's."""
+    args = [tiny_student_tag, "--dir", str(tmp_path / "serve"), "--no-auth"]
+    process, _, _ = start_serve(args, tmp_path)
+    control, metrics = control_folder(process.pid), Path(metrics_files(process.pid)[1])
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(30)
+    assert gone(tree)
+    assert control.exists() and metrics.exists()  # nothing can clean up after a SIGKILL
+    process, _, _ = start_serve(args, tmp_path)
+    try:
+        assert not control.exists() and not metrics.exists()
+        assert control_folder(live["process"].pid).exists()  # a live server's folders are left alone
+        control, metrics = control_folder(process.pid), Path(metrics_files(process.pid)[1])
+    finally:
+        stop_process_group(process)  # SIGTERM: a clean stop
+    assert not control.exists() and not metrics.exists()

@@ -66,35 +66,12 @@ def handshake_in_memory(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
     raise ssl.SSLError("handshake did not finish")
 
 
-def rsa_self_signed(folder):
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False).sign(key, hashes.SHA256()))
-    (folder / "rsa-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "rsa-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
-    return folder / "rsa-cert.pem", folder / "rsa-key.pem"
-
-
 def test_every_configured_tls12_suite_can_be_negotiated(tmp_path):
     """Before: the policy (and the README) listed DHE suites, which a server without DH parameters never offers."""
     from stillhouse.serve.transport import tls_context
     from tests.conftest import self_signed
 
-    pairs = {"ECDSA": self_signed(tmp_path), "RSA": rsa_self_signed(tmp_path)}
+    pairs = {"ECDSA": self_signed(tmp_path), "RSA": self_signed(tmp_path, "rsa")}
 
     def server_context(kind):
         def factory():

@@ -57,6 +57,9 @@ class LimitsConfig(_Strict):
     max_passages: int = Field(100, gt=0, description="Candidate passages in one /rerank request (422 above it).")
     body_timeout_s: float = Field(30.0, gt=0, description="Time to send the whole body once the head arrived "
                                   "(408 after it): a client trickling bytes cannot hold a request open.")
+    max_requests_per_principal: int = Field(
+        100, gt=0, description="Requests one token may have in flight per worker (429 with Retry-After above it), "
+        "so that one authenticated client cannot take every slot of `connections.max_concurrency`.")
 
 
 class ConnectionsConfig(_Strict):
@@ -72,8 +75,14 @@ class ConnectionsConfig(_Strict):
     head_timeout_s: float = Field(10.0, gt=0, description="Time from connecting (or from the first byte of a "
                                   "next request) to the end of the request head; the connection is closed after.")
     keep_alive_s: int = Field(5, gt=0, description="An idle keep-alive connection is closed after this.")
-    max_concurrency: int = Field(1000, gt=0, description="Connections plus in-flight requests per worker "
-                                 "(503 above).")
+    max_concurrency: int = Field(1000, gt=0, description="Open connections, and requests in flight, per worker. "
+                                 "A connection past it closes the connection that has waited longest without a "
+                                 "request (idle ones first), so idle connections never lock a client out; with "
+                                 "every connection busy it is refused (503).")
+    max_per_client: int = Field(256, gt=0, description="Open connections from one source address per worker; past "
+                                "it that address's own longest-waiting connection is closed (503 if all are busy). "
+                                "Behind a proxy or a sidecar every client shares its address: raise it to "
+                                "`max_concurrency` there.")
 
 
 class BatchingConfig(_Strict):

@@ -5,14 +5,21 @@ audit key and the written config live on a host or in a pod shared with other pr
 anyone but the server's own user. ``stillhouse serve`` also sets the process umask to 077 (``PRIVATE_UMASK``)
 so that files BentoML and SQLite create on their own (metrics, sockets, journals) are private too; these helpers
 make the modes explicit where Stillhouse creates the file, whatever the umask of the process that imports it.
+
+The server's per-run folders (control sockets, metrics) are *owned*: each holds a lock its server keeps for life,
+so a server started after one that was SIGKILLed removes what that one left behind, and never a live one's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
+OWNER_LOCK = "owner.lock"
 
 
 def private_dir(path: str | Path) -> Path:
@@ -55,3 +62,46 @@ def narrow_to_private(path: str | Path) -> None:
             os.chmod(path, 0o600)
     except FileNotFoundError:
         pass
+
+
+def owned_folder(parent: str | Path, prefix: str) -> tuple[Path, int]:
+    """A new private folder ``parent/prefix*`` that this process owns for as long as it keeps the returned
+    descriptor open: an exclusive ``flock`` on ``owner.lock`` inside, which the kernel drops when the process dies
+    however it dies, so that the next server can tell a folder that a SIGKILLed one left (see
+    :func:`remove_stale_folders`)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=private_dir(parent)))
+    pending = folder / f".{OWNER_LOCK}"
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(pending, folder / OWNER_LOCK)  # named only once locked: a live folder never looks abandoned
+    return folder, fd
+
+
+def remove_stale_folders(parent: str | Path, prefix: str) -> int:
+    """Remove this user's ``parent/prefix*`` folders whose owner (:func:`owned_folder`) is gone; how many.
+
+    A folder without ``owner.lock`` (one being created, or one an older version made) is left alone: only a lock
+    nobody holds proves its owner dead.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if (not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False)
+                or entry.stat(follow_symlinks=False).st_uid != os.getuid()):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, OWNER_LOCK), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its server is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed

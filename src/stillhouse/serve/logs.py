@@ -89,3 +89,25 @@ def install_log_hygiene() -> None:
 
     logging.setLogRecordFactory(factory)
     _installed = True
+
+
+def settle_server_logging() -> None:
+    """Run after BentoML's server logging set-up, which (1) disables every logger that exists at that moment
+    (``disable_existing_loggers``), Stillhouse's own among them when they were imported first, and (2) gives
+    ``uvicorn.error`` a handler of its own beside the root's, both writing to the server log, so that every uvicorn
+    warning appeared twice. Here Stillhouse's loggers are enabled again, and a logger with a handler of its own
+    no longer also hands its records to an ancestor's handlers: one line per record.
+    """
+    for logger in [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]:
+        if logger.name.split(".")[0] == "stillhouse":
+            logger.disabled = False
+        if not logger.handlers or not logger.propagate:
+            continue
+        parent = logger.parent
+        while parent is not None:
+            if parent.handlers:
+                logger.propagate = False
+                break
+            if not parent.propagate:
+                break
+            parent = parent.parent

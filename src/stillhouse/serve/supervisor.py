@@ -13,6 +13,8 @@ What differs from ``bentoml serve`` (each measured against BentoML 1.4 here):
 - **Metrics folder** of its own (in the serving folder, removed at exit): BentoML clears
   ``$BENTOML_HOME/prometheus_multiproc_dir`` at every start, so servers sharing a BentoML home wiped each
   other's metrics.
+- **No leftovers**: the control and metrics folders are owned (``stillhouse.serve.files.owned_folder``); a
+  start removes those of servers that died without cleaning up (SIGKILL, OOM), never those of live ones.
 - **Telemetry off** (``BENTOML_DO_NOT_TRACK``), and the start line names ``https://`` when serving TLS.
 """
 
@@ -24,11 +26,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stillhouse.serve.files import PRIVATE_UMASK, private_dir
-from stillhouse.serve.logs import install_log_hygiene
+from stillhouse.serve.files import PRIVATE_UMASK, owned_folder, remove_stale_folders
+from stillhouse.serve.logs import install_log_hygiene, settle_server_logging
 from stillhouse.serve.worker import SUPERVISOR_PID_ENV
 
 WORKER_MODULE = "stillhouse.serve.worker"
+CONTROL_PREFIX = "stillhouse-control-"  # in the temporary folder: a Unix socket's path must stay short
+RUN_PREFIX = "run-"  # in the serving folder: the metrics of one server run
 
 
 def private_arbiter(control_dir: Path):
@@ -61,20 +65,26 @@ def run_server(service: str, host: str, port: int, folder: str | Path, certfile:
     install_log_hygiene()
     server_context.service_type = "supervisor"  # the tag of its log lines
     configure_server_logging()
-    control_dir = Path(tempfile.mkdtemp(prefix="stillhouse-control-"))  # 0700; short enough for a socket path
-    bentoml_circus.create_standalone_arbiter = private_arbiter(control_dir)
-    bentoml_serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE
-    svc = load(service, working_dir=".")
-    svc.inject_config()  # what `bentoml serve` does before serve_http; it reloads BentoML's config
-    metrics = tempfile.mkdtemp(prefix="metrics-", dir=private_dir(folder))
-    BentoMLContainer.prometheus_multiproc_dir.set(metrics)
-    if certfile:
-        BentoMLContainer.ssl.enabled.set(True)
+    settle_server_logging()
+    temporary = tempfile.gettempdir()
+    remove_stale_folders(temporary, CONTROL_PREFIX)
+    remove_stale_folders(folder, RUN_PREFIX)
+    control_dir, control_lock = owned_folder(temporary, CONTROL_PREFIX)  # 0700
+    run_dir, run_lock = owned_folder(folder, RUN_PREFIX)
     try:
+        bentoml_circus.create_standalone_arbiter = private_arbiter(control_dir)
+        bentoml_serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE
+        svc = load(service, working_dir=".")
+        svc.inject_config()  # what `bentoml serve` does before serve_http; it reloads BentoML's config
+        # a folder of its own inside the run folder: BentoML empties the metrics folder it is given at start
+        BentoMLContainer.prometheus_multiproc_dir.set(str(run_dir / "metrics"))
+        if certfile:
+            BentoMLContainer.ssl.enabled.set(True)
         serve_http(service, working_dir=".", host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:
-        shutil.rmtree(metrics, ignore_errors=True)
-        shutil.rmtree(control_dir, ignore_errors=True)
+        for path, lock in ((run_dir, run_lock), (control_dir, control_lock)):
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(lock)
 
 
 def main(argv: list[str] | None = None) -> None:

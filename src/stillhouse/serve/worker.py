@@ -8,7 +8,10 @@ BentoML's worker (same arguments), it:
   in a session of its own, so killing the supervisor's process group left workers serving with the old
   configuration (revoked tokens still accepted) and holding the port;
 - installs Stillhouse's log hygiene before BentoML logs anything (the umask 077 it inherits from the supervisor);
-- has uvicorn use Stillhouse's connection limits and TLS policy (``stillhouse.serve.transport``).
+- has uvicorn use Stillhouse's connection layer (``stillhouse.serve.transport``): connection and head limits,
+  deadlines (the TLS handshake's included), the TLS policy, and an audit line for every refusal there;
+- settles the logging BentoML set up (``stillhouse.serve.logs.settle_server_logging``): Stillhouse's loggers on,
+  each record written once.
 """
 
 from __future__ import annotations
@@ -37,18 +40,36 @@ def die_with_supervisor() -> None:
 
 
 def guard_uvicorn() -> None:
-    """Make ``uvicorn.Config`` — which BentoML's worker builds after loading the service — add our options."""
+    """Make ``uvicorn.Config`` and ``uvicorn.Server`` — which BentoML's worker builds after loading the service —
+    use Stillhouse's connection layer (``stillhouse.serve.transport``) with this worker's audit log."""
+    import asyncio
+
     import uvicorn
 
+    from stillhouse.serve.audit import AuditLog
     from stillhouse.serve.config import load_serve_config
-    from stillhouse.serve.transport import uvicorn_options
+    from stillhouse.serve.logs import settle_server_logging
+    from stillhouse.serve.schemas import SERVICE_ROUTES
+    from stillhouse.serve.transport import ConnectionGuard, tls_handshake_deadline, uvicorn_options
+
+    config = load_serve_config()  # the service's own config, read where BentoML reads it
+    limits = config.connections
 
     class GuardedConfig(uvicorn.Config):
         def __init__(self, *args, **kwargs):
-            limits = load_serve_config().connections  # the service's own config, read where BentoML reads it
-            super().__init__(*args, **{**kwargs, **uvicorn_options(limits, tls=bool(kwargs.get("ssl_certfile")))})
+            settle_server_logging()  # BentoML has set up its logging by now
+            guard = ConnectionGuard(limits, AuditLog.from_config(config.audit), config.audit.fsync,
+                                    SERVICE_ROUTES | frozenset(config.auth.open_paths))
+            super().__init__(*args, **{**kwargs, **uvicorn_options(limits, bool(kwargs.get("ssl_certfile")), guard)})
 
-    uvicorn.Config = GuardedConfig
+    class GuardedServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            if self.config.ssl is None:
+                return await super().startup(sockets)
+            with tls_handshake_deadline(asyncio.get_running_loop(), limits.head_timeout_s):
+                await super().startup(sockets)
+
+    uvicorn.Config, uvicorn.Server = GuardedConfig, GuardedServer
 
 
 def main() -> None:
