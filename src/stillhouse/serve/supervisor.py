@@ -13,8 +13,9 @@ What differs from ``bentoml serve`` (each measured against BentoML 1.4 here):
 - **Metrics folder** of its own (in the serving folder, removed at exit): BentoML clears
   ``$BENTOML_HOME/prometheus_multiproc_dir`` at every start, so servers sharing a BentoML home wiped each
   other's metrics.
-- **No leftovers**: the control and metrics folders are owned (``stillhouse.serve.files.owned_folder``); a
-  start removes those of servers that died without cleaning up (SIGKILL, OOM), never those of live ones.
+- **No leftovers**: the server's temporary folder (control sockets, BentoML's socket folder, its workers'
+  ``$TMPDIR``) and its metrics folder are owned (``stillhouse.serve.files.owned_folder``); a start removes those
+  of servers that died without cleaning up (SIGKILL, OOM), never those of live ones.
 - **Telemetry off** (``BENTOML_DO_NOT_TRACK``), and the start line names ``https://`` when serving TLS.
 """
 
@@ -31,7 +32,7 @@ from stillhouse.serve.logs import install_log_hygiene, settle_server_logging
 from stillhouse.serve.worker import SUPERVISOR_PID_ENV
 
 WORKER_MODULE = "stillhouse.serve.worker"
-CONTROL_PREFIX = "stillhouse-control-"  # in the temporary folder: a Unix socket's path must stay short
+TEMP_PREFIX = "stillhouse-serve-"  # in the system's temporary folder: a Unix socket's path must stay short
 RUN_PREFIX = "run-"  # in the serving folder: the metrics of one server run
 
 
@@ -67,10 +68,13 @@ def run_server(service: str, host: str, port: int, folder: str | Path, certfile:
     configure_server_logging()
     settle_server_logging()
     temporary = tempfile.gettempdir()
-    remove_stale_folders(temporary, CONTROL_PREFIX)
+    remove_stale_folders(temporary, TEMP_PREFIX)
     remove_stale_folders(folder, RUN_PREFIX)
-    control_dir, control_lock = owned_folder(temporary, CONTROL_PREFIX)  # 0700
+    control_dir, control_lock = owned_folder(temporary, TEMP_PREFIX)  # 0700
     run_dir, run_lock = owned_folder(folder, RUN_PREFIX)
+    # Everything BentoML and the workers put in a temporary folder goes into this one (its Unix sockets, its
+    # clients' folders), so a SIGKILLed server leaves nothing elsewhere that the next start cannot remove.
+    tempfile.tempdir = os.environ["TMPDIR"] = str(control_dir)
     try:
         bentoml_circus.create_standalone_arbiter = private_arbiter(control_dir)
         bentoml_serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE
