@@ -1,5 +1,5 @@
 """The ``stillhouse`` command: ``run``, ``compile``, ``submit``, ``validate``, ``models list``, ``serve``,
-``token new``, ``feedback export``, ``llm-serve``.
+``token new``, ``feedback export``, ``feedback backup``, ``llm-serve``.
 
 Thin by design: each command parses arguments, calls one library function, and prints its result. A
 :class:`StillhouseError` is printed as ``error: ...`` with its fix and exits with status 1 (no traceback).
@@ -150,6 +150,14 @@ def _cmd_feedback_export(args) -> int:
     return 0
 
 
+def _cmd_feedback_backup(args) -> int:
+    from stillhouse.serve.feedback import backup_feedback
+
+    count = backup_feedback(args.db, args.output)
+    print(f"backed up {count} corrections to {args.output} (a consistent copy, safe while serving)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stillhouse", description="Knowledge distillation on Kubeflow, Ray and BentoML.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--text-field", default="text")
     export.add_argument("--label-field", default="label")
     export.set_defaults(func=_cmd_feedback_export)
+    backup = feedback_sub.add_parser("backup", help="copy a SQLite feedback database safely while it is served")
+    backup.add_argument("db", help="the service's feedback.sqlite")
+    backup.add_argument("output", help="the copy to write (a SQLite file, mode 0600)")
+    backup.set_defaults(func=_cmd_feedback_backup)
     return parser
 
 

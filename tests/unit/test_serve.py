@@ -8,7 +8,7 @@ import pytest
 from stillhouse.errors import DataError, RequestError, ServeConfigError
 from stillhouse.serve.audit import AuditLog, client_request_id, input_digest, new_request_id, output_summary
 from stillhouse.serve.config import AuthConfig, LimitsConfig, load_serve_config
-from stillhouse.serve.feedback import FeedbackStore, export_feedback
+from stillhouse.serve.feedback import FeedbackStore, backup_feedback, export_feedback
 from stillhouse.serve.redact import redact
 from stillhouse.serve.schemas import check_classify, check_feedback
 from stillhouse.serve.tokens import TokenTable, hash_token, new_token
@@ -270,6 +270,27 @@ def test_an_open_sqlite_store_keeps_its_lock_on_the_database_file(tmp_path):
     second.close()
     store.add("a", ["a"], text="v")
     assert posix_locks_on(path) >= 1
+
+
+def test_a_backup_while_serving_holds_every_committed_correction_and_is_private(tmp_path):
+    import os
+    import sqlite3
+
+    path = tmp_path / "feedback.sqlite"
+    store = FeedbackStore(path)  # open and writing, as a server: the newest rows are in the WAL only
+    for i in range(20):
+        store.add("a", ["a"], text=f"correction {i}")
+    assert (tmp_path / "feedback.sqlite-wal").stat().st_size > 0
+    assert backup_feedback(path, tmp_path / "copy.sqlite") == 20
+    copy = sqlite3.connect(tmp_path / "copy.sqlite")
+    assert copy.execute("SELECT COUNT(*) FROM feedback").fetchone() == (20,)
+    assert os.stat(tmp_path / "copy.sqlite").st_mode & 0o777 == 0o600
+    store.add("a", ["a"], text="after the backup")  # the server's database is untouched and still writable
+    assert len(store.latest()) == 21 and [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
+    with pytest.raises(DataError, match="pg_dump"):
+        backup_feedback("postgresql://user@db:5432/feedback", tmp_path / "x.sqlite")
+    with pytest.raises(DataError, match="does not exist"):
+        backup_feedback(tmp_path / "missing.sqlite", tmp_path / "x.sqlite")
 
 
 def test_postgres_that_stays_down_is_unavailable_not_an_unhandled_error(postgres_url):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import DataError, RequestError
 from stillhouse.serve.feedback_db import LATEST_FEEDBACK, PostgresFeedback, is_database_url, open_feedback_db
+from stillhouse.serve.files import private_file
 
 ANONYMOUS = ""  # the principal of requests served with auth off
 
@@ -139,3 +141,33 @@ def export_feedback(db_path: str | Path, out: str | Path, text_field: str = "tex
             writer.writerow(columns)
             writer.writerows([[spreadsheet_safe(c) if isinstance(c, str) else c for c in r] for r in records])
     return len(rows)
+
+
+def backup_feedback(db_path: str | Path, out: str | Path) -> int:
+    """Copy a SQLite feedback database to ``out`` while its server may be writing to it; the corrections copied.
+
+    SQLite's online backup API reads a consistent snapshot, committed rows still in the WAL included, and takes
+    the locks SQLite expects: a plain ``cp`` of the database file alone misses what is in the WAL, and copying or
+    deleting the ``-wal``/``-shm`` files loses acknowledged corrections. ``out`` is written whole (0600, then
+    renamed), so an interrupted backup leaves no partial file under its name.
+    """
+    if is_database_url(str(db_path)):
+        raise DataError("a PostgreSQL feedback database is backed up by the database's own tools",
+                        "use pg_dump (or the managed database's snapshots) on the database feedback.url names")
+    if not Path(db_path).is_file():
+        raise DataError(f"feedback database {db_path} does not exist", "point to the service's feedback.path")
+    out = Path(out)
+    partial = private_file(out.with_name(f".{out.name}.{os.getpid()}.partial"))
+    try:
+        source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+        target = sqlite3.connect(str(partial))
+        try:
+            source.backup(target)
+            count = target.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        finally:
+            target.close()
+            source.close()
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return int(count)
