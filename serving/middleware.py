@@ -3,8 +3,9 @@
 Per HTTP request, in this order: a server-generated request id (a plain client ``X-Request-ID`` is kept only as
 ``client_request_id``); headers that must appear once (400 if repeated); the audit log opened (503 if it cannot
 be: no request is served unaudited; ``/readyz`` is 503 then too); the bearer token (401 without detail; probe paths
-stay open); a slot among the principal's ``limits.max_requests_per_principal`` requests in flight (429); the body,
-read up to ``limits.max_body_bytes`` within ``limits.body_timeout_s`` (413, 408); for checked routes the content
+stay open); a slot among the principal's ``limits.max_requests_per_principal`` requests in flight (429); a body
+only with a Content-Length (411 for chunked) and none on open paths (413); the body, read up to
+``limits.max_body_bytes`` within ``limits.body_timeout_s`` (413, 408); for checked routes the content
 type (415) and the route's check from ``stillhouse.serve.schemas.CHECKS`` (422 naming the problem, never quoting
 the input); then the service, given the checked object as canonical JSON. The response is held until its audit
 line is written (fsync'd per ``audit.fsync``); if that fails the client gets 503 instead. Any failure here or in
@@ -227,9 +228,16 @@ class _Exchange:
 
     async def _read_and_check(self) -> None:
         limits = self.config.limits
+        if self._header(b"transfer-encoding") is not None:
+            # chunk extensions and trailers are accumulated by the parser without a bound the head limits apply
+            raise Refusal(411, "length_required", "a request body must come with a Content-Length",
+                          "send the body with a Content-Length header (chunked transfer encoding is not accepted)")
+        declared = self._header(b"content-length") or "0"
+        if self.open_path and declared != "0":
+            # probes need no token: a body they would wait for could hold connections without any credential
+            raise Refusal(413, "body_too_large", "probe and open paths take no body", "send probes without a body")
         too_large = Refusal(413, "body_too_large", f"request body over {limits.max_body_bytes:,} bytes",
                             "send fewer or shorter texts per request")
-        declared = self._header(b"content-length") or "0"
         if not declared.isdigit() or int(declared) > limits.max_body_bytes:
             raise too_large
         try:

@@ -54,8 +54,7 @@ def live(tiny_student_tag, tmp_path_factory):
 
 
 # A plain-HTTP server with small connection limits, so that a bounded flood reaches them.
-PLAIN_LIMITS = {"head_timeout_s": HEAD_TIMEOUT_S, "keep_alive_s": KEEP_ALIVE_S, "max_concurrency": 48,
-                "max_per_client": 16}
+PLAIN_LIMITS = {"head_timeout_s": 6.0, "keep_alive_s": KEEP_ALIVE_S, "max_concurrency": 48, "max_per_client": 16}
 PLAIN_PRINCIPAL_CAP = 24
 
 
@@ -79,6 +78,15 @@ def plain_socket(server: dict, timeout: float = 10.0, source: str | None = None)
     """A raw TCP connection to a plain-HTTP server, from ``source`` (another loopback address) if given."""
     return socket.create_connection(("127.0.0.1", server["port"]), timeout=timeout,
                                     source_address=(source, 0) if source else None)
+
+
+def supervisor_sockets(pid: int) -> list[Path]:
+    """The Unix sockets a server's supervisor binds directly in its private temporary folder (its control
+    channel; BentoML's sockets for its services are in a folder inside it)."""
+    import psutil
+
+    return [Path(conn.laddr) for conn in psutil.Process(pid).net_connections(kind="unix")
+            if conn.laddr and Path(conn.laddr).parent.name.startswith("stillhouse-serve-")]
 
 
 def tls_socket(live: dict, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> ssl.SSLSocket:

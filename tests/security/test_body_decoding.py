@@ -64,3 +64,27 @@ def test_the_service_is_given_the_checked_object_not_the_clients_bytes(asgi):
     plain = client.post("/classify", json={"texts": ["great"]}, headers=bearer())
     assert odd.status_code == plain.status_code == 200
     assert odd.json()["results"] == plain.json()["results"]
+
+
+def test_a_chunked_body_is_refused_with_411_before_it_is_read(asgi):
+    """Chunked bodies carry chunk extensions and trailers, which the parser accumulates without a bound the head
+    limits could apply; every client of a JSON API can send a Content-Length."""
+    client, folder = asgi()
+
+    def body():
+        yield b'{"texts": ["fine"]}'
+
+    response = client.post("/classify", content=body(), headers={**bearer(), "Content-Type": JSON})
+    assert response.status_code == 411 and "Content-Length" in response.json()["fix"]
+    from tests.security.conftest import audit_lines
+
+    assert audit_lines(folder / "audit.jsonl")[-1]["reason"] == "length_required"
+
+
+def test_a_probe_with_a_body_is_refused_at_once(asgi):
+    """Before: probe paths are open (no token), and their body was read for up to body_timeout_s: connections
+    holding such requests locked others out without any credential."""
+    client, _ = asgi()
+    response = client.post("/livez", content=b"x" * 100, headers={"Content-Type": JSON})
+    assert response.status_code == 413 and "no body" in response.json()["error"]
+    assert client.get("/livez").status_code == 200

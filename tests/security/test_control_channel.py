@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.security.conftest import supervisor_sockets
+
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 
@@ -28,8 +30,7 @@ def test_no_tcp_port_is_listening_but_the_services_own(live):
 
 
 def control_sockets(live) -> list[Path]:
-    return [Path(conn.laddr) for conn in psutil.Process(live["process"].pid).net_connections(kind="unix")
-            if conn.laddr and "stillhouse-control-" in conn.laddr]
+    return supervisor_sockets(live["process"].pid)
 
 
 def test_the_control_endpoints_are_private_unix_sockets(live):

@@ -16,7 +16,7 @@ import pytest
 
 from stillhouse.serve.local import start_serve, stop_process_group
 from stillhouse.serve.tokens import hash_token
-from tests.security.conftest import ALICE, BOB, bearer
+from tests.security.conftest import ALICE, BOB, bearer, supervisor_sockets
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -64,21 +64,22 @@ def test_sigkill_takes_the_workers_and_a_restart_binds_the_port(live, tiny_stude
 
 def control_folder(pid: int) -> Path:
     """The server's private temporary folder, found by its control sockets (circus's, bound by the supervisor)."""
-    paths = [c.laddr for c in psutil.Process(pid).net_connections("unix") if "stillhouse-serve-" in (c.laddr or "")]
-    assert paths, "no control socket found"
-    return Path(paths[0]).parent
+    sockets = supervisor_sockets(pid)
+    assert sockets, "no control socket found"
+    return sockets[0].parent
 
 
 def test_the_next_start_removes_what_a_sigkilled_server_left_and_a_stopped_one_leaves_nothing(live, tiny_student_tag,
                                                                                               tmp_path):
     """Before: a SIGKILLed server left its control-socket folder and BentoML's socket and client folders in the
-    temporary folder and its metrics folder in the serving folder, for good. Now the server's temporary files all
-    go in one folder of its own, it and the metrics folder are owned (a lock the kernel drops with its process),
-    and a start removes those whose owner is gone, never a live server's."""
+    temporary folder and its metrics folder in the serving folder, for good. Now all of them are in one temporary
+    folder of the server's own, owned (a lock the kernel drops with its process), and a start removes those whose
+    owner is gone, never a live server's."""
     args = [tiny_student_tag, "--dir", str(tmp_path / "serve"), "--no-auth"]
     process, _, _ = start_serve(args, tmp_path)
     control, metrics = control_folder(process.pid), Path(metrics_files(process.pid)[1])
-    assert {p.name.split("-")[1] for p in control.iterdir() if p.is_dir()} >= {"uds"}  # BentoML's sockets
+    assert {p.name.split("-")[-2] for p in control.iterdir() if p.name.startswith("bentoml-")} >= {"uds"}
+    assert metrics.parent == control
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     os.kill(process.pid, signal.SIGKILL)
     process.wait(30)

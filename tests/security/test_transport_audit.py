@@ -12,8 +12,7 @@ import re
 
 import pytest
 
-from tests.security.conftest import (ALICE, BOB, HEAD_TIMEOUT_S, PLAIN_LIMITS, audit_lines, plain_socket,
-                                     read_until_closed)
+from tests.security.conftest import ALICE, BOB, PLAIN_LIMITS, audit_lines, plain_socket, read_until_closed
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -38,7 +37,7 @@ def request_id_of(answer: bytes) -> str:
 @pytest.mark.parametrize("reason", sorted(REFUSALS))
 def test_each_refusal_below_the_middleware_has_one_audit_line_and_a_log_line(plain, reason):
     status, head = REFUSALS[reason]
-    sock = plain_socket(plain, timeout=HEAD_TIMEOUT_S * 5)
+    sock = plain_socket(plain, timeout=PLAIN_LIMITS["head_timeout_s"] * 3)
     sock.sendall(head)
     answer = read_until_closed(sock)
     sock.close()
@@ -56,7 +55,7 @@ def test_each_refusal_below_the_middleware_has_one_audit_line_and_a_log_line(pla
 def test_a_connection_that_never_sends_a_byte_is_closed_without_an_audit_line(plain):
     audit = plain["folder"] / "audit.jsonl"
     before = len(audit_lines(audit))
-    sock = plain_socket(plain, timeout=HEAD_TIMEOUT_S * 5)
+    sock = plain_socket(plain, timeout=PLAIN_LIMITS["head_timeout_s"] * 3)
     assert read_until_closed(sock) == b""  # closed at the head deadline; the socket timeout would raise
     sock.close()
     assert len(audit_lines(audit)) == before
@@ -64,7 +63,7 @@ def test_a_connection_that_never_sends_a_byte_is_closed_without_an_audit_line(pl
 
 def test_the_concurrency_limits_503_is_audited(plain):
     """Every connection carries a request in flight (so none can make room): the next request is refused."""
-    from tests.security.test_connection_flood import in_flight
+    from tests.security.test_connection_flood import in_flight, release
 
     per_address = PLAIN_LIMITS["max_per_client"] - 4
     addresses = [f"127.0.2.{i}" for i in range(1, 1 + -(-PLAIN_LIMITS["max_concurrency"] // per_address))]
@@ -73,16 +72,73 @@ def test_the_concurrency_limits_503_is_audited(plain):
     try:
         import time
 
-        time.sleep(0.5)
+        time.sleep(1.0)  # every head parsed: all of them carry requests in flight
         sock = plain_socket(plain, source="127.0.2.99")
         sock.sendall(b"GET /" + MARK + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = read_until_closed(sock)
         sock.close()
     finally:
-        for held in busy:
-            held.close()
+        release(plain, busy)
     assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
     line = next(line for line in audit_lines(plain["folder"] / "audit.jsonl")
                 if line["request_id"] == request_id_of(answer))
     assert (line["status"], line["reason"], line["endpoint"]) == (503, "server_busy", "unknown")
     assert "server_busy" in plain["log"].read_text()
+
+
+def test_a_connection_answered_before_its_body_arrived_is_closed(plain):
+    """Before: after an early answer (401 here) the parser went on reading the body for as long as the client sent
+    it, with no deadline: a client without a token could keep the connection and the parser busy."""
+    sock = plain_socket(plain, timeout=PLAIN_LIMITS["head_timeout_s"] * 3)
+    sock.sendall(b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000)
+    answer = read_until_closed(sock)  # the socket timeout would raise if the server kept the connection
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 401")
+
+
+def test_stray_bytes_after_a_response_do_not_keep_a_connection_open(plain):
+    """Before: any byte cancelled the keep-alive timer and started no deadline, so a CRLF every few seconds held a
+    connection for ever. Now the head deadline runs from the first byte that follows a response."""
+    import time
+
+    sock = plain_socket(plain, timeout=1)
+    sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + PLAIN_LIMITS["head_timeout_s"] * 3
+    closed = False
+    while not closed and time.monotonic() < deadline:
+        try:
+            sock.sendall(b"\r\n")  # keeps the keep-alive timer from firing; begins no request
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            continue
+        except OSError:
+            closed = True
+    sock.close()
+    assert closed
+
+
+def test_an_upgrade_request_cannot_smuggle_a_second_request(plain):
+    """Before: the parser stops at an upgrade (its body is not read as a body) and went on parsing what followed as
+    new requests, so a body that a proxy forwarded as data was served as a request of its own."""
+    smuggled = (b"POST /feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + ALICE.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: 36\r\n\r\n"
+                + b'{"text": "smuggled", "label": "bad"}')
+    audit = plain["folder"] / "audit.jsonl"
+    before = len(audit_lines(audit))
+    sock = plain_socket(plain, timeout=PLAIN_LIMITS["head_timeout_s"] * 3)
+    sock.sendall(b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + ALICE.encode()
+                 + b"\r\nConnection: upgrade\r\nUpgrade: foo\r\nContent-Type: application/json\r\n"
+                 + b"Content-Length: %d\r\n\r\n" % len(smuggled))
+    import time
+
+    time.sleep(0.3)  # the body in a read of its own, as a proxy may forward it
+    try:
+        sock.sendall(smuggled)
+    except OSError:
+        pass
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer, then the connection closed
+    assert [line["endpoint"] for line in audit_lines(audit)[before:]] == ["/classify"]

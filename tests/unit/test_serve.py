@@ -45,6 +45,10 @@ def test_redaction_masks_compact_forms_and_leaves_plain_numbers():
     ("4111\u200b1111\u200b1111\u200b1111", "CARD"),
     ("４１１１ １１１１ １１１１ １１１１", "CARD"),
     ("4111 1111 1111 1111".replace(" ", "\u00a0"), "CARD"),
+    ("john\u034f@example.com", "EMAIL"),  # combining grapheme joiner: default-ignorable, not a format character
+    ("john@exam\ufe0fple.com", "EMAIL"),  # a variation selector
+    ("jo\u3164hn@example.com", "EMAIL"),  # a Hangul filler
+    ("a.b.c.d.e.f.g.h.i.j.k.l@bank.com", "EMAIL"),  # many dots in the local part: none of it left
 ])
 def test_redaction_sees_through_the_usual_obfuscations(text, kind):
     assert redact(f"reach me: {text} thanks") == f"reach me: [{kind}] thanks"

@@ -11,12 +11,14 @@ import pytest
 from stillhouse.errors import RequestError, ServeConfigError
 from stillhouse.serve.audit import load_audit_key, method_name, route_name
 from stillhouse.serve.config import ConnectionsConfig
-from stillhouse.serve.connections import FRESH, IDLE, PARTIAL_HEAD, ConnectionTable
+from stillhouse.serve.connections import IDLE, PARTIAL_HEAD, ConnectionTable, client_key
+from stillhouse.serve.refusals import ConnectionGuard
 from stillhouse.serve.feedback import spreadsheet_safe
 from stillhouse.serve.files import private_dir
 from stillhouse.serve.logs import escape_controls, format_exception_withheld, sanitize_record
 from stillhouse.serve.schemas import check_content_type, decode_json_object
-from stillhouse.serve.transport import refusal_response, tls_context, uvicorn_options
+from stillhouse.serve.refusals import refusal_response
+from stillhouse.serve.transport import tls_context, uvicorn_options
 
 
 @pytest.mark.parametrize("body, problem", [
@@ -129,53 +131,93 @@ def test_worker_options_bind_the_limits_and_tls_only_with_a_certificate():
     assert b"retry-after: 1" in refusal_response("server_busy", "r")
 
 
-class Conn:
-    """A connection as the table sees it: waiting (kind, since) or busy (None)."""
-
-    def __init__(self, name, kind=FRESH, since=0.0):
-        self.name, self.state = name, (kind, since) if kind is not None else None
-
-    def waiting(self):
-        return self.state
-
-    def __repr__(self):
-        return self.name
-
-
-def test_the_table_closes_the_cheapest_waiting_connection_first():
-    table = ConnectionTable(max_connections=4, max_per_client=10)
-    keep_alive, partial, fresh_old, busy = (Conn("keep-alive", IDLE, 1), Conn("partial", PARTIAL_HEAD, 2),
-                                            Conn("fresh-old", FRESH, 5), Conn("busy", None))
-    for conn, client in ((keep_alive, "10.0.0.1"), (partial, "10.0.0.2"), (fresh_old, "10.0.0.3"), (busy, "10.0.0.4")):
-        assert table.admit(conn, client).evict == []
-    assert table.admit(Conn("new-1", FRESH, 9), "10.0.0.5").evict == [fresh_old]  # sent nothing: first to go
-    assert table.admit(Conn("new-2", FRESH, 9.5), "10.0.0.6").evict[0].name == "new-1"  # then the oldest such
-    assert table.admit(Conn("new-3", PARTIAL_HEAD, 10), "10.0.0.7").evict[0].name == "new-2"
-    assert table.admit(Conn("new-4", None), "10.0.0.8").evict == [partial]  # a half-sent head before a keep-alive
-    assert len(table) == 4
+def test_the_table_closes_a_waiting_connection_of_the_largest_client_and_never_a_busy_one():
+    table = ConnectionTable(max_connections=5, max_per_client=10)
+    flood = [object() for _ in range(3)]
+    for connection in flood:
+        table.admit(connection, "203.0.113.9", now=0)
+    legit_idle, legit_busy = object(), object()
+    table.admit(legit_idle, "198.51.100.1", now=1)
+    table.waiting(legit_idle, IDLE, now=2)
+    table.admit(legit_busy, "198.51.100.2", now=2)
+    table.busy(legit_busy)
+    newcomer = object()
+    admission = table.admit(newcomer, "198.51.100.3", now=10)
+    assert admission.evict == [flood[0]] and admission.refuse is None  # the flood's, oldest first
+    table.busy(flood[1])
+    table.busy(flood[2])
+    # the flood's are busy now: a waiting connection of one of the (equally small) other clients makes room
+    assert table.admit(object(), "198.51.100.4", now=20).evict[0] in (newcomer, legit_idle)
+    assert len(table) == 5
 
 
-def test_a_client_at_its_cap_makes_room_from_its_own_connections_and_is_refused_when_all_are_busy():
-    table = ConnectionTable(max_connections=100, max_per_client=2)
-    other = Conn("other-idle", FRESH, 0)
-    table.admit(other, "10.0.0.9")
-    mine_idle, mine_busy = Conn("mine-idle", IDLE, 1), Conn("mine-busy", None)
-    table.admit(mine_idle, "10.0.0.1")
-    table.admit(mine_busy, "10.0.0.1")
-    assert table.admit(Conn("mine-new", FRESH, 2), "10.0.0.1").evict == [mine_idle]  # never another client's
-    table.admit(Conn("mine-busy-2", None), "10.0.0.1")  # makes room from mine-new (waiting)
-    refused = Conn("mine-3", FRESH, 3)
-    assert table.admit(refused, "10.0.0.1").refuse == "client_connection_limit"
-    assert table.count("10.0.0.1") == 2 and len(table) == 3
+def test_within_a_client_what_sent_nothing_goes_first_then_half_heads_then_idle_then_the_newest():
+    table = ConnectionTable(max_connections=100, max_per_client=3)
+    idle, partial, fresh = object(), object(), object()
+    for connection in (idle, partial, fresh):
+        table.admit(connection, "10.0.0.1", now=0)
+    table.waiting(idle, IDLE, now=1)
+    table.waiting(partial, PARTIAL_HEAD, now=1)
+    busy = object()
+    assert table.admit(busy, "10.0.0.1", now=5).evict == [fresh]  # sent nothing for 5 s
+    table.busy(busy)
+    newest = object()
+    assert table.admit(newest, "10.0.0.1", now=6).evict == [partial]  # the newcomer is never its own victim
+    assert table.admit(object(), "10.0.0.1", now=6.1).evict == [idle]  # newest's head is on its way: spared
+    assert table.admit(object(), "10.0.0.1", now=6.2).evict == [newest]  # nothing else waits: the oldest young
+    table.busy(fresh)  # no effect: it left the table
+    assert table.count("10.0.0.1") == 3
 
 
-def test_a_worker_whose_connections_are_all_busy_refuses_and_unix_peers_have_no_address_cap():
-    table = ConnectionTable(max_connections=2, max_per_client=1)
-    for name in ("a", "b"):
-        assert table.admit(Conn(name, None), None).refuse is None  # Unix sockets: the worker's limit only
-    admission = table.admit(Conn("c", FRESH, 0), "10.0.0.1")
-    assert admission.refuse == "server_busy" and len(table) == 2
-    table.remove(Conn("never-added"))  # idempotent, unknown connections included
+def test_a_flood_opening_connections_faster_and_faster_does_not_close_a_newcomer_whose_head_is_on_its_way():
+    table = ConnectionTable(max_connections=100, max_per_client=4)
+    flood = [object() for _ in range(4)]
+    for i, connection in enumerate(flood):
+        table.admit(connection, "10.0.0.1", now=i * 0.5)
+    legit = object()
+    assert table.admit(legit, "10.0.0.1", now=3.0).evict == [flood[0]]
+    for i in range(3):  # a new flood connection every 10 ms while the newcomer's head is on its way
+        assert legit not in table.admit(object(), "10.0.0.1", now=3.01 + i / 100).evict
+
+
+def test_a_client_at_its_cap_with_every_connection_busy_is_refused_and_unix_peers_are_never_evicted():
+    table = ConnectionTable(max_connections=3, max_per_client=2)
+    mine = [object(), object()]
+    for connection in mine:
+        table.admit(connection, "10.0.0.1", now=0)
+        table.busy(connection)
+    assert table.admit(object(), "10.0.0.1", now=1).refuse == "client_connection_limit"
+    internal = object()
+    assert table.admit(internal, None, now=1).refuse is None  # a Unix socket: the worker's limit only
+    assert table.admit(object(), "10.0.0.2", now=9).refuse == "server_busy"  # only busy and internal ones left
+    assert len(table) == 3 and table.count("10.0.0.1") == 2
+    table.remove(object())  # idempotent, unknown connections included
+
+
+def test_ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4():
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7" and client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key(None) is None
+
+
+def test_refusal_lines_are_logged_once_a_minute_per_kind_with_the_count_between(caplog):
+    class Clock:
+        now = 0.0
+
+        def time(self):
+            return self.now
+
+    clock, guard = Clock(), ConnectionGuard(ConnectionsConfig())
+    with caplog.at_level(logging.WARNING, logger="stillhouse.serving"):
+        for t in (0, 1, 2, 30, 61, 62):
+            clock.now = t
+            guard.record(clock, "head_timeout", None, None, 0.0)
+        guard.record(clock, "url_too_long", "GET", None, 0.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["refused a request before the service saw it: head_timeout (408)",
+                     "refused a request before the service saw it: head_timeout (408); 3 more since the last such "
+                     "line", "refused a request before the service saw it: url_too_long (414)"]
 
 
 def test_settled_logging_writes_each_record_once_and_keeps_stillhouses_loggers(tmp_path):
@@ -190,12 +232,14 @@ def test_settled_logging_writes_each_record_once_and_keeps_stillhouses_loggers(t
         "from bentoml._internal.log import configure_server_logging\n"
         "from stillhouse.serve.logs import settle_server_logging\n"
         "configure_server_logging()\n"
+        "logging.getLogger('somelib').addHandler(logging.NullHandler())  # as urllib3 and most libraries do\n"
         "settle_server_logging()\n"
         "logging.getLogger('uvicorn.error').warning('uvicorn-line')\n"
-        "logging.getLogger('stillhouse.serving').warning('stillhouse-line')\n")
+        "logging.getLogger('stillhouse.serving').warning('stillhouse-line')\n"
+        "logging.getLogger('somelib').warning('library-line')\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr
-    assert text.count("uvicorn-line") == 1 and text.count("stillhouse-line") == 1, text
+    assert [text.count(f"{name}-line") for name in ("uvicorn", "stillhouse", "library")] == [1, 1, 1], text
 
 
 def test_owned_folders_are_removed_only_once_their_owner_is_gone(tmp_path):

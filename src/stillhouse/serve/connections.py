@@ -3,37 +3,54 @@
 Every open connection counts against ``connections.max_concurrency``, whether it carries a request or not, so a
 client that opens connections and sends nothing (or half a head) could fill the limit and lock every other client
 out. Here a connection that is *waiting* (for its first byte, for the rest of a head, or idle between keep-alive
-requests) can always be closed to make room; one that carries a request in flight cannot. When a new connection
-takes a worker past a limit, the waiting connection that costs least to lose goes first:
+requests) can always be closed to make room; one that carries a request in flight cannot. Limits:
 
-1. one that has sent nothing yet, oldest first (an idle flood's, and nothing is lost);
+- **per client** (``connections.max_per_client``): connections from one source address (an IPv6 address counts
+  by its /64, which one host or customer usually holds whole). At the cap the client's *own* waiting connection
+  that costs least to lose makes room, so a flood from an address that a legitimate client shares (NAT,
+  loopback) still lets that client in; with all of the client's connections busy, the new one is refused;
+- **per worker** (``connections.max_concurrency``): all connections. Past it, a waiting connection of the client
+  holding the most connections makes room (a flood's, not the newcomer's: a legitimate client holds few); with
+  none waiting anywhere, the new one is refused.
+
+Within one client, the waiting connection that costs least to lose goes first:
+
+1. one that has sent nothing for ``FRESH_GRACE_S`` since it was accepted, oldest first (nothing is lost);
 2. one with a head begun and not finished, the longest waiting first (a slow loris; its client is told 503);
-3. one idle between keep-alive requests, the longest idle first (its client just opens a new one).
+3. one idle between keep-alive requests, the longest idle first (its client just opens a new one);
+4. only then one accepted less than ``FRESH_GRACE_S`` ago, oldest first: its request is most likely on its way
+   (a legitimate client sends its head at once), and a flood that opens connections ever faster would otherwise
+   have each new one close the legitimate newcomer that arrived just before it.
 
-A legitimate client's connection is waiting only for moments, so a flood's connections are always older. Limits:
-
-- **per client** (``connections.max_per_client``): connections from one source address. At the cap the client's
-  own longest-waiting connection makes room, so a flood from an address that a legitimate client shares (NAT,
-  loopback) still lets that client in; with all of them busy, the new one is refused;
-- **per worker** (``connections.max_concurrency``): all connections. Past it, the longest-waiting connection of
-  any client is closed; with none waiting, the new one is refused.
-
-Connections over a Unix socket (the worker's own services talking to each other) have no address and count only
-against the worker's limit.
+Every decision is O(1) in the number of connections (ordered dicts per client and kind, clients bucketed by
+their connection count), so a connection flood cannot make admission itself the bottleneck. Connections over a
+Unix socket (a worker's own services talking to each other) have no address: they count against the worker's
+limit and are never closed to make room.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
-from typing import Protocol
 
-FRESH, PARTIAL_HEAD, IDLE = 0, 1, 2  # waiting kinds, in the order they are closed
+FRESH, PARTIAL_HEAD, IDLE = 0, 1, 2  # waiting kinds
+KINDS = (FRESH, PARTIAL_HEAD, IDLE)
+FRESH_GRACE_S = 1.0  # a newly accepted connection's head is on its way: it is closed last for room
 
 
-class Waiting(Protocol):
-    def waiting(self) -> tuple[int, float] | None:
-        """``(kind, since)`` while the connection carries no request (kind: FRESH/PARTIAL_HEAD/IDLE; since: loop
-        time the wait began), ``None`` while a request is in flight."""
+def client_key(host: str | None) -> str | None:
+    """The address a per-client cap counts: IPv4 as is, IPv6 by its /64 (IPv4-mapped ones as IPv4); None stays."""
+    if host is None:
+        return None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 @dataclass
@@ -44,39 +61,67 @@ class Admission:
     refuse: str | None = None
 
 
+class _Client:
+    __slots__ = ("count", "waiting")
+
+    def __init__(self) -> None:
+        self.count = 0
+        # kind -> {connection: since}; insertion order is the order of entering the kind, so the first is oldest
+        self.waiting: dict[int, dict] = {kind: {} for kind in KINDS}
+
+    def cheapest(self, exclude, now: float) -> object | None:
+        """The waiting connection to close first (module docstring's order), never ``exclude``; None if none."""
+        fresh = _first(self.waiting[FRESH], exclude)
+        if fresh is not None and self.waiting[FRESH][fresh] <= now - FRESH_GRACE_S:
+            return fresh
+        for kind in (PARTIAL_HEAD, IDLE):
+            found = _first(self.waiting[kind], exclude)
+            if found is not None:
+                return found
+        return fresh
+
+
+def _first(connections: dict, exclude) -> object | None:
+    for connection in connections:
+        if connection is not exclude:
+            return connection
+    return None
+
+
 class ConnectionTable:
-    """The open connections of one worker, by client address; decides admissions (see the module)."""
+    """The open connections of one worker, by client and waiting kind; decides admissions (see the module)."""
 
     def __init__(self, max_connections: int, max_per_client: int):
         self.max_connections, self.max_per_client = max_connections, max_per_client
-        self._client: dict[Waiting, str | None] = {}
-        self._by_client: dict[str, set[Waiting]] = {}
+        self._where: dict[object, tuple[str | None, int | None]] = {}  # connection -> (client, kind or None: busy)
+        self._clients: dict[str | None, _Client] = {}
+        self._by_count: dict[int, set[str]] = {}  # addressed clients by connection count
+        self._top = 0
 
     def __len__(self) -> int:
-        return len(self._client)
+        return len(self._where)
 
-    def count(self, client: str) -> int:
-        return len(self._by_client.get(client, ()))
+    def count(self, client: str | None) -> int:
+        entry = self._clients.get(client_key(client))
+        return entry.count if entry else 0
 
-    def admit(self, connection: Waiting, client: str | None) -> Admission:
-        """Add ``connection`` (from ``client``, None for a Unix socket) and say what making room for it takes.
-
-        Connections to evict are removed from the table at once (their slots are free from now on); a refused one
-        is removed too. The caller closes them.
-        """
-        self._client[connection] = client
-        if client is not None:
-            self._by_client.setdefault(client, set()).add(connection)
+    def admit(self, connection, client: str | None, now: float) -> Admission:
+        """Add ``connection`` (from ``client``, an IP address or None for a Unix socket), accepted at ``now``, as
+        waiting for its first byte, and say what making room for it takes. Evicted and refused connections leave
+        the table at once (their slots are free from now on); the caller closes them."""
+        key = client_key(client)
+        self._add(connection, key, now)
         admission = Admission()
-        if client is not None and self.count(client) > self.max_per_client:
-            victim = _longest_waiting(self._by_client[client], connection)
+        entry = self._clients[key]
+        if key is not None and entry.count > self.max_per_client:
+            victim = entry.cheapest(connection, now)
             if victim is None:
                 self.remove(connection)
                 return Admission(refuse="client_connection_limit")
             self.remove(victim)
             admission.evict.append(victim)
-        if len(self._client) > self.max_connections:
-            victim = _longest_waiting(self._client, connection)
+        if len(self._where) > self.max_connections:
+            victim = self._from_the_largest_client(connection, now)
             if victim is None:
                 self.remove(connection)
                 return Admission(evict=admission.evict, refuse="server_busy")
@@ -84,24 +129,67 @@ class ConnectionTable:
             admission.evict.append(victim)
         return admission
 
-    def remove(self, connection: Waiting) -> None:
+    def waiting(self, connection, kind: int, now: float) -> None:
+        """``connection`` waits again, as ``kind``, from ``now`` (it goes behind the others of that kind)."""
+        self._move(connection, kind, now)
+
+    def busy(self, connection) -> None:
+        """``connection`` carries a request: it is not closed to make room until it waits again."""
+        self._move(connection, None, 0.0)
+
+    def remove(self, connection) -> None:
         """Forget ``connection`` (closed, evicted or refused); idempotent."""
-        client = self._client.pop(connection, None)
-        if client is not None:
-            peers = self._by_client.get(client)
-            if peers is not None:
-                peers.discard(connection)
-                if not peers:
-                    del self._by_client[client]
+        where = self._where.pop(connection, None)
+        if where is None:
+            return
+        key, kind = where
+        entry = self._clients[key]
+        if kind is not None:
+            del entry.waiting[kind][connection]
+        self._recount(key, entry, -1)
+        if not entry.count:
+            del self._clients[key]
 
+    def _add(self, connection, key: str | None, now: float) -> None:
+        entry = self._clients.get(key)
+        if entry is None:
+            entry = self._clients[key] = _Client()
+        self._where[connection] = (key, FRESH)
+        entry.waiting[FRESH][connection] = now
+        self._recount(key, entry, +1)
 
-def _longest_waiting(connections, newcomer: Waiting) -> Waiting | None:
-    """The waiting connection to close first (module docstring's order), never ``newcomer``; None if all are busy."""
-    best, best_key = None, None
-    for connection in connections:
-        if connection is newcomer:
-            continue
-        key = connection.waiting()
-        if key is not None and (best_key is None or key < best_key):
-            best, best_key = connection, key
-    return best
+    def _move(self, connection, kind: int | None, now: float) -> None:
+        where = self._where.get(connection)
+        if where is None:  # already evicted, refused or closed
+            return
+        key, old = where
+        entry = self._clients[key]
+        if old is not None:
+            del entry.waiting[old][connection]
+        if kind is not None:
+            entry.waiting[kind][connection] = now
+        self._where[connection] = (key, kind)
+
+    def _recount(self, key: str | None, entry: _Client, delta: int) -> None:
+        old, entry.count = entry.count, entry.count + delta
+        if key is None:  # Unix sockets: counted, never bucketed (never closed to make room)
+            return
+        if old:
+            bucket = self._by_count[old]
+            bucket.discard(key)
+            if not bucket:
+                del self._by_count[old]
+        if entry.count:
+            self._by_count.setdefault(entry.count, set()).add(key)
+        self._top = max(self._top, entry.count)
+        while self._top and self._top not in self._by_count:
+            self._top -= 1
+
+    def _from_the_largest_client(self, newcomer, now: float):
+        """A waiting connection of the client holding the most connections (ties: any of them); None if none."""
+        for count in range(self._top, 0, -1):
+            for key in self._by_count.get(count, ()):
+                victim = self._clients[key].cheapest(newcomer, now)
+                if victim is not None:
+                    return victim
+        return None

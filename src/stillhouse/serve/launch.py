@@ -87,14 +87,13 @@ def write_config(config: ServeConfig, folder: str | Path) -> Path:
 
 def serve_command(config_path: Path, host: str, port: int, certfile: str | None = None,
                   keyfile: str | None = None, service: str = STUDENT_SERVICE) -> tuple[list[str], dict]:
-    """The supervisor's command line and its environment (the serving folder is the config's folder)."""
+    """The supervisor's command line and its environment."""
     if bool(certfile) != bool(keyfile):
         raise ServeConfigError("TLS needs both a certificate and its key", "pass --ssl-certfile and --ssl-keyfile")
     for path in (certfile, keyfile):
         if path and not Path(path).is_file():
             raise ServeConfigError(f"TLS file {path} does not exist", "check the --ssl-certfile/--ssl-keyfile paths")
-    command = [sys.executable, "-m", "stillhouse.serve.supervisor", service, "--host", host, "--port", str(port),
-               "--folder", str(Path(config_path).resolve().parent)]
+    command = [sys.executable, "-m", "stillhouse.serve.supervisor", service, "--host", host, "--port", str(port)]
     if certfile:
         command += ["--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)]
     # telemetry off from the supervisor's first instruction (the supervisor sets it again for direct use)

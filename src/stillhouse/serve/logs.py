@@ -101,13 +101,19 @@ def settle_server_logging() -> None:
     for logger in [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]:
         if logger.name.split(".")[0] == "stillhouse":
             logger.disabled = False
-        if not logger.handlers or not logger.propagate:
+        if not _writes(logger) or not logger.propagate:
             continue
         parent = logger.parent
         while parent is not None:
-            if parent.handlers:
+            if _writes(parent):
                 logger.propagate = False
                 break
             if not parent.propagate:
                 break
             parent = parent.parent
+
+
+def _writes(logger: logging.Logger) -> bool:
+    """Whether ``logger`` has a handler that writes somewhere (libraries add a NullHandler only to stay silent
+    when nothing is configured: theirs must keep propagating to the server log)."""
+    return any(not isinstance(handler, logging.NullHandler) for handler in logger.handlers)

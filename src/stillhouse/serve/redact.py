@@ -7,7 +7,8 @@ IBAN before the digit runs that would otherwise swallow parts of them).
 Text is normalised first, because the patterns see only what is written plainly: NFKC folds full-width and other
 compatibility forms (``＠``, ``．``, ``４``, a no-break space) into their ASCII equivalents, and invisible format
 characters (zero-width spaces and joiners, the word joiner, soft hyphens, bidi marks: Unicode category Cf) are
-removed, so an address cannot be split by characters a reader never sees. E-mail addresses are also recognised
+removed, and so is every other default-ignorable code point (combining grapheme joiner, variation selectors, Hangul
+fillers, tags...), so an address cannot be split by characters a reader never sees. E-mail addresses are also recognised
 with the usual spelled-out separators: ``(at)``, ``[at]``, ``{at}``, ``<at>``, `` at `` and the same for ``dot``
 (a bare word ``at`` counts only in an address whose domain has a separator, so "meet me at noon" stays).
 """
@@ -17,12 +18,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt) that are not format characters (Cf).
+_IGNORABLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
 _AT = r"(?:\s*@\s*|\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
 _DOT = r"(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
 # Bounded as addresses are (RFC 5321: local part <= 64, labels <= 63): each start position costs a bounded scan, so
 # a 4,000-character text of near-misses ("a.a.a.…") stays linear.
-_LOCAL = rf"[A-Za-z0-9_%+-]{{1,64}}(?:{_DOT}[A-Za-z0-9_%+-]{{1,64}}){{0,8}}"
-_DOMAIN = rf"[A-Za-z0-9-]{{1,63}}(?:{_DOT}[A-Za-z0-9-]{{1,63}}){{0,8}}{_DOT}[A-Za-z]{{2,63}}\b"
+_LOCAL = rf"[A-Za-z0-9_%+-]{{1,64}}(?:{_DOT}[A-Za-z0-9_%+-]{{1,64}}){{0,32}}"
+_DOMAIN = rf"[A-Za-z0-9-]{{1,63}}(?:{_DOT}[A-Za-z0-9-]{{1,63}}){{0,16}}{_DOT}[A-Za-z]{{2,63}}\b"
 
 PATTERNS: list[tuple[str, re.Pattern]] = [
     ("EMAIL", re.compile(rf"{_LOCAL}{_AT}{_DOMAIN}", re.IGNORECASE)),
@@ -36,8 +41,9 @@ PATTERNS: list[tuple[str, re.Pattern]] = [
 
 
 def normalise(text: str) -> str:
-    """``text`` in NFKC with every invisible format character (Unicode category Cf) removed."""
-    folded = unicodedata.normalize("NFKC", text)
+    """``text`` in NFKC without invisible characters (format characters, Unicode category Cf, and the other
+    default-ignorable code points)."""
+    folded = _IGNORABLE.sub("", unicodedata.normalize("NFKC", text))
     return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
 
 

@@ -10,12 +10,14 @@ What differs from ``bentoml serve`` (each measured against BentoML 1.4 here):
   (``ipc://``), so no TCP port but the service's is open.
 - **Workers** run ``stillhouse.serve.worker`` (connection limits, TLS policy, they die with the supervisor).
 - **Private files**: umask 077, so what BentoML and SQLite create on their own is private too.
-- **Metrics folder** of its own (in the serving folder, removed at exit): BentoML clears
+- **Metrics folder** of its own (in its temporary folder, removed at exit): BentoML clears
   ``$BENTOML_HOME/prometheus_multiproc_dir`` at every start, so servers sharing a BentoML home wiped each
   other's metrics.
-- **No leftovers**: the server's temporary folder (control sockets, BentoML's socket folder, its workers'
-  ``$TMPDIR``) and its metrics folder are owned (``stillhouse.serve.files.owned_folder``); a start removes those
-  of servers that died without cleaning up (SIGKILL, OOM), never those of live ones.
+- **No leftovers**: everything the server puts in a temporary folder (control sockets, BentoML's socket
+  folder, the metrics, its workers' ``$TMPDIR``) is in one folder of its own, owned
+  (``stillhouse.serve.files.owned_folder``): a start removes those of servers that died without cleaning up
+  (SIGKILL, OOM), never those of live ones. It is on the pod's or host's own disk, never the serving folder,
+  which replicas may share on a network volume where a lock need not hold across hosts.
 - **Telemetry off** (``BENTOML_DO_NOT_TRACK``), and the start line names ``https://`` when serving TLS.
 """
 
@@ -33,7 +35,6 @@ from stillhouse.serve.worker import SUPERVISOR_PID_ENV
 
 WORKER_MODULE = "stillhouse.serve.worker"
 TEMP_PREFIX = "stillhouse-serve-"  # in the system's temporary folder: a Unix socket's path must stay short
-RUN_PREFIX = "run-"  # in the serving folder: the metrics of one server run
 
 
 def private_arbiter(control_dir: Path):
@@ -50,7 +51,7 @@ def private_arbiter(control_dir: Path):
     return create
 
 
-def run_server(service: str, host: str, port: int, folder: str | Path, certfile: str | None = None,
+def run_server(service: str, host: str, port: int, certfile: str | None = None,
                keyfile: str | None = None) -> None:
     """Serve ``service`` (an import string or a Bento tag) until stopped; blocks."""
     import _bentoml_impl.server.serving as bentoml_serving
@@ -69,9 +70,7 @@ def run_server(service: str, host: str, port: int, folder: str | Path, certfile:
     settle_server_logging()
     temporary = tempfile.gettempdir()
     remove_stale_folders(temporary, TEMP_PREFIX)
-    remove_stale_folders(folder, RUN_PREFIX)
     control_dir, control_lock = owned_folder(temporary, TEMP_PREFIX)  # 0700
-    run_dir, run_lock = owned_folder(folder, RUN_PREFIX)
     # Everything BentoML and the workers put in a temporary folder goes into this one (its Unix sockets, its
     # clients' folders), so a SIGKILLed server leaves nothing elsewhere that the next start cannot remove.
     tempfile.tempdir = os.environ["TMPDIR"] = str(control_dir)
@@ -80,15 +79,14 @@ def run_server(service: str, host: str, port: int, folder: str | Path, certfile:
         bentoml_serving._SERVICE_WORKER_SCRIPT = WORKER_MODULE
         svc = load(service, working_dir=".")
         svc.inject_config()  # what `bentoml serve` does before serve_http; it reloads BentoML's config
-        # a folder of its own inside the run folder: BentoML empties the metrics folder it is given at start
-        BentoMLContainer.prometheus_multiproc_dir.set(str(run_dir / "metrics"))
+        # a folder of its own inside: BentoML empties the metrics folder it is given at start
+        BentoMLContainer.prometheus_multiproc_dir.set(str(control_dir / "metrics"))
         if certfile:
             BentoMLContainer.ssl.enabled.set(True)
         serve_http(service, working_dir=".", host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:
-        for path, lock in ((run_dir, run_lock), (control_dir, control_lock)):
-            shutil.rmtree(path, ignore_errors=True)
-            os.close(lock)
+        shutil.rmtree(control_dir, ignore_errors=True)
+        os.close(control_lock)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,11 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("service", help="import string of the service, or a Bento tag")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--folder", default="stillhouse-serve", help="serving folder (the metrics folder goes here)")
     parser.add_argument("--ssl-certfile")
     parser.add_argument("--ssl-keyfile")
     args = parser.parse_args(argv)
-    run_server(args.service, args.host, args.port, args.folder, args.ssl_certfile, args.ssl_keyfile)
+    run_server(args.service, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
 
 
 if __name__ == "__main__":

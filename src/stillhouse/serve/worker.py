@@ -49,8 +49,9 @@ def guard_uvicorn() -> None:
     from stillhouse.serve.audit import AuditLog
     from stillhouse.serve.config import load_serve_config
     from stillhouse.serve.logs import settle_server_logging
+    from stillhouse.serve.refusals import ConnectionGuard
     from stillhouse.serve.schemas import SERVICE_ROUTES
-    from stillhouse.serve.transport import ConnectionGuard, tls_handshake_deadline, uvicorn_options
+    from stillhouse.serve.transport import tls_handshake_deadline, uvicorn_options
 
     config = load_serve_config()  # the service's own config, read where BentoML reads it
     limits = config.connections
