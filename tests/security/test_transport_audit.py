@@ -150,3 +150,20 @@ def test_an_upgrade_request_cannot_smuggle_a_second_request(plain):
     sock.close()
     assert answer.count(b"HTTP/1.1 ") == 1  # one answer, then the connection closed
     assert [line["endpoint"] for line in audit_lines(audit)[before:]] == ["/classify"]
+
+
+def test_a_pipelined_request_whose_body_is_still_arriving_is_served(plain):
+    """The close-after-an-early-answer rule applies to the request answered, not to one pipelined behind it."""
+    import json
+    import time
+
+    body = json.dumps({"texts": ["fine"]}).encode()
+    sock = plain_socket(plain, timeout=10)
+    sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nPOST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Authorization: Bearer " + ALICE.encode() + b"\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body[:5])
+    time.sleep(0.5)  # the first answer goes out while the second body is incomplete
+    sock.sendall(body[5:] + b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answers = read_until_closed(sock)
+    sock.close()
+    assert re.findall(rb"HTTP/1.1 (\d{3})", answers) == [b"200", b"200", b"200"]

@@ -218,11 +218,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         if self.transport.is_closing():  # `Connection: close`, HTTP/1.0, an upgrade: its slot is free now
             self._stop_reading("closed")  # (a TLS close still waits up to TLS_SHUTDOWN_S for close_notify)
+        elif not self.cycle.response_complete:
+            pass  # a pipelined request has started (the one answered had all arrived): still busy
         elif self.cycle.more_body:
             # answered before its body had all arrived (a 401, 413, 415, 411 ...): the rest is not parsed
             self._stop_reading("closed")
             self._answer_and_close(b"")
-        elif self.cycle.response_complete:  # else a pipelined request has started: still busy
+        else:
             self._set_kind(PARTIAL_HEAD if self._in_head else IDLE)
 
     # deadlines and refusals
