@@ -49,6 +49,8 @@ def test_each_refusal_below_the_middleware_has_one_audit_line_and_a_log_line(pla
     assert {key: lines[0][key] for key in ("status", "reason", "principal", "input_hmac", "endpoint")} == {
         "status": status, "reason": reason, "principal": None, "input_hmac": None, "endpoint": "unknown"}
     assert MARK not in audit.read_bytes()
+    # at most one line per kind a minute: this kind's line may be an earlier refusal's on the same server (the
+    # rate limit itself: tests/unit/test_serve_hardening.py)
     assert reason in plain["log"].read_text() and MARK not in plain["log"].read_bytes()
 
 
