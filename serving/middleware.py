@@ -52,6 +52,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyIncomplete(Exception):
+    """The client went away before its body had all arrived."""
+
+
 def unprocessable(err: RequestError, ctx) -> JSONResponse:
     """The 422 answer of a service method to a request the middleware could not check (e.g. an unknown label)."""
     ctx.response.status_code = 422  # BentoML sets a returned response's status from the context
@@ -76,11 +80,13 @@ async def remember_request(store, ctx, texts: list[str], model_tag: str) -> None
         logger.warning("feedback database unreachable: a request was answered but not kept for feedback")
 
 
-async def _read_body(receive, limit: int) -> bytes:
+async def _read_body(receive, limit: int, declared: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if size < declared:
+                raise BodyIncomplete
             break
         size += len(message.get("body", b""))
         if size > limit:
@@ -241,9 +247,13 @@ class _Exchange:
         if not declared.isdigit() or int(declared) > limits.max_body_bytes:
             raise too_large
         try:
-            self.body = await asyncio.wait_for(_read_body(self.receive, limits.max_body_bytes), limits.body_timeout_s)
+            self.body = await asyncio.wait_for(_read_body(self.receive, limits.max_body_bytes, int(declared)),
+                                               limits.body_timeout_s)
         except BodyTooLarge:
             raise too_large from None
+        except BodyIncomplete:  # nothing is served from part of a body (a prefix can be valid JSON)
+            raise Refusal(400, "body_incomplete", "the connection closed before the whole body arrived",
+                          "send the whole body") from None
         except asyncio.TimeoutError:
             raise Refusal(408, "body_timeout", f"the body did not arrive within {limits.body_timeout_s:g} s",
                           "send the whole body at once") from None
@@ -336,7 +346,9 @@ class _Exchange:
         if self.open_path:  # probes every few seconds would drown the audit trail (they carry no input)
             return
         fsync = self.config.audit.fsync
-        sync = fsync == "always" or (fsync == "changes" and self.path in STATE_CHANGING)
+        # `changes`: lines of requests the service handled on routes that change state; a refusal changed nothing
+        # (and an fsync per 401 would let anyone queue disk flushes ahead of real work)
+        sync = fsync == "always" or (fsync == "changes" and self.path in STATE_CHANGING and reason is None)
         write = dict(fd=self.fd, sync=sync, request_id=self.rid, client_request_id=self.client_id,
                      principal=self.principal, method=method_name(self.method),
                      endpoint=route_name(self.path, self.mw.routes), status=status, reason=reason,

@@ -169,3 +169,41 @@ def test_a_pipelined_request_whose_body_is_still_arriving_is_served(plain):
     answers = read_until_closed(sock)
     sock.close()
     assert re.findall(rb"HTTP/1.1 (\d{3})", answers) == [b"200", b"200", b"200"]
+
+
+def test_requests_pipelined_past_the_allowance_are_refused_and_those_before_them_answered(plain):
+    """Before: every head in a read was queued behind the request in flight, each holding memory until it ran:
+    a 256 KiB read of tiny requests queued thousands per connection, without a token."""
+    from stillhouse.serve.transport import MAX_PIPELINED
+
+    audit = plain["folder"] / "audit.jsonl"
+    before = [line for line in audit_lines(audit) if line["reason"] == "too_many_pipelined"]
+    sock = plain_socket(plain, timeout=10)
+    sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * (MAX_PIPELINED * 3))
+    answers = re.findall(rb"HTTP/1.1 (\d{3})", read_until_closed(sock))
+    sock.close()
+    assert 1 <= len(answers) <= MAX_PIPELINED + 1 and set(answers) == {b"200"}
+    after = [line for line in audit_lines(audit) if line["reason"] == "too_many_pipelined"]
+    assert len(after) == len(before) + 1 and after[-1]["status"] == 503
+
+
+def test_a_body_cut_off_by_a_disconnect_is_not_served(plain):
+    """Before: a disconnect ended the body early and what had arrived was served: a prefix that is valid JSON
+    stored a correction the client never finished sending."""
+    import sqlite3
+    import time
+
+    prefix = b'{"text": "cut off", "label": "negative"}'
+    sock = plain_socket(plain, timeout=5)
+    sock.sendall(b"POST /feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + ALICE.encode()
+                 + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (len(prefix) + 50) + prefix)
+    time.sleep(0.5)
+    sock.close()
+    audit = plain["folder"] / "audit.jsonl"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(line["reason"] == "body_incomplete" for line in audit_lines(audit)):
+        time.sleep(0.2)
+    assert any(line["reason"] == "body_incomplete" and line["endpoint"] == "/feedback" for line in audit_lines(audit))
+    stored = sqlite3.connect(plain["folder"] / "feedback.sqlite").execute(
+        "SELECT COUNT(*) FROM feedback WHERE text = 'cut off'").fetchone()
+    assert stored == (0,)

@@ -76,13 +76,14 @@ class ConnectionsConfig(_Strict):
                                   "next request) to the end of the request head; the connection is closed after.")
     keep_alive_s: int = Field(5, gt=0, description="An idle keep-alive connection is closed after this.")
     max_concurrency: int = Field(1000, gt=0, description="Open connections, and requests in flight, per worker. "
-                                 "A connection past it closes the connection that has waited longest without a "
-                                 "request (idle ones first), so idle connections never lock a client out; with "
-                                 "every connection busy it is refused (503).")
-    max_per_client: int = Field(256, gt=0, description="Open connections from one source address per worker; past "
-                                "it that address's own longest-waiting connection is closed (503 if all are busy). "
-                                "Behind a proxy or a sidecar every client shares its address: raise it to "
-                                "`max_concurrency` there.")
+                                 "A connection past it closes a connection that carries no request (of the client "
+                                 "holding the most; one that sent nothing first, then a half-sent head, then an "
+                                 "idle keep-alive), so idle connections never lock a client out; with every "
+                                 "connection busy it is refused (503).")
+    max_per_client: int = Field(256, gt=0, description="Open connections from one source address (IPv6: its /64) "
+                                "per worker; past it one of that address's own connections that carries no request "
+                                "is closed, in the same order (503 if all are busy). Behind a proxy or a sidecar "
+                                "every client shares its address: raise it to `max_concurrency` there.")
 
 
 class BatchingConfig(_Strict):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 FRESH, PARTIAL_HEAD, IDLE = 0, 1, 2  # waiting kinds
 KINDS = (FRESH, PARTIAL_HEAD, IDLE)
 FRESH_GRACE_S = 1.0  # a newly accepted connection's head is on its way: it is closed last for room
+_TIE_SCAN = 64  # clients holding as many connections looked at for one outside the grace (bounds the work)
 
 
 def client_key(host: str | None) -> str | None:
@@ -186,10 +187,23 @@ class ConnectionTable:
             self._top -= 1
 
     def _from_the_largest_client(self, newcomer, now: float):
-        """A waiting connection of the client holding the most connections (ties: any of them); None if none."""
+        """A waiting connection of the client holding the most connections; among clients holding as many, one
+        outside the newcomers' grace if any (up to ``_TIE_SCAN`` of them are looked at); None if none waits."""
         for count in range(self._top, 0, -1):
-            for key in self._by_count.get(count, ()):
+            young = None
+            for scanned, key in enumerate(self._by_count.get(count, ())):
                 victim = self._clients[key].cheapest(newcomer, now)
-                if victim is not None:
+                if victim is None:
+                    continue
+                if not self._is_young(victim, now):
                     return victim
+                young = young or victim
+                if scanned >= _TIE_SCAN:
+                    break
+            if young is not None:
+                return young
         return None
+
+    def _is_young(self, connection, now: float) -> bool:
+        key, kind = self._where[connection]
+        return kind == FRESH and self._clients[key].waiting[FRESH][connection] > now - FRESH_GRACE_S

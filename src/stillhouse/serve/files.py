@@ -99,9 +99,24 @@ def remove_stale_folders(parent: str | Path, prefix: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             continue  # its server is alive
+        try:  # the lock file last: a folder that could not be emptied is still recognised next time
+            for child in os.scandir(entry.path):
+                if child.name != OWNER_LOCK:
+                    _remove(child)
+            os.unlink(os.path.join(entry.path, OWNER_LOCK))
+            os.rmdir(entry.path)
+            removed += 1
+        except OSError:
+            pass
         finally:
             os.close(fd)
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed += 1
     return removed
+
+
+def _remove(entry: os.DirEntry) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path)
+    else:
+        os.unlink(entry.path)

@@ -35,6 +35,8 @@ REFUSALS = {
                                 "wait for answers before opening more connections, or reuse the ones you have"),
     "connection_limit": (503, "the server closed this connection to make room while its request head was "
                          "incomplete", "send the whole request head at once, right after connecting"),
+    "too_many_pipelined": (503, "too many requests were sent on one connection ahead of their answers",
+                           "wait for answers, or spread requests over several connections"),
 }
 _RETRY_AFTER = {503: b"retry-after: 1\r\n"}
 logger = logging.getLogger("stillhouse.serving")

@@ -17,7 +17,10 @@ concurrency limit (about 1,100 idle connections locked every other client out). 
   one: idle, trickling and stray-byte connections are closed;
 - closes a connection once a response has gone out while its request's body had not all arrived (a client
   refused early, e.g. 401, cannot keep the parser busy with the rest), and after an upgrade request (the parser
-  stops at an upgrade, so what follows would otherwise be read as new requests: request smuggling);
+  stops at an upgrade, so what follows would otherwise be read as new requests: request smuggling); allows at
+  most ``MAX_PIPELINED`` requests queued behind the one in flight (each holds memory until it runs); drops a
+  connection whose client has read none of its answers for ``head_timeout_s`` (a request in flight is not
+  closed for room, so a client that never reads must not hold one for ever);
 - answers a refused request (a connection refused at a limit included) with JSON naming the problem and the
   fix, audited and logged (:mod:`stillhouse.serve.refusals`). A connection closed having sent nothing (at the
   head deadline, or to make room) was told nothing and carried no request: it is logged once a minute, not
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+from collections import deque
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -49,6 +53,7 @@ TLS12_CIPHERS = ":".join([
 ])
 CLOSE_GRACE_S = 0.2
 TLS_SHUTDOWN_S = 1.0  # a closing TLS connection waits this long for the peer's close_notify (asyncio: 30 s)
+MAX_PIPELINED = 64  # requests queued behind the one in flight on one connection (browsers pipeline none)
 
 
 def tls_context(config, default_factory) -> ssl.SSLContext:
@@ -102,8 +107,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.limit_concurrency = None  # replaced by the connection table and the check in on_headers_complete
         self._closed_by_us: str | None = None  # why this connection reads no more: a reason code, or "closed"
         self._pending: str | None = None
-        self._head_timer = None
+        self._head_timer = self._write_timer = None
         self._kind: int | None = FRESH  # the connection table's waiting kind; None while a request is in flight
+        self._running = None  # the request cycle whose handler runs (uvicorn's `cycle` is the newest one parsed)
+        self._method: str | None = None  # of the request being read, for its audit line if it is refused
+        self._path: str | None = None
 
     # connection life and admission
 
@@ -124,8 +132,31 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc) -> None:
         self._cancel_head_timer()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
         self.guard.table.remove(self)
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:  # the client reads nothing of what it is sent
+            self._write_timer = self.loop.call_later(self.limits.head_timeout_s, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        self.guard.note(self.loop, "write_stalled", "dropped connections whose client read none of its answers "
+                        "for %g s", self.limits.head_timeout_s)
+        self.transport.abort()
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def make_room(self) -> None:
         """Closed by the table for a newcomer: quietly if nothing of a request had arrived, else 503 and audited."""
@@ -173,7 +204,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._message_seq += 1
         self._in_head, self._between = True, False
         self._head_bytes = self._raw_head_bytes = self._header_count = 0
-        self._head_started = self.loop.time()
+        self._head_started, self._method, self._path = self.loop.time(), None, None
         if self._kind is not None:  # not pipelined behind a request in flight
             self._set_kind(PARTIAL_HEAD)
         if self._head_timer is None:
@@ -181,6 +212,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
+        if self._method is None:  # the request line's method is parsed by now
+            self._method = self.parser.get_method().decode("latin-1")
         self._head_bytes += len(url)
         if len(self.url) > self.limits.max_head_bytes:
             self._refuse("url_too_long")
@@ -201,8 +234,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         starts_now = self.cycle is None or self.cycle.response_complete  # not queued behind a pipelined one
         if starts_now and len(self.tasks) >= self.limits.max_concurrency:
             self._refuse("server_busy")
+        if not starts_now and len(self.pipeline) >= MAX_PIPELINED:
+            self._refuse("too_many_pipelined")
         self._set_kind(None)  # a request in flight: never closed to make room
         super().on_headers_complete()
+        self._path = self.scope.get("path")
         if self.parser.should_upgrade():
             # llhttp stops at an upgrade and would read what follows as new requests: serve this one, then close
             self._drain_after_response = True
@@ -214,10 +250,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._closed_by_us is not None:
-            return
-        if self.transport.is_closing():  # `Connection: close`, HTTP/1.0, an upgrade: its slot is free now
-            self._stop_reading("closed")  # (a TLS close still waits up to TLS_SHUTDOWN_S for close_notify)
+        self._head_started, self._method, self._path = self.loop.time(), None, None  # the next request's
+        if self.transport.is_closing():  # `Connection: close`, HTTP/1.0, an upgrade, a refusal: the slot is free
+            if self._closed_by_us is None:
+                self._stop_reading("closed")  # (a TLS close still waits up to TLS_SHUTDOWN_S for close_notify)
+            else:
+                self.guard.table.remove(self)
+                self.connections.discard(self)
+            # what the client has not read yet is dropped after the write deadline
+            self.loop.call_later(self.limits.head_timeout_s, self.transport.abort)
+        elif self._closed_by_us is not None:
+            pass
         elif not self.cycle.response_complete:
             pass  # a pipelined request has started (the one answered had all arrived): still busy
         elif self.cycle.more_body:
@@ -250,25 +293,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _refuse_now(self, reason: str) -> None:
         """Refuse the request being read: audit and log it, answer it, close the connection."""
-        began = getattr(self, "url", b"")  # uvicorn sets it when a request begins
-        method = self.parser.get_method().decode("latin-1") if began else None  # known once the URL began
-        path = self.scope.get("path") if self.scope else None
-        request_id = self.guard.record(self.loop, reason, method, path, self._head_started)
-        self._stop_reading(reason)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if cycle.more_body:
-                # the refused bytes belong to the request in flight: it cannot complete, so its handler is told
-                # the client went away (its answer is dropped) and the refusal is the answer, if none began
-                cycle.disconnected = True
-                cycle.message_event.set()
-                self._answer_and_close(b"" if cycle.response_started else refusal_response(reason, request_id))
-            else:
-                # the refused request is pipelined behind one whose answer is on its way: that answer goes out,
-                # then the connection closes (writing the refusal now would interleave the two)
-                cycle.keep_alive = False
+        request_id = self.guard.record(self.loop, reason, self._method, self._path, self._head_started)
+        running = self._running if self._running is not None and not self._running.response_complete else None
+        if running is None:
+            self._stop_reading(reason)
+            self._answer_and_close(refusal_response(reason, request_id))
             return
-        self._answer_and_close(refusal_response(reason, request_id))
+        # a handler runs: the connection keeps its slot (and its client's count) until it is gone
+        self._stop_reading(reason, free_slot=False)
+        if running is self.cycle and running.more_body:
+            # the refused bytes are the running request's body: it cannot complete, so its handler is told the
+            # client went away (its answer is dropped) and the refusal is the answer, if none began
+            running.disconnected = True
+            running.message_event.set()
+            self._answer_and_close(b"" if running.response_started else refusal_response(reason, request_id))
+        else:
+            # the refused request came after the running one: its answer, and those of requests queued behind it
+            # whole, go out first, then the connection closes (writing the refusal now would interleave them)
+            last = self.cycle
+            if last is not running and last.more_body:  # queued with its body cut off: it cannot complete
+                self.pipeline = deque(item for item in self.pipeline if item[0] is not last)
+                last = self.pipeline[0][0] if self.pipeline else running  # uvicorn queues with appendleft
+            last.keep_alive = False
 
     def _answer_and_close(self, answer: bytes) -> None:
         if answer:
@@ -286,11 +332,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # a TLS close waits for the peer's close_notify: a client gets a moment, then the connection is dropped
         self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
 
-    def _stop_reading(self, reason: str) -> None:
+    def _stop_reading(self, reason: str, free_slot: bool = True) -> None:
         self._closed_by_us = reason
         self._cancel_head_timer()
-        self.guard.table.remove(self)
-        self.connections.discard(self)  # the slot is free now, not when the peer has gone
+        if free_slot:  # the slot is free now, not when the peer has gone
+            self.guard.table.remove(self)
+            self.connections.discard(self)
 
 
 def guarded_protocol(limits: ConnectionsConfig, guard: ConnectionGuard | None = None) -> type[GuardedHttpProtocol]:
