@@ -35,22 +35,32 @@ def audit_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
 
 
+def session_server(tag: str, folder: Path, config: dict, tls: bool):
+    """A real ``stillhouse serve`` of ``tag`` with alice's and bob's tokens and ``config``, TLS if asked:
+    {client, process, port, folder (serving folder), log, url, cert}; stopped by ``stop_server``."""
+    (folder / "tokens").write_text(f"alice {hash_token(ALICE)}\nbob {hash_token(BOB)}\n")
+    (folder / "serve.yaml").write_text(json.dumps(config))
+    cert, key = self_signed(folder) if tls else (None, None)
+    process, client, port = start_serve(
+        [tag, "--config", str(folder / "serve.yaml"), "--dir", str(folder / "serve"), "--tokens-file",
+         str(folder / "tokens"), *(["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)] if tls else [])],
+        folder, cert=cert)
+    return {"client": client, "process": process, "port": port, "folder": folder / "serve",
+            "log": folder / "server.log", "cert": cert, "url": f"{'https' if tls else 'http'}://127.0.0.1:{port}"}
+
+
+def stop_server(server: dict) -> None:
+    server["client"].close()
+    stop_process_group(server["process"])
+
+
 @pytest.fixture(scope="session")
 def live(tiny_student_tag, tmp_path_factory):
-    """A real TLS server: {client, process, port, folder (serving folder), log, cert, url}."""
-    folder = tmp_path_factory.mktemp("live")
-    cert, key = self_signed(folder)
-    (folder / "tokens").write_text(f"alice {hash_token(ALICE)}\nbob {hash_token(BOB)}\n")
-    (folder / "serve.yaml").write_text(json.dumps({"connections": {"head_timeout_s": HEAD_TIMEOUT_S,
-                                                                   "keep_alive_s": KEEP_ALIVE_S}}))
-    process, client, port = start_serve(
-        [tiny_student_tag, "--config", str(folder / "serve.yaml"), "--dir", str(folder / "serve"),
-         "--tokens-file", str(folder / "tokens"), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
-        folder, cert=cert)
-    yield {"client": client, "process": process, "port": port, "folder": folder / "serve",
-           "log": folder / "server.log", "cert": cert, "url": f"https://127.0.0.1:{port}"}
-    client.close()
-    stop_process_group(process)
+    """A real TLS server with short connection timeouts (see session_server)."""
+    server = session_server(tiny_student_tag, tmp_path_factory.mktemp("live"),
+                            {"connections": {"head_timeout_s": HEAD_TIMEOUT_S, "keep_alive_s": KEEP_ALIVE_S}}, tls=True)
+    yield server
+    stop_server(server)
 
 
 # A plain-HTTP server with small connection limits, so that a bounded flood reaches them.
@@ -60,18 +70,12 @@ PLAIN_PRINCIPAL_CAP = 24
 
 @pytest.fixture(scope="session")
 def plain(tiny_student_tag, tmp_path_factory):
-    """A real plain-HTTP server with PLAIN_LIMITS: {client, process, port, folder, log, url}."""
-    folder = tmp_path_factory.mktemp("plain")
-    (folder / "tokens").write_text(f"alice {hash_token(ALICE)}\nbob {hash_token(BOB)}\n")
-    (folder / "serve.yaml").write_text(json.dumps({"connections": PLAIN_LIMITS,
-                                                   "limits": {"max_requests_per_principal": PLAIN_PRINCIPAL_CAP}}))
-    process, client, port = start_serve(
-        [tiny_student_tag, "--config", str(folder / "serve.yaml"), "--dir", str(folder / "serve"),
-         "--tokens-file", str(folder / "tokens")], folder)
-    yield {"client": client, "process": process, "port": port, "folder": folder / "serve",
-           "log": folder / "server.log", "url": f"http://127.0.0.1:{port}"}
-    client.close()
-    stop_process_group(process)
+    """A real plain-HTTP server with PLAIN_LIMITS and PLAIN_PRINCIPAL_CAP (see session_server)."""
+    server = session_server(tiny_student_tag, tmp_path_factory.mktemp("plain"),
+                            {"connections": PLAIN_LIMITS,
+                             "limits": {"max_requests_per_principal": PLAIN_PRINCIPAL_CAP}}, tls=False)
+    yield server
+    stop_server(server)
 
 
 def plain_socket(server: dict, timeout: float = 10.0, source: str | None = None) -> socket.socket:

@@ -252,17 +252,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         self._head_started, self._method, self._path = self.loop.time(), None, None  # the next request's
         if self.transport.is_closing():  # `Connection: close`, HTTP/1.0, an upgrade, a refusal: the slot is free
-            if self._closed_by_us is None:
-                self._stop_reading("closed")  # (a TLS close still waits up to TLS_SHUTDOWN_S for close_notify)
-            else:
-                self.guard.table.remove(self)
-                self.connections.discard(self)
+            self._stop_reading(self._closed_by_us or "closed")  # (a TLS close waits up to TLS_SHUTDOWN_S more)
             # what the client has not read yet is dropped after the write deadline
             self.loop.call_later(self.limits.head_timeout_s, self.transport.abort)
-        elif self._closed_by_us is not None:
-            pass
-        elif not self.cycle.response_complete:
-            pass  # a pipelined request has started (the one answered had all arrived): still busy
+        elif self._closed_by_us is not None or not self.cycle.response_complete:
+            pass  # reading stopped, or a pipelined request has started (the one answered had all arrived): busy
         elif self.cycle.more_body:
             # answered before its body had all arrived (a 401, 413, 415, 411 ...): the rest is not parsed
             self._stop_reading("closed")
