@@ -100,12 +100,12 @@ def evaluate_all(data_dir: str, teacher_dir: str, students: dict[str, str], base
     throughput in each runtime, all timed in one interleaved measurement."""
     from stillhouse.data.prepare import PreparedData
     from stillhouse.evaluate.classical import TfidfBaseline
-    from stillhouse.evaluate.compare import load_timed_classifier, size_on_disk
+    from stillhouse.tasks.classification.evaluate import load_timed_classifier, size_on_disk
     from stillhouse.evaluate.speed import TimedLogits, measure_speeds
     from stillhouse.evaluate.uncertainty import bootstrap_interval, paired_difference
     from stillhouse.evaluate.metrics import accuracy
     from stillhouse.models.onnx_runtime import RUNTIME_FILES, conversion_figures, convert_classifier
-    from stillhouse.tasks.classification.model import encode_texts
+    from stillhouse.models.classifier import encode_texts
 
     data = PreparedData.load(data_dir)
     texts = data.eval["text"].tolist()

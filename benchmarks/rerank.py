@@ -62,16 +62,15 @@ def spec_yaml(name: str, cfg: dict, args, work: Path) -> str:
                  if args.synthetic_queries else "")
     return f"""
 name: bench-rerank-{name}
-task: {{type: reranking}}
+task: {{type: reranking, teacher_architecture: {args.teacher_architecture}, student_architecture: {args.student_architecture},
+       teacher_loss: listwise, loss: {args.loss}, group_size: 8, queries_per_batch: 4, latency_candidates: 30,
+       embedding_epochs: {args.embedding_epochs}, embedding_learning_rate: {args.embedding_lr},
+       embedding_texts: {args.embedding_texts}}}
 data: {{corpus: {folder / 'corpus.jsonl'}, queries: {folder / 'queries.jsonl'}, qrels: {folder / 'qrels.tsv'},
         {candidates} {seed_queries} eval_queries: {cfg['eval_queries']}}}
 teacher: {{model: "{args.teacher}", epochs: {args.teacher_epochs}, max_length: {args.max_length},
           learning_rate: {args.teacher_lr}, head_learning_rate: 1.0e-3}}
 student: {student}
-ranking: {{teacher_architecture: {args.teacher_architecture}, student_architecture: {args.student_architecture},
-          teacher_loss: listwise, loss: {args.loss}, group_size: 8, queries_per_batch: 4, latency_candidates: 30,
-          embedding_epochs: {args.embedding_epochs}, embedding_learning_rate: {args.embedding_lr},
-          embedding_texts: {args.embedding_texts}}}
 distillation: {{epochs: {args.student_epochs}, learning_rate: {args.student_lr}, head_learning_rate: 1.0e-3,
                temperature: {args.temperature}, alpha: {args.alpha}}}
 {synthesis}evaluation: {{latency_samples: 50}}

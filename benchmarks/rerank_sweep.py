@@ -33,8 +33,8 @@ DEFAULTS = dict(epochs=1, batch_size=4, learning_rate=2e-5, head_learning_rate=1
 
 def ndcg(model, tokenizer, data, split: str, judged: dict, max_length: int) -> float:
     """Mean nDCG@10 of ``model`` re-ranking the candidates of ``split``'s questions."""
-    from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
-    from stillhouse.tasks.reranking.model import score_pairs
+    from stillhouse.tasks.reranking.metrics import rank_ids, ranking_metrics
+    from stillhouse.models.reranker import score_pairs
 
     groups = data.groups(split)
     flat = score_pairs(model, tokenizer, [q for q, ids in zip(groups["query"], groups["passage_ids"]) for _ in ids],
@@ -88,10 +88,10 @@ def main() -> int:
 
     import torch
 
-    from stillhouse.data.prepare_ranking import PreparedRanking
-    from stillhouse.data.ranking import read_qrels
+    from stillhouse.tasks.reranking.prepare import PreparedRanking
+    from stillhouse.tasks.reranking.data import read_qrels
     from stillhouse.models.hf import load_encoder
-    from stillhouse.tasks.reranking.model import BiEncoder, RerankerInfo, save_reranker
+    from stillhouse.models.reranker import BiEncoder, RerankerInfo, save_reranker
 
     torch.set_num_threads(2)
     work = Path(args.work)

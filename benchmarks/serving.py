@@ -66,7 +66,7 @@ def package_models(work: Path, teacher_ref: str, student_layers: int, student_mo
     from stillhouse.models.hf import load_encoder
     from stillhouse.models.onnx_runtime import RUNTIME_FILES, convert_classifier
     from stillhouse.registry import store_classifier
-    from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+    from stillhouse.models.classifier import ClassifierInfo, TextClassifier, save_classifier
 
     torch.manual_seed(0)
     encoder, tokenizer = load_encoder(teacher_ref)

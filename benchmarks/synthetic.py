@@ -80,7 +80,7 @@ output_dir: {work / 'runs'}
 
 def predictions(model_dir: str, data) -> np.ndarray:
     """``[n_eval]`` predicted label index of the classifier in ``model_dir`` on the evaluation set."""
-    from stillhouse.tasks.classification.model import encode_texts, load_classifier
+    from stillhouse.models.classifier import encode_texts, load_classifier
 
     model, tokenizer, info = load_classifier(model_dir)
     return encode_texts(model, tokenizer, data.eval["text"].tolist(), info.max_length).argmax(1)

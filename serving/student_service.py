@@ -18,10 +18,10 @@ import bentoml
 from stillhouse.errors import RequestError, Unavailable
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
-from stillhouse.serve.rerank import PassageStore, rank_passages
+from stillhouse.tasks.reranking.serve import PassageStore, rank_passages
 from stillhouse.serve.schemas import (ClassifyResponse, FeedbackResponse, Prediction, RankedPassage, RerankResponse,
                                      Score, ScoreResponse)
-from stillhouse.serve.scoring import OnlineFeatures, check_rows
+from stillhouse.tasks.tabular.serve import OnlineFeatures, check_rows
 from stillhouse.serving.middleware import (IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, remember_request,
                                            unavailable, unprocessable)
 from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service

@@ -112,10 +112,10 @@ def package_tiny_student(name: str, labels: list[str], model_dir: Path, seed: in
     ``prune_to``: texts whose tokens its vocabulary is pruned to (no floor)."""
     import torch
 
-    from stillhouse.distill.prune import prune_classifier
+    from stillhouse.models.prune import prune_classifier
     from stillhouse.registry import store_classifier
     from stillhouse.models.hf import load_encoder
-    from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+    from stillhouse.models.classifier import ClassifierInfo, TextClassifier, save_classifier
 
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(str(model_dir))
@@ -136,7 +136,7 @@ def package_tiny_reranker(name: str, model_dir: Path, seed: int = 0) -> str:
 
     from stillhouse.registry import store_classifier
     from stillhouse.models.hf import load_encoder
-    from stillhouse.tasks.reranking.model import CrossEncoder, RerankerInfo, save_reranker
+    from stillhouse.models.reranker import CrossEncoder, RerankerInfo, save_reranker
 
     torch.manual_seed(seed)
     encoder, tokenizer = load_encoder(str(model_dir))

@@ -24,7 +24,7 @@ from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.errors import StillhouseError
 from stillhouse.spec.runtime import KubeRaySpec, RuntimeSpec
 from stillhouse.models.hf import load_encoder
-from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+from stillhouse.models.classifier import ClassifierInfo, TextClassifier, save_classifier
 from stillhouse.tasks.classification.train import ITEMS
 from tests.conftest import make_rows
 from tests.integration.test_training import _accuracy, _job

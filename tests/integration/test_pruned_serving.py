@@ -18,7 +18,7 @@ TRAINING_TEXTS = ["great service and a kind agent", "terrible delay and a rude a
 def test_a_pruned_student_serves_and_counts_the_tokens_it_cannot_read(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from stillhouse.distill.prune import kept_token_ids
+    from stillhouse.models.prune import kept_token_ids
 
     tag = package_tiny_student("tiny-pruned", ["negative", "positive"], tiny_model_dir, prune_to=TRAINING_TEXTS)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

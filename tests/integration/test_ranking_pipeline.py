@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from stillhouse.tasks.reranking.task import TEACHER_EMBEDDINGS_FILE
-from stillhouse.tasks.reranking.model import PROJECTION_FILE
+from stillhouse.models.reranker import PROJECTION_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -45,12 +45,11 @@ def test_reranking_run_distils_evaluates_and_packages(tmp_path, tiny_model_dir):
     spec = tmp_path / "rerank.yaml"
     spec.write_text(f"""
 name: tiny-rerank
-task: {{type: reranking}}
+task: {{type: reranking, group_size: 4, queries_per_batch: 4, latency_candidates: 6, embedding_epochs: 1}}
 data: {{corpus: {data}/corpus.jsonl, queries: {data}/queries.jsonl, qrels: {data}/qrels.tsv, candidates_k: 6,
         eval_queries: 8, seed_queries: 10}}
 teacher: {{model: {tiny_model_dir}, epochs: 2, max_length: 32, learning_rate: 1.0e-3, head_learning_rate: 1.0e-2}}
 student: {{kind: layer_subset, layers: 1}}
-ranking: {{group_size: 4, queries_per_batch: 4, latency_candidates: 6, embedding_epochs: 1}}
 distillation: {{epochs: 2}}
 validation: {{soft_labels: {{min_teacher_seed_accuracy: 0.0}}}}
 evaluation: {{latency_samples: 4}}

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from stillhouse import steps
-from stillhouse.data.prepare_ranking import PreparedRanking
+from stillhouse.tasks.reranking.prepare import PreparedRanking
 from stillhouse.errors import ModelError
 from stillhouse.spec import parse_spec
-from stillhouse.teachers.ranking import (choose_ranking_demonstrations, load_ranking_teacher, mean_probability_logit,
+from stillhouse.tasks.reranking.teacher import (choose_ranking_demonstrations, load_ranking_teacher, mean_probability_logit,
                                          ranking_prompt)
 from tests.integration.test_ranking_pipeline import write_toy_beir
 
@@ -49,12 +49,11 @@ def test_ensemble_averages_relevance_probabilities():
 def spec_for(tmp_path, data, teacher: str):
     return parse_spec(f"""
 name: llm-rerank
-task: {{type: reranking}}
+task: {{type: reranking, llm_shots: 2, llm_max_passage_chars: 200}}
 data: {{corpus: {data}/corpus.jsonl, queries: {data}/queries.jsonl, qrels: {data}/qrels.tsv, candidates_k: 4,
         eval_queries: 8, seed_queries: 6, max_pool_queries: 4}}
 teacher: {teacher}
 student: {{kind: layer_subset, layers: 1}}
-ranking: {{llm_shots: 2, llm_max_passage_chars: 200}}
 validation: {{soft_labels: {{min_teacher_seed_accuracy: 0.0}}}}
 runtime: {{workers: 1, cpus_per_worker: 1}}
 """)
@@ -102,7 +101,7 @@ def test_a_classification_teacher_folder_is_refused(tmp_path):
 
 
 def test_query_prompt_and_cleaning():
-    from stillhouse.synth.queries import clean_query, query_prompt
+    from stillhouse.tasks.reranking.synthesize import clean_query, query_prompt
 
     prompt = query_prompt("Write the question.", [("what is a bond", "A bond is a loan.")], "Fees  apply\nabroad.", 60)
     assert prompt == ("Write the question.\n\nDocument: A bond is a loan.\nQuestion: what is a bond\n\n"
@@ -113,7 +112,7 @@ def test_query_prompt_and_cleaning():
 
 def test_synthetic_queries_are_written_filtered_scored_and_learned_from(tmp_path, tiny_model_dir,
                                                                         tiny_causal_lm_dir):
-    from stillhouse.synth.queries import QUERIES_FILE
+    from stillhouse.tasks.reranking.synthesize import QUERIES_FILE
 
     data = write_toy_beir(tmp_path / "beir")
     spec = spec_for(tmp_path, data, f"{{model: {tiny_model_dir}, epochs: 0, max_length: 32}}")

@@ -9,8 +9,8 @@ import torch
 from stillhouse.cluster.local_ray import LocalRayLauncher
 from stillhouse.distill.training import TrainJob, load_trained_state
 from stillhouse.tasks.reranking.train import EMBEDDING_ITEMS, RANKING_ITEMS, sample_group
-from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
-from stillhouse.tasks.reranking.model import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
+from stillhouse.tasks.reranking.metrics import rank_ids, ranking_metrics
+from stillhouse.models.reranker import (CrossEncoder, RerankerInfo, load_reranker, new_monot5, save_reranker,
                                         score_pairs, tiny_t5)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -82,7 +82,7 @@ def test_monot5_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model_dir
 def test_bi_encoder_learns_the_ranking_from_judgments_alone(tmp_path, tiny_model_dir):
     from transformers import AutoModel, AutoTokenizer
 
-    from stillhouse.tasks.reranking.model import BiEncoder
+    from stillhouse.models.reranker import BiEncoder
 
     torch.manual_seed(0)
     rows = toy_queries()
@@ -107,7 +107,7 @@ def test_group_sampling_keeps_relevant_candidates_and_draws_the_rest():
 def test_bi_encoder_learns_the_teacher_embeddings_and_with_them_its_ranking(tmp_path, tiny_model_dir):
     from transformers import AutoModel, AutoTokenizer
 
-    from stillhouse.tasks.reranking.model import BiEncoder, embed_texts
+    from stillhouse.models.reranker import BiEncoder, embed_texts
 
     torch.manual_seed(0)
     rows = toy_queries()

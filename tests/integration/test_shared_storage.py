@@ -22,7 +22,7 @@ from stillhouse.cluster import storage
 from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob
 from stillhouse.errors import StillhouseError
 from stillhouse.models.hf import load_encoder
-from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+from stillhouse.models.classifier import ClassifierInfo, TextClassifier, save_classifier
 from stillhouse.tasks.classification.train import ITEMS
 from tests.conftest import make_rows
 

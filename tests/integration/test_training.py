@@ -9,7 +9,7 @@ import torch
 from stillhouse.cluster.local_ray import LocalRayLauncher
 from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob, load_trained_state
 from stillhouse.models.hf import load_encoder
-from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, encode_texts, load_classifier, save_classifier
+from stillhouse.models.classifier import ClassifierInfo, TextClassifier, encode_texts, load_classifier, save_classifier
 from stillhouse.tasks.classification.train import ITEMS
 from tests.conftest import make_rows
 

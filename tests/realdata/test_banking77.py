@@ -5,7 +5,7 @@ import pytest
 
 from stillhouse.data.prepare import prepare_data
 from stillhouse.spec import parse_spec
-from stillhouse.tasks.classification.model import encode_texts
+from stillhouse.models.classifier import encode_texts
 from stillhouse.teachers.encoder import init_teacher
 from tests.conftest import shared_dataset
 

@@ -3,8 +3,8 @@ Skipped where ../shared/data is absent."""
 
 import pytest
 
-from stillhouse.data.ranking import bm25_candidates, read_beir
-from stillhouse.evaluate.ranking import ranking_metrics
+from stillhouse.tasks.reranking.data import bm25_candidates, read_beir
+from stillhouse.tasks.reranking.metrics import ranking_metrics
 from tests.conftest import shared_dataset
 
 pytestmark = [pytest.mark.realdata, pytest.mark.timeout(300)]

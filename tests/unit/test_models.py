@@ -9,8 +9,8 @@ from stillhouse.distill.student import build_student, layer_subset
 from stillhouse.errors import ModelError, SpecError
 from stillhouse.spec import EncoderTeacherSpec, StudentSpec
 from stillhouse.models.hf import load_encoder
-from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, encode_texts, load_classifier, save_classifier
-from stillhouse.tasks.classification.heads import logistic_regression_head
+from stillhouse.models.classifier import ClassifierInfo, TextClassifier, encode_texts, load_classifier, save_classifier
+from stillhouse.models.heads import logistic_regression_head
 from stillhouse.teachers.encoder import init_teacher
 from tests.conftest import make_rows
 

@@ -10,7 +10,7 @@ from stillhouse.models.onnx_runtime import (
     load_onnx_classifier,
     quantize_int8,
 )
-from stillhouse.tasks.classification.model import (
+from stillhouse.models.classifier import (
     ClassifierInfo,
     TextClassifier,
     encode_texts,
@@ -50,7 +50,7 @@ def test_onnx_export_matches_torch_on_random_inputs_of_any_batch_and_length(save
 
 
 def test_a_pruned_student_exports_with_its_id_map_and_counts_unknown_tokens(saved):
-    from stillhouse.distill.prune import prune_classifier
+    from stillhouse.models.prune import prune_classifier
 
     model, tokenizer, folder = saved
     prune_classifier(model, tokenizer, TEXTS[:3], floor=0)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stillhouse.distill.prune import id_map_for, kept_token_ids, prune_classifier, unknown_tokens
-from stillhouse.tasks.classification.model import (
+from stillhouse.models.prune import id_map_for, kept_token_ids, prune_classifier, unknown_tokens
+from stillhouse.models.classifier import (
     TextClassifier,
     encode_texts,
     load_classifier,
@@ -89,7 +89,7 @@ def test_an_out_of_vocabulary_word_reads_as_unk_after_pruning(classifier):
 
 
 def test_vocabulary_figures_count_the_tokens_a_pruned_model_cannot_see(classifier):
-    from stillhouse.distill.prune import vocabulary_figures
+    from stillhouse.models.prune import vocabulary_figures
 
     model, tokenizer = classifier
     assert vocabulary_figures(model, tokenizer, TRAIN, 32) is None  # not pruned

@@ -7,7 +7,7 @@ import torch
 
 from stillhouse.distill.losses import (listwise_ce, listwise_kl, margin_mse, pairwise_logistic, pointwise_bce,
                                        pointwise_kl, ranking_loss)
-from stillhouse.evaluate.ranking import mrr_at_k, ndcg_at_k, rank_ids, ranking_metrics, recall_at_k
+from stillhouse.tasks.reranking.metrics import mrr_at_k, ndcg_at_k, rank_ids, ranking_metrics, recall_at_k
 
 LN3 = math.log(3)
 # KL(Bernoulli(.75) || Bernoulli(.5)) = KL([.75, .25] || [.5, .5])

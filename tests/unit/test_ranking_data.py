@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stillhouse.data.ranking import bm25_candidates, read_beir, split_queries
+from stillhouse.tasks.reranking.data import bm25_candidates, read_beir, split_queries
 from stillhouse.errors import DataError
 
 CORPUS = [
@@ -89,13 +89,13 @@ def test_embedding_distillation_without_stored_teacher_embeddings_names_the_file
 
     with pytest.raises(StillhouseError, match=f"no teacher embeddings \\({TEACHER_EMBEDDINGS_FILE}\\)") as err:
         _learn_teacher_embeddings(None, None, tmp_path, None, None, None, str(tmp_path / "student"))
-    assert "ranking.embedding_epochs" in str(err.value) and not (tmp_path / "student").exists()
+    assert "task.embedding_epochs" in str(err.value) and not (tmp_path / "student").exists()
 
 
 def test_queries_that_cannot_be_ranked_are_dropped_and_counted_not_fatal():
     import pandas as pd
 
-    from stillhouse.data.prepare_ranking import _drop_unrankable
+    from stillhouse.tasks.reranking.prepare import _drop_unrankable
 
     rows = [("s1", "d1", 1, 1.0), ("s1", "d2", 2, 0.0),          # a seed query to learn from
             ("s2", "d1", 1, 1.0),                                  # one candidate: nothing to rank
@@ -129,7 +129,7 @@ def test_suite_examples_print_ids_not_numpy_reprs():
 def test_embedding_texts_leave_out_passages_only_held_out_queries_rank_unless_asked(tmp_path, choice, passages):
     import pandas as pd
 
-    from stillhouse.data.prepare_ranking import PreparedRanking
+    from stillhouse.tasks.reranking.prepare import PreparedRanking
     from stillhouse.tasks.reranking.task import embedding_texts
     from stillhouse.spec import parse_spec
 
@@ -144,11 +144,10 @@ def test_embedding_texts_leave_out_passages_only_held_out_queries_rank_unless_as
         (tmp_path / name).write_text("")
     spec = parse_spec(f"""
 name: r
-task: {{type: reranking}}
+task: {{type: reranking, embedding_epochs: 1, embedding_texts: {choice}}}
 data: {{corpus: corpus.jsonl, queries: queries.jsonl, qrels: qrels.tsv, eval_queries: 1}}
 teacher: {{model: m}}
 student: {{kind: pretrained, model: m}}
-ranking: {{embedding_epochs: 1, embedding_texts: {choice}}}
 """, tmp_path)
     texts = embedding_texts(spec, data)
     assert set(texts.loc[texts["kind"] == "passage", "id"]) == passages

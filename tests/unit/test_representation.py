@@ -98,7 +98,7 @@ def test_soft_labelling_embeds_in_the_same_pass_with_the_figures_of_two_passes(t
 
     from stillhouse.distill.representation import teacher_embedding_table
     from stillhouse.distill.soft_labels import soft_label_table
-    from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier, save_classifier
+    from stillhouse.models.classifier import ClassifierInfo, TextClassifier, save_classifier
     from stillhouse.teachers.load import load_teacher
 
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stillhouse.errors import ModelError
-from stillhouse.tasks.reranking.model import (CrossEncoder, MonoT5, RerankerInfo, load_reranker, new_monot5, save_reranker,
+from stillhouse.models.reranker import (CrossEncoder, MonoT5, RerankerInfo, load_reranker, new_monot5, save_reranker,
                                         score_pairs, tiny_t5, word_token_id)
 
 QUERIES = ["card fee abroad", "why do stocks pay dividends", "card fee abroad"]
@@ -61,7 +61,7 @@ def test_monot5_scores_true_minus_false_at_the_first_decoder_step(tiny_encoder, 
 
 
 def test_a_saved_t5_checkpoint_loads_through_the_auto_class_as_a_monot5(tiny_encoder, tmp_path):
-    from stillhouse.tasks.reranking.model import load_seq2seq
+    from stillhouse.models.reranker import load_seq2seq
 
     _, tokenizer = tiny_encoder
     torch.manual_seed(0)
@@ -87,7 +87,7 @@ def test_loading_a_folder_that_is_not_a_reranker_names_it(tmp_path):
 
 
 def test_bi_encoder_scores_scaled_cosine_of_separate_embeddings(tiny_encoder, tmp_path):
-    from stillhouse.tasks.reranking.model import BiEncoder
+    from stillhouse.models.reranker import BiEncoder
 
     encoder, tokenizer = tiny_encoder
     model = BiEncoder(encoder).eval()
@@ -103,7 +103,7 @@ def test_bi_encoder_scores_scaled_cosine_of_separate_embeddings(tiny_encoder, tm
 
 
 def test_bi_encoder_projection_is_fitted_into_the_teacher_space_and_survives_save_and_load(tiny_encoder, tmp_path):
-    from stillhouse.tasks.reranking.model import PROJECTION_FILE, BiEncoder, embed_texts, fit_projection
+    from stillhouse.models.reranker import PROJECTION_FILE, BiEncoder, embed_texts, fit_projection
 
     encoder, tokenizer = tiny_encoder
     model = BiEncoder(encoder).eval()

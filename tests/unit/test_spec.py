@@ -103,15 +103,36 @@ student: {kind: pretrained, model: small/model}
 
 
 @pytest.mark.parametrize("extra", [
-    "ranking: {embedding_epochs: 2, teacher_architecture: cross_encoder}",
-    "ranking: {embedding_epochs: 2, student_architecture: cross_encoder}",
+    "embedding_epochs: 2, teacher_architecture: cross_encoder",
+    "embedding_epochs: 2, student_architecture: cross_encoder",
 ])
 def test_embedding_distillation_needs_a_bi_encoder_teacher_and_student(tmp_path, extra):
-    spec = parse_spec(RERANKING + "ranking: {embedding_epochs: 2}\n", tmp_path)
-    assert spec.ranking.embedding_epochs == 2 and spec.ranking.teacher_architecture == "bi_encoder"
+    spec = parse_spec(RERANKING.replace("{type: reranking}", "{type: reranking, embedding_epochs: 2}"), tmp_path)
+    assert spec.task.embedding_epochs == 2 and spec.task.teacher_architecture == "bi_encoder"
     with pytest.raises(SpecError, match="embedding_epochs distils a bi-encoder teacher's embeddings into a "
-                                        "bi-encoder student.*set ranking.embedding_epochs to 0"):
-        parse_spec(RERANKING + extra + "\n", tmp_path)
+                                        "bi-encoder student.*set task.embedding_epochs to 0"):
+        parse_spec(RERANKING.replace("{type: reranking}", f"{{type: reranking, {extra}}}"), tmp_path)
+
+
+def test_the_old_top_level_ranking_section_still_reads_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(FutureWarning, match="top-level `ranking:` section is deprecated: move its fields into `task:`"):
+        old = parse_spec(RERANKING + "ranking: {embedding_epochs: 2, loss: margin_mse}\n", tmp_path)
+    new = parse_spec(RERANKING.replace("{type: reranking}", "{type: reranking, embedding_epochs: 2, loss: margin_mse}"),
+                     tmp_path)
+    assert old == new and old.spec_hash() == new.spec_hash() and old.task.loss == "margin_mse"
+    with pytest.raises(SpecError, match="task.loss: unknown field"):  # settings of one task on another are named
+        parse_spec(MINIMAL + "ranking: {loss: margin_mse}\n", tmp_path)
+
+
+@pytest.mark.parametrize("task, data", [
+    ("{type: reranking}", "{seed: seed.csv, eval: eval.csv}"),
+    ("{type: classification}", "{corpus: c.jsonl, queries: q.jsonl, qrels: r.tsv, eval_queries: 5}"),
+])
+def test_data_is_read_in_the_task_s_layout_and_another_layout_is_named(tmp_path, task, data):
+    with pytest.raises(SpecError, match="data: `data` is in the .* layout, and this task.type reads .*: make "
+                                        "task.type and data agree"):
+        parse_spec(f"name: x\ntask: {task}\ndata: {data}\nteacher: {{model: m}}\n"
+                   "student: {kind: pretrained, model: s}\n", tmp_path)
 
 
 @pytest.mark.parametrize("teacher, field", [

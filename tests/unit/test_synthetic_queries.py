@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from stillhouse.synth.queries import clean_query, teacher_keep
+from stillhouse.tasks.reranking.synthesize import clean_query, teacher_keep
 
 SCORES = [np.array([3.0, 1.0, 0.0]),    # source first, high
           np.array([2.0, 2.5, 0.0]),    # a negative above the source: the query asks for something else

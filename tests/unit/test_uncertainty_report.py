@@ -66,7 +66,7 @@ class _Page(HTMLParser):
 
 
 def _metrics_and_plots():
-    from stillhouse.evaluate.compare import _disagreements, paired_comparisons, quality_intervals
+    from stillhouse.tasks.classification.evaluate import _disagreements, paired_comparisons, quality_intervals
 
     rng = np.random.default_rng(0)
     labels = ["negative", "neutral", "positive"]

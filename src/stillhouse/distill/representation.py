@@ -55,7 +55,7 @@ def teacher_embedding_table(teacher_dir: str, frames: dict[str, pd.DataFrame], d
     order: the soft-label pass computes them beside the logits); the rest are embedded here. An ensemble's
     embeddings are its encoder member's."""
     from stillhouse.errors import StillhouseError
-    from stillhouse.tasks.classification.model import encode_texts, load_classifier
+    from stillhouse.models.classifier import encode_texts, load_classifier
     from stillhouse.teachers.load import encoder_folder
 
     vectors = dict(known or {})

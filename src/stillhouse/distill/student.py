@@ -7,8 +7,8 @@ import torch
 
 from stillhouse.spec import StudentSpec
 from stillhouse.models.hf import load_encoder
-from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier
-from stillhouse.tasks.classification.heads import init_head_by_logistic_regression
+from stillhouse.models.classifier import ClassifierInfo, TextClassifier
+from stillhouse.models.heads import init_head_by_logistic_regression
 
 
 def encoder_layer_subset(encoder, num_layers: int):

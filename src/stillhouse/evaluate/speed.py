@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stillhouse.tasks.classification.model import TextClassifier, tokenize
+from stillhouse.models.classifier import TextClassifier, tokenize
 
 
 @dataclass(frozen=True)

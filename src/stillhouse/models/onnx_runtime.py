@@ -40,12 +40,12 @@ def deployed_runtime(runtime: str, quantize: str) -> str:
 
 
 def export_classifier(model, tokenizer, max_length: int, path: str | Path) -> Path:
-    """Write ``model`` (a :class:`~stillhouse.tasks.classification.model.TextClassifier`) as one ONNX file:
+    """Write ``model`` (a :class:`~stillhouse.models.classifier.TextClassifier`) as one ONNX file:
     inputs ``input_ids`` and ``attention_mask`` ``[batch, sequence]`` (int64, tokenizer ids), output ``logits``
     ``[batch, labels]`` (before any serving temperature)."""
     import torch
 
-    from stillhouse.tasks.classification.model import tokenize
+    from stillhouse.models.classifier import tokenize
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def convert_classifier(model, tokenizer, max_length: int, folder: str | Path, ru
 
 class OnnxClassifier:
     """An exported classifier on ONNX Runtime's CPU provider: ``logits(texts)`` like
-    :func:`~stillhouse.tasks.classification.model.encode_texts`, end to end from text."""
+    :func:`~stillhouse.models.classifier.encode_texts`, end to end from text."""
 
     def __init__(self, path: str | Path, tokenizer, max_length: int, num_labels: int, threads: int | None = None,
                  id_map: np.ndarray | None = None, unk_id: int | None = None):
@@ -134,7 +134,7 @@ class OnnxClassifier:
         self.unknown_tokens = 0  # as TextClassifier.unknown_tokens: pruned-away tokens read as [UNK]
 
     def run(self, texts: list[str]) -> np.ndarray:
-        from stillhouse.distill.prune import unknown_tokens
+        from stillhouse.models.prune import unknown_tokens
 
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="np")
@@ -145,7 +145,7 @@ class OnnxClassifier:
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Logits ``[n, labels]`` in input order; batches of similar length, as for the torch model."""
-        from stillhouse.tasks.classification.model import in_length_order
+        from stillhouse.models.classifier import in_length_order
 
         return in_length_order(texts, batch_size, self.run, self.num_labels)
 
@@ -158,7 +158,7 @@ def load_onnx_classifier(folder: str | Path, path: str | Path | None = None,
     from transformers import AutoTokenizer
 
     from stillhouse.models.hf import quiet_transformers
-    from stillhouse.tasks.classification.model import (
+    from stillhouse.models.classifier import (
         VOCAB_MAP_FILE,
         read_classifier_info,
     )

@@ -70,7 +70,7 @@ def check_config(config: ServeConfig) -> None:
                                    "on labels", "serve a re-ranker on its own: stillhouse serve TAG")
         chain.check_labels({step.name: ServedStudent.labels_of(step.model) for step in chain.steps})
     elif ServedStudent.task_of(config.model) == "reranking":
-        from stillhouse.serve.rerank import PassageStore
+        from stillhouse.tasks.reranking.serve import PassageStore
 
         PassageStore(config.passages)  # a bad passage file fails here, not in a worker
     elif config.passages:

@@ -58,7 +58,7 @@ class ServedStudent:
     @classmethod
     def labels_of(cls, tag: str) -> list[str]:
         """The labels of the stored student ``tag`` (none for a re-ranker), without loading its weights."""
-        from stillhouse.tasks.classification.model import read_classifier_info
+        from stillhouse.models.classifier import read_classifier_info
         from stillhouse.tasks.tabular.model import read_tabular_info
 
         task = cls.task_of(tag)
@@ -70,7 +70,7 @@ class ServedStudent:
     @classmethod
     def from_store(cls, tag: str) -> ServedStudent:
         """Load the student with BentoML model tag ``tag``."""
-        from stillhouse.tasks.classification.model import load_classifier
+        from stillhouse.models.classifier import load_classifier
 
         stored = cls.check_tag(tag)
         folder = Path(stored.path) / "student"
@@ -82,13 +82,13 @@ class ServedStudent:
             return cls(student, None, student.info.labels, 0, str(stored.tag), stored.tag.version or "", "tabular",
                        student.info.temperature, dict(stored.info.metadata))
         if task == "reranking":
-            from stillhouse.tasks.reranking.model import load_reranker
+            from stillhouse.models.reranker import load_reranker
 
             model, tokenizer, ranker = load_reranker(folder)
             return cls(model, tokenizer, [], ranker.max_length, str(stored.tag), stored.tag.version or "", "reranking")
         if (folder / ONNX_FILE).is_file():  # the runtime the evaluation measured it in
             from stillhouse.models.onnx_runtime import load_onnx_classifier
-            from stillhouse.tasks.classification.model import read_classifier_info
+            from stillhouse.models.classifier import read_classifier_info
 
             info = read_classifier_info(folder)
             model = load_onnx_classifier(folder)
@@ -101,7 +101,7 @@ class ServedStudent:
 
     def predict(self, texts: list[str]) -> list[dict]:
         """One ``{label, confidence, probabilities}`` per text, in order."""
-        from stillhouse.tasks.classification.model import encode_texts
+        from stillhouse.models.classifier import encode_texts
 
         if self.task != "classification":
             raise ModelError(f"{self.tag} is a re-ranker; it scores (query, passage) pairs", "use /rerank")
@@ -117,7 +117,7 @@ class ServedStudent:
 
     def score(self, pairs: list[dict]) -> list[float]:
         """One relevance score per ``{"query", "passage"}`` pair, in order (re-rankers only)."""
-        from stillhouse.tasks.reranking.model import score_pairs
+        from stillhouse.models.reranker import score_pairs
 
         if self.task != "reranking":
             raise ModelError(f"{self.tag} is a classifier; it does not score passages", "use /classify")

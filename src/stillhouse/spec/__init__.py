@@ -10,26 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import (
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from stillhouse.errors import SpecError
-from stillhouse.tasks import known_tasks, unknown_task_message
-from stillhouse.spec.base import EndpointSpec, _Strict, validation_problems
+from stillhouse.spec.base import EndpointSpec, _Strict, check_slug, validation_problems
 from stillhouse.spec.evaluation import EvaluationSpec
 from stillhouse.spec.data import DataSource, DataSpec, SamplingSpec
 from stillhouse.spec.package import PackageSpec
 from stillhouse.spec.ranking import RankingDataSpec, RankingSpec
+from stillhouse.spec.task import RerankingTaskSpec, TaskSpec
 from stillhouse.spec.runtime import (
     DEPLOYMENT_FIELDS,
     KubeRaySpec,
@@ -37,7 +32,6 @@ from stillhouse.spec.runtime import (
     RuntimeSpec,
 )
 from stillhouse.spec.tabular import (
-    TABULAR_DISTILLATION,
     CostSpec,
     FeaturesSpec,
     GateSpec,
@@ -78,55 +72,54 @@ from stillhouse.spec.validation import (
 )
 
 
-class TaskSpec(_Strict):
-    """What is predicted from what."""
-
-    type: str = Field(
-        "classification", description="A registered task (stillhouse.tasks): `classification` (text → label) or "
-        "`reranking` (query + candidate passages → relevance scores; `data` then takes the BEIR layout, see "
-        "RankingDataSpec).")
-    text_field: str = Field("text", description="Column holding the input text.")
-    label_field: str = Field("label", description="Column holding the gold label (seed and evaluation sets).")
-    labels: list[str] | None = Field(
-        None, description="The label set, in order. Default: the sorted labels found in the seed set."
-    )
-
-    @field_validator("type")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        if name not in known_tasks():
-            raise ValueError(unknown_task_message(name))
-        return name
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_unique(cls, labels: list[str] | None) -> list[str] | None:
-        if labels is not None:
-            if len(labels) < 2:
-                raise ValueError("needs at least 2 labels")
-            if len(set(labels)) != len(labels):
-                raise ValueError("labels must be unique")
-        return labels
+#: Each task's ``task:`` section by task name (the spec's task registry); other registered tasks take TaskSpec.
+TASK_SECTIONS = {"reranking": RerankingTaskSpec, "tabular": TabularTaskSpec}
+#: The ``data:`` layouts a task section can name (its ``data_layout``).
+DATA_LAYOUTS = {"files": DataSpec, "beir": RankingDataSpec}
+# The layout the task being validated reads: set while `data` is validated (Spec._data_of_task), read by the
+# data union's discriminator, which sees only the `data` value.
+_DATA_LAYOUT: ContextVar[str] = ContextVar("stillhouse_data_layout", default="files")
 
 
-def _data_kind(value) -> str:
-    fields = value if isinstance(value, dict) else vars(value) if hasattr(value, "__dict__") else {}
-    return "reranking" if "corpus" in fields or "qrels" in fields else "classification"
+def _refuse_other_layout(value, layout: str) -> None:
+    """A `data` section written for another task's layout gets one message saying so, not a field list."""
+    if not isinstance(value, dict):
+        return
+    own = DATA_LAYOUTS[layout]
+    for model in DATA_LAYOUTS.values():
+        if model is not own and set(value) & set(model.model_fields) and not set(value) & set(own.model_fields):
+            raise ValueError(f"`data` is in the {model.layout} layout, and this task.type reads {own.layout}: "
+                             "make task.type and data agree")
 
 
-def _task_kind(value) -> str:
+def _task_section(value) -> str:
     name = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "tabular" if name == "tabular" else "text"
+    return name if name in TASK_SECTIONS else "text"
 
 
-TaskSection = Annotated[Annotated[TaskSpec, Tag("text")] | Annotated[TabularTaskSpec, Tag("tabular")],
-                        Discriminator(_task_kind)]
-# the teachers and the student that learn from rows of columns rather than text
-TABULAR_TEACHERS = (GradientBoostingTeacherSpec, LogisticTeacherSpec)
-TABULAR_STUDENTS = ("mlp",)
+def _data_layout(value) -> str:
+    for layout, model in DATA_LAYOUTS.items():
+        if isinstance(value, model):
+            return layout
+    return _DATA_LAYOUT.get()
 
-DataSection = Annotated[Annotated[DataSpec, Tag("classification")] | Annotated[RankingDataSpec, Tag("reranking")],
-                        Discriminator(_data_kind)]
+
+TaskSection = Annotated[Annotated[TaskSpec, Tag("text")] | Annotated[RerankingTaskSpec, Tag("reranking")]
+                        | Annotated[TabularTaskSpec, Tag("tabular")], Discriminator(_task_section)]
+DataSection = Annotated[Annotated[DataSpec, Tag("files")] | Annotated[RankingDataSpec, Tag("beir")],
+                        Discriminator(_data_layout)]
+
+
+def _moved_ranking_section(raw: dict) -> dict:
+    """Specs written before the re-ranking settings moved into ``task:`` keep working, with a warning."""
+    ranking = raw.get("ranking")
+    if not isinstance(ranking, dict):
+        return raw
+    warnings.warn("the spec's top-level `ranking:` section is deprecated: move its fields into `task:` (beside "
+                  "`type: reranking`); this spec is read as if they were there", FutureWarning, stacklevel=2)
+    task = raw.get("task")
+    task = task if isinstance(task, dict) else {}
+    return {**{k: v for k, v in raw.items() if k != "ranking"}, "task": {**ranking, **task}}
 
 
 class Spec(_Strict):
@@ -134,14 +127,14 @@ class Spec(_Strict):
 
     name: str = Field(description="Run name; runs land in `<output_dir>/<name>/<timestamp>/`.")
     description: str = Field("", description="One line on the intended use (goes into the model card).")
-    task: TaskSection = Field(TaskSpec(), description="`type: classification` (default), `reranking` or "
-                              "`tabular` (TabularTaskSpec), or a task registered by a plugin.")
+    task: TaskSection = Field(TaskSpec(), description="`type: classification` (default, TaskSpec), `reranking` "
+                              "(RerankingTaskSpec) or `tabular` (TabularTaskSpec), or a task registered by a "
+                              "plugin; with the task's own settings.")
     data: DataSection = Field(description="Seed/pool/eval files (classification), or a BEIR-layout set (reranking).")
     teacher: TeacherSpec = Field(description="`kind: encoder` (default), `llm`, `endpoint` or `ensemble`.")
     student: StudentSpec = StudentSpec()
     distillation: DistillationSpec = DistillationSpec()
     synthesis: SynthesisSpec | None = Field(None, description="Synthetic data (off when absent).")
-    ranking: RankingSpec = Field(RankingSpec(), description="Re-ranking losses and batching (task `reranking`).")
     evaluation: EvaluationSpec = EvaluationSpec()
     validation: ValidationSpec = ValidationSpec()
     runtime: RuntimeSpec = RuntimeSpec()
@@ -151,14 +144,26 @@ class Spec(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _tabular_defaults(cls, raw):
-        """Task `tabular` trains an MLP from scratch: its own `distillation` defaults where the spec is silent
-        (filled into the spec itself, so the run folder's spec says what ran)."""
-        if isinstance(raw, dict) and isinstance(raw.get("task"), dict) and raw["task"].get("type") == "tabular":
-            distillation = raw.get("distillation")
-            if distillation is None or isinstance(distillation, dict):
-                raw = {**raw, "distillation": {**TABULAR_DISTILLATION, **(distillation or {})}}
-        return raw
+    def _task_defaults(cls, raw):
+        """The task's own defaults of other sections (e.g. tabular's `distillation`), written into the spec."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = _moved_ranking_section(raw)
+        task = raw.get("task")
+        return TASK_SECTIONS.get(task.get("type") if isinstance(task, dict) else None, TaskSpec).spec_defaults(raw)
+
+    @field_validator("data", mode="wrap")
+    @classmethod
+    def _data_of_task(cls, value, handler, info):
+        """`data` is read in the layout of the task (`task` is validated first), never guessed from its keys."""
+        task = info.data.get("task")
+        layout = task.data_layout if task is not None else "files"
+        _refuse_other_layout(value, layout)
+        token = _DATA_LAYOUT.set(layout)
+        try:
+            return handler(value)
+        finally:
+            _DATA_LAYOUT.reset(token)
 
     @field_validator("teacher", mode="before")
     @classmethod
@@ -166,89 +171,14 @@ class Spec(_Strict):
         return _with_kind(teacher)
 
     @model_validator(mode="after")
-    def _student_fits_teacher(self) -> "Spec":
-        if self.task.type == "tabular":
-            return self
-        own_tokenizer = self.student.kind == "pretrained" or (self.student.kind == "monot5" and self.student.model)
-        if encoder_teacher(self.teacher) is None and not own_tokenizer:
-            raise ValueError(f"student.kind `{self.student.kind}` builds on the teacher's encoder and tokenizer, "
-                             "but this teacher has no encoder: use student.kind `pretrained` with student.model, "
-                             "or an ensemble with an encoder member")
-        return self
-
-    @model_validator(mode="after")
-    def _tabular_fits(self) -> "Spec":
-        members = self.teacher.members if isinstance(self.teacher, EnsembleTeacherSpec) else [self.teacher]
-        tabular_teacher = [isinstance(m, TABULAR_TEACHERS) for m in members]
-        if self.task.type == "tabular" and self.distillation.representation.enabled:
-            raise ValueError("distillation.representation is for text classification students; set its epochs "
-                             "and weight to 0 for task.type `tabular`")
-        if self.task.type == "tabular" and self.package.runtime != "torch":
-            raise ValueError("package.runtime `onnx` serves text classification students; tabular students are "
-                             "served with `torch`")
-        if self.task.type != "tabular":
-            if any(tabular_teacher) or self.student.kind in TABULAR_STUDENTS or getattr(self.data, "features", None) is not None \
-                    or (self.synthesis is not None and self.synthesis.generator == "copula"):
-                raise ValueError("gradient_boosting / logistic_regression teachers, student.kind `mlp`, "
-                                 "data.features and generator `copula` are for task.type `tabular`")
-            return self
-        if not isinstance(self.data, DataSpec):
-            raise ValueError("task.type `tabular` takes seed/pool/eval files in `data`")
-        if not all(tabular_teacher):
-            raise ValueError("task.type `tabular` needs a tabular teacher: teacher.kind `gradient_boosting` or "
-                             "`logistic_regression`, or an ensemble of them")
-        if self.student.kind not in TABULAR_STUDENTS:
-            raise ValueError("task.type `tabular` needs student.kind `mlp`")
-        if self.synthesis is not None and self.synthesis.generator != "copula":
-            raise ValueError("task.type `tabular` synthesises profiles with generator `copula`")
-        if self.data.features is not None and not (self.task.entity and self.task.timestamp):
-            raise ValueError("data.features needs task.entity and task.timestamp (the entity rows' join key and "
-                             "event time)")
-        return self
-
-    @model_validator(mode="after")
-    def _task_fits(self) -> "Spec":
-        if self.task.type == "tabular":
-            return self
-        reranking = self.task.type == "reranking"
-        if reranking != isinstance(self.data, RankingDataSpec):
-            raise ValueError("task.type `reranking` takes `data` in the BEIR layout (corpus, queries, qrels) and "
-                             "classification takes seed/pool/eval files: make task.type and data agree")
-        if reranking:
-            if self.synthesis is not None and self.synthesis.generator == "augment":
-                raise ValueError("re-ranking synthesis writes queries with a language model: use generator `llm` "
-                                 "or `endpoint`")
-            r = self.ranking
-            student = r.teacher_architecture if r.student_architecture == "teacher" else r.student_architecture
-            if r.embedding_epochs and (encoder_teacher(self.teacher) is None or r.teacher_architecture != "bi_encoder"
-                                       or student != "bi_encoder" or self.student.kind == "monot5"):
-                raise ValueError("ranking.embedding_epochs distils a bi-encoder teacher's embeddings into a "
-                                 "bi-encoder student: use an encoder teacher with ranking.teacher_architecture "
-                                 "`bi_encoder` and a bi-encoder student, or set ranking.embedding_epochs to 0")
-        elif self.student.kind == "monot5":
-            raise ValueError("student.kind `monot5` is a re-ranker: use it with task.type `reranking`")
-        if self.distillation.representation.enabled:
-            if reranking:
-                raise ValueError("distillation.representation is for classification; a re-ranker learns its "
-                                 "teacher's embeddings with ranking.embedding_epochs")
-            if encoder_teacher(self.teacher) is None:
-                raise ValueError("distillation.representation learns the teacher's sentence embeddings, and this "
-                                 "teacher has no encoder: use an encoder teacher (or an ensemble with one), or "
-                                 "set distillation.representation epochs and weight to 0")
-        if self.package.runtime != "torch" and reranking:
-            raise ValueError("package.runtime `onnx` serves classification students; re-ranking students are "
-                             "served with `torch`")
-        if reranking and self.student.vocabulary.prune:
-            raise ValueError("student.vocabulary.prune is for classification students; re-ranking students keep "
-                             "their vocabulary")
+    def _fits_task(self) -> "Spec":
+        self.task.check_spec(self)
         return self
 
     @field_validator("name")
     @classmethod
     def _name_is_slug(cls, name: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
-            raise ValueError("use 1-63 lowercase letters, digits and '-', starting with a letter or digit")
-        return name
+        return check_slug(name)
 
     @property
     def model_name(self) -> str:
@@ -275,7 +205,7 @@ _TEACHER_TAG = re.compile(r"((?:^|\.)(?:teacher|members\.\d+))\.(?:encoder|llm|e
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     # `data` and each teacher are unions told apart by their fields or `kind`; the union's tag is not a field
     # the user wrote, so leave it out (`teacher.epoch`, not `teacher.encoder.epoch`).
-    problems = [_TEACHER_TAG.sub(r"\1", re.sub(r"^(data|task)\.(classification|reranking|text|tabular)(\.|:)",
+    problems = [_TEACHER_TAG.sub(r"\1", re.sub(r"^(data|task)\.(files|beir|text|reranking|tabular)(\.|:)",
                                                 r"\1\3", line))
                 for line in validation_problems(err)]
     return "\n".join([f"invalid spec {origin}:", *(f"  {line}" for line in problems)])
@@ -338,7 +268,7 @@ def spec_from_json(text: str) -> Spec:
 
 __all__ = [
     "AugmentSpec", "CostSpec", "FeaturesSpec", "GateSpec", "GradientBoostingTeacherSpec", "LogisticTeacherSpec",
-    "ProfilesSpec", "ScenarioSpec", "TabularTaskSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
+    "ProfilesSpec", "RerankingTaskSpec", "ScenarioSpec", "TabularTaskSpec", "DataSource", "DataSpec", "DistillationSpec", "EncoderTeacherSpec", "EndpointSpec",
     "EndpointTeacherSpec", "EnsembleTeacherSpec", "EvaluationSpec", "LLMGeneratorSpec", "LLMTeacherSpec",
     "KubeRaySpec", "KubernetesSpec", "PackageSpec", "QuerySynthesisSpec", "RankingDataSpec", "RankingSpec", "RuntimeSpec", "SamplingSpec", "SeedChecks",
     "SoftLabelChecks", "Spec", "StudentSpec", "VocabularySpec", "RepresentationSpec",

@@ -20,6 +20,16 @@ def validation_problems(err: ValidationError, reference: str = "the spec referen
     return lines
 
 
+def check_slug(name: str, underscore: bool = False) -> str:
+    """``name`` if it is a slug of 1-63 characters: lowercase letters, digits and '-' (and '_' where
+    ``underscore``), starting with a letter or digit. Run names become Kubernetes and BentoML names, where '_' is
+    not allowed; scenario names only label rows and figures, and read better as ``income_shock``."""
+    allowed, words = ("a-z0-9_-", "digits, '-' and '_'") if underscore else ("a-z0-9-", "digits and '-'")
+    if not re.fullmatch(rf"[a-z0-9][{allowed}]{{0,62}}", name):
+        raise ValueError(f"use 1-63 lowercase letters, {words}, starting with a letter or digit")
+    return name
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo such as `temprature` must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -3,7 +3,7 @@ feedback, and how to carve them out of one file."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,6 +47,8 @@ class SamplingSpec(_Strict):
 
 class DataSpec(_Strict):
     """Where the seed, the unlabelled pool and the held-out evaluation data come from."""
+
+    layout: ClassVar[str] = "seed/pool/eval files"  # how an error names this layout
 
     seed: DataSource = Field(description="Labelled seed set the teacher learns from.")
     pool: DataSource | None = Field(None, description="Unlabelled pool the teacher soft-labels (labels ignored).")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,8 @@ from stillhouse.spec.base import _Strict
 
 class RankingDataSpec(_Strict):
     """A BEIR-layout re-ranking set, split by query into seed (judged), pool (judgments unused) and eval."""
+
+    layout: ClassVar[str] = "BEIR (corpus, queries, qrels)"  # how an error names this layout
 
     corpus: str = Field(description="corpus.jsonl: one {\"_id\", \"title\", \"text\"} passage per line.")
     queries: str = Field(description="queries.jsonl: one {\"_id\", \"text\"} query per line.")

@@ -4,12 +4,11 @@ features (``data.features``), synthetic borrower profiles (``synthesis.profiles`
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from stillhouse.spec.base import _Strict
+from stillhouse.spec.base import _Strict, check_slug
 
 
 # `distillation` defaults for task `tabular`, filled in where the spec leaves them out: the spec's own defaults
@@ -28,6 +27,8 @@ class CostSpec(_Strict):
 
 class TabularTaskSpec(_Strict):
     """Rows of numeric and categorical columns → a label (binary or multi-class)."""
+
+    data_layout: ClassVar[str] = "files"
 
     type: Literal["tabular"]
     label_field: str = Field("label", description="Column holding the label (the target).")
@@ -108,6 +109,34 @@ class TabularTaskSpec(_Strict):
                              "not both")
         return self
 
+    @classmethod
+    def spec_defaults(cls, raw: dict) -> dict:
+        """An MLP trained from scratch: the tabular ``distillation`` defaults where the spec is silent (filled
+        into the spec itself, so the run folder's spec says what ran)."""
+        distillation = raw.get("distillation")
+        if distillation is None or isinstance(distillation, dict):
+            raw = {**raw, "distillation": {**TABULAR_DISTILLATION, **(distillation or {})}}
+        return raw
+
+    def check_spec(self, spec) -> None:
+        members = getattr(spec.teacher, "members", None) or [spec.teacher]
+        if spec.distillation.representation.enabled:
+            raise ValueError("distillation.representation is for text classification students; set its epochs "
+                             "and weight to 0 for task.type `tabular`")
+        if spec.package.runtime != "torch":
+            raise ValueError("package.runtime `onnx` serves text classification students; tabular students are "
+                             "served with `torch`")
+        if not all(isinstance(m, TABULAR_TEACHERS) for m in members):
+            raise ValueError("task.type `tabular` needs a tabular teacher: teacher.kind `gradient_boosting` or "
+                             "`logistic_regression`, or an ensemble of them")
+        if spec.student.kind not in TABULAR_STUDENTS:
+            raise ValueError("task.type `tabular` needs student.kind `mlp`")
+        if spec.synthesis is not None and spec.synthesis.generator != "copula":
+            raise ValueError("task.type `tabular` synthesises profiles with generator `copula`")
+        if spec.data.features is not None and not (self.entity and self.timestamp):
+            raise ValueError("data.features needs task.entity and task.timestamp (the entity rows' join key and "
+                             "event time)")
+
 
 class GradientBoostingTeacherSpec(_Strict):
     """Gradient-boosted trees (scikit-learn's histogram gradient boosting) on the preprocessed columns."""
@@ -134,6 +163,11 @@ class LogisticTeacherSpec(_Strict):
         return f"logistic regression (C={self.c})"
 
 
+# the teachers and the student that learn from rows of columns rather than text
+TABULAR_TEACHERS = (GradientBoostingTeacherSpec, LogisticTeacherSpec)
+TABULAR_STUDENTS = ("mlp",)
+
+
 class FeaturesSpec(_Strict):
     """Training rows from a Feast feature repository: the data files hold entity rows (entity id, event time,
     label), and the features are joined point-in-time from the feature service."""
@@ -156,9 +190,7 @@ class ScenarioSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, name: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
-            raise ValueError("use lowercase letters, digits, '-' and '_'")
-        return name
+        return check_slug(name, underscore=True)
 
     @field_validator("changes")
     @classmethod

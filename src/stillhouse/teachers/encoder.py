@@ -13,8 +13,8 @@ import torch
 
 from stillhouse.spec import EncoderTeacherSpec
 from stillhouse.models.hf import load_encoder
-from stillhouse.tasks.classification.model import ClassifierInfo, TextClassifier
-from stillhouse.tasks.classification.heads import init_head_by_logistic_regression
+from stillhouse.models.classifier import ClassifierInfo, TextClassifier
+from stillhouse.models.heads import init_head_by_logistic_regression
 
 
 def init_teacher(teacher: EncoderTeacherSpec, texts: list[str], label_idx: np.ndarray, labels: list[str],

@@ -18,7 +18,7 @@ from stillhouse.data.io import read_json
 from stillhouse.errors import ModelError
 from stillhouse.evaluate.metrics import softmax
 from stillhouse.models.hf import count_parameters
-from stillhouse.tasks.classification.model import encode_texts, load_classifier
+from stillhouse.models.classifier import encode_texts, load_classifier
 from stillhouse.teachers import TEACHER_FILE
 
 

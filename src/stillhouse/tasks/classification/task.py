@@ -21,7 +21,7 @@ from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import EncoderTeacherSpec, Spec
-from stillhouse.tasks.classification.model import ClassifierInfo, load_classifier, save_classifier
+from stillhouse.models.classifier import ClassifierInfo, load_classifier, save_classifier
 from stillhouse.tasks.classification.train import ITEMS
 
 
@@ -189,7 +189,7 @@ class ClassificationTask:
         if vocabulary.prune:
             from dataclasses import replace
 
-            from stillhouse.distill.prune import prune_classifier
+            from stillhouse.models.prune import prune_classifier
 
             # the model's own training texts and the pool: the student and the hard-label student share the
             # real texts' vocabulary (the student's synthetic rows may add to it)
@@ -230,8 +230,8 @@ class ClassificationTask:
         import torch
 
         from stillhouse.distill.representation import least_squares_projection, unit_rows
-        from stillhouse.tasks.classification.heads import init_head_by_logistic_regression
-        from stillhouse.tasks.classification.model import encode_texts
+        from stillhouse.models.heads import init_head_by_logistic_regression
+        from stillhouse.models.classifier import encode_texts
         from stillhouse.tasks.classification.train import REPRESENTATION_ITEMS
 
         d, r = spec.distillation, spec.distillation.representation
@@ -282,13 +282,13 @@ class ClassificationTask:
 
     def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                  out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
-        from stillhouse.evaluate.compare import evaluate_run
+        from stillhouse.tasks.classification.evaluate import evaluate_run
 
         return evaluate_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir,
                             soft_labels_dir)
 
     def set_temperature(self, folder: str, temperature: float) -> None:
-        from stillhouse.tasks.classification.model import set_temperature
+        from stillhouse.models.classifier import set_temperature
 
         set_temperature(folder, temperature)
 

@@ -8,7 +8,7 @@ import torch
 
 from stillhouse.distill.losses import distillation_loss, embedding_cosine, representation_distillation_loss
 from stillhouse.distill.training import TrainJob
-from stillhouse.tasks.classification.model import load_classifier, tokenize
+from stillhouse.models.classifier import load_classifier, tokenize
 
 ITEMS = "stillhouse.tasks.classification.train:ClassificationItems"
 REPRESENTATION_ITEMS = "stillhouse.tasks.classification.train:RepresentationItems"

@@ -2,9 +2,9 @@
 
 Same flow as classification, per query instead of per row: the teacher (a cross-encoder fine-tuned on the
 seed queries' judgments) scores every candidate of the seed and pool queries; those scores are the soft labels;
-the student learns them (``ranking.loss``) plus the seed judgments (``ranking.teacher_loss``, weight
+the student learns them (``task.loss``) plus the seed judgments (``task.teacher_loss``, weight
 ``distillation.alpha``); the baseline is the same student on the seed judgments alone. With
-``ranking.embedding_epochs`` a bi-encoder student first learns the bi-encoder teacher's embeddings of every
+``task.embedding_epochs`` a bi-encoder student first learns the bi-encoder teacher's embeddings of every
 passage and training query (stored by the soft-label step beside the scores).
 """
 
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.data.prepare_ranking import PreparedRanking
+from stillhouse.tasks.reranking.prepare import PreparedRanking
 from stillhouse.distill.fit import baseline_epochs, device, train_on_launcher
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.reranking.model import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
+from stillhouse.models.reranker import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
 from stillhouse.tasks.reranking.train import EMBEDDING_ITEMS, RANKING_ITEMS
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
@@ -31,7 +31,7 @@ TEACHER_EMBEDDINGS_FILE = "ranking_teacher_embeddings.parquet"
 
 def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.DataFrame, out_dir: str, *,
          epochs: int, lr: float, head_lr: float, freeze: bool, **fields) -> None:
-    r = spec.ranking
+    r = spec.task
     train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, epochs=epochs,
                       batch_size=r.queries_per_batch, lr=lr, head_lr=head_lr, freeze_embeddings=freeze,
                       save=save_reranker, items=RANKING_ITEMS,
@@ -43,13 +43,13 @@ def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Pat
     ships), choose a prompted LLM's judged examples, or build each member of an ensemble."""
     from stillhouse.models.hf import load_encoder
     from stillhouse.teachers import build_teacher_folder
-    from stillhouse.teachers.ranking import save_prompted_ranker
+    from stillhouse.tasks.reranking.teacher import save_prompted_ranker
 
     seed = data.groups("seed")
 
     def encoder(teacher, folder: Path) -> None:
         encoder, tokenizer = load_encoder(teacher.model)
-        architecture = spec.ranking.teacher_architecture
+        architecture = spec.task.teacher_architecture
         model = ARCHITECTURES[architecture](encoder)
         info = RerankerInfo(kind=architecture, max_length=teacher.max_length, base_model=teacher.model)
         if teacher.epochs == 0:
@@ -61,21 +61,21 @@ def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Pat
              freeze=teacher.freeze_word_embeddings)
 
     build_teacher_folder(spec.teacher, out_dir, encoder,
-                         lambda teacher, folder: save_prompted_ranker(teacher, spec.ranking, seed,
+                         lambda teacher, folder: save_prompted_ranker(teacher, spec.task, seed,
                                                                       spec.runtime.seed, folder),
                          {"task": "reranking"})
 
 
 def embedding_texts(spec: Spec, data: PreparedRanking) -> pd.DataFrame:
     """The texts the student learns the teacher's embeddings of (kind, id, text): the training queries of
-    ``distillation.sources`` (held-out queries never) and passages per ``ranking.embedding_texts``: with
+    ``distillation.sources`` (held-out queries never) and passages per ``task.embedding_texts``: with
     ``training``, every passage except those that only held-out queries rank (training queries' candidates and
     passages no query ranks); with ``corpus``, every passage, those only held-out queries rank included (no
     labels, but the student has then seen the texts it is evaluated on)."""
     splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
     queries = data.queries[data.queries["split"].isin(splits)]
     passages = data.passages
-    if spec.ranking.embedding_texts == "training":
+    if spec.task.embedding_texts == "training":
         training = set(data.queries.loc[data.queries["split"].isin(("seed", "pool")), "query_id"])
         ranked_by = data.candidates["query_id"].isin(training)
         held_out_only = set(data.candidates.loc[~ranked_by, "passage_id"]) - set(
@@ -91,23 +91,23 @@ def _teacher_embeddings(spec: Spec, data: PreparedRanking, teacher_dir: str,
                         validation_dir: str | None) -> pd.DataFrame:
     """The bi-encoder teacher's embedding of every :func:`embedding_texts` text → GE suite → (kind, id,
     embedding, teacher)."""
-    from stillhouse.tasks.reranking.model import BiEncoder, embed_texts
-    from stillhouse.teachers.ranking import encoder_teacher_folder
+    from stillhouse.models.reranker import BiEncoder, embed_texts
+    from stillhouse.tasks.reranking.teacher import encoder_teacher_folder
     from stillhouse.validate.runner import require, run_suite
     from stillhouse.validate.suites import teacher_embedding_checks
 
     folder = encoder_teacher_folder(teacher_dir)
     model, tokenizer, info = load_reranker(folder) if folder is not None else (None, None, None)
     if not isinstance(model, BiEncoder):
-        raise StillhouseError("ranking.embedding_epochs needs a bi-encoder teacher, and this teacher has none",
-                              "use ranking.teacher_architecture `bi_encoder`, or set ranking.embedding_epochs to 0")
+        raise StillhouseError("task.embedding_epochs needs a bi-encoder teacher, and this teacher has none",
+                              "use task.teacher_architecture `bi_encoder`, or set task.embedding_epochs to 0")
     texts = embedding_texts(spec, data)
     vectors = embed_texts(model, tokenizer, texts["text"].tolist(), info.max_length, desc="teacher embeddings",
                           device=device(spec))
     table = texts.drop(columns="text").assign(embedding=list(vectors), teacher=str(folder))
     frame, checks = teacher_embedding_checks(table)
     require(run_suite("ranking_teacher_embeddings", frame, checks, validation_dir),
-            "check the teacher folder (a bi-encoder), or set ranking.embedding_epochs to 0")
+            "check the teacher folder (a bi-encoder), or set task.embedding_epochs to 0")
     return table
 
 
@@ -117,9 +117,9 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
 
     from stillhouse.distill.student import encoder_layer_subset
     from stillhouse.models.hf import load_encoder
-    from stillhouse.tasks.reranking.model import load_seq2seq, tiny_t5
+    from stillhouse.models.reranker import load_seq2seq, tiny_t5
 
-    from stillhouse.teachers.ranking import encoder_teacher_folder
+    from stillhouse.tasks.reranking.teacher import encoder_teacher_folder
 
     torch.manual_seed(spec.runtime.seed)
     folder = encoder_teacher_folder(teacher_dir)
@@ -129,7 +129,7 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
         teacher, tokenizer, teacher_info = None, None, RerankerInfo(kind="cross_encoder", max_length=256)
     student = spec.student
     max_length = student.max_length or teacher_info.max_length
-    choice = spec.ranking.student_architecture
+    choice = spec.task.student_architecture
     if choice == "teacher":  # a prompted-only teacher has no architecture to copy: a cross-encoder then
         choice = teacher_info.kind if teacher_info.kind in ARCHITECTURES else "cross_encoder"
     architecture = ARCHITECTURES[choice]
@@ -195,7 +195,7 @@ def distillation_groups(spec: Spec, data: PreparedRanking, soft: pd.DataFrame,
 
 def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path, model, tokenizer,
                               info: RerankerInfo, out_dir: str) -> int:
-    """Embedding-level distillation (``ranking.embedding_epochs``): fit ``model``'s projection into the teacher's
+    """Embedding-level distillation (``task.embedding_epochs``): fit ``model``'s projection into the teacher's
     space, then train it on the cosine to the teacher's embeddings (Ray Train); ``model`` is updated in place
     for the score distillation that follows. The stage's model folder (``<out_dir>-embedding``) is removed once
     learnt; its ``-work`` folder keeps the training rows."""
@@ -203,19 +203,19 @@ def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path,
 
     import torch
 
-    from stillhouse.tasks.reranking.model import fit_projection
+    from stillhouse.models.reranker import fit_projection
 
     path = soft_dir / TEACHER_EMBEDDINGS_FILE
     if not path.is_file():
         raise StillhouseError(f"{soft_dir} has no teacher embeddings ({TEACHER_EMBEDDINGS_FILE})",
-                              "re-run the soft-label step with ranking.embedding_epochs set")
+                              "re-run the soft-label step with task.embedding_epochs set")
     table = pd.read_parquet(path).merge(embedding_texts(spec, data), on=["kind", "id"], how="left",
                                         validate="one_to_one")
     rows = table[["text", "embedding"]].rename(columns={"embedding": "teacher_embedding"})
     fit_projection(model, tokenizer, rows["text"].tolist(),
                    torch.tensor(np.stack(rows["teacher_embedding"].to_numpy()), dtype=torch.float32),
                    info.max_length)
-    r = spec.ranking
+    r = spec.task
     stage = str(Path(out_dir).parent / f"{Path(out_dir).name}-embedding")
     train_on_launcher(spec, "student (embeddings)", model, tokenizer, info, rows, stage,
                       epochs=r.embedding_epochs, batch_size=r.embedding_batch_size, lr=r.embedding_learning_rate,
@@ -232,15 +232,15 @@ class RerankingTask:
 
     def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
         """Read the BEIR-layout set, split it by query, find first-stage candidates and validate (GE)
-        (:mod:`stillhouse.data.prepare_ranking`)."""
-        from stillhouse.data.prepare_ranking import prepare_ranking
+        (:mod:`stillhouse.tasks.reranking.prepare`)."""
+        from stillhouse.tasks.reranking.prepare import prepare_ranking
 
         report = prepare_ranking(spec, out_dir, validation_dir).report
         say(f"data: {report['counts']} queries; first stage: {report['first_stage']}; seed suite passed")
         return report["counts"]
 
     def teacher(self, spec: Spec, data_dir: str, out_dir: str) -> dict:
-        """The teacher: a cross-encoder fine-tuned on the seed judgments (``ranking.teacher_loss``), a prompted LLM
+        """The teacher: a cross-encoder fine-tuned on the seed judgments (``task.teacher_loss``), a prompted LLM
         (local or endpoint) asked for relevance, or an ensemble of them."""
         data = PreparedRanking.load(data_dir)
         _build_ranking_teacher(spec, data, out_dir)
@@ -253,7 +253,7 @@ class RerankingTask:
         from stillhouse.validate.runner import require, run_suite
         from stillhouse.validate.suites import ranking_soft_label_checks
 
-        from stillhouse.teachers.ranking import load_ranking_teacher, score_groups
+        from stillhouse.tasks.reranking.teacher import load_ranking_teacher, score_groups
 
         data = PreparedRanking.load(data_dir)
         teacher = load_ranking_teacher(teacher_dir, device(spec))
@@ -274,10 +274,10 @@ class RerankingTask:
                                   "add `seed` or `pool` to distillation.sources")
         frame, checks = ranking_soft_label_checks(table, spec.validation.soft_labels)
         result = run_suite("ranking_soft_labels", frame, checks, validation_dir)
-        require(result, "check the teacher's training (ranking.teacher_loss, teacher.epochs), or relax "
+        require(result, "check the teacher's training (task.teacher_loss, teacher.epochs), or relax "
                 "validation.soft_labels")
         counts = {f"{k}_queries": int(v) for k, v in table.groupby("split")["query_id"].nunique().items()}
-        embeddings = _teacher_embeddings(spec, data, teacher_dir, validation_dir) if spec.ranking.embedding_epochs \
+        embeddings = _teacher_embeddings(spec, data, teacher_dir, validation_dir) if spec.task.embedding_epochs \
             else None
         with atomic_dir(out_dir) as tmp:
             table.drop(columns="relevance").to_parquet(tmp / SOFT_SCORES_FILE, index=False)
@@ -291,19 +291,19 @@ class RerankingTask:
     def synthesize(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
                    validation_dir: str | None) -> dict:
         """Synthetic queries written for real passages, kept where the teacher ranks their passage high
-        (:mod:`stillhouse.synth.queries`); with synthesis off, the empty folder every task writes."""
+        (:mod:`stillhouse.tasks.reranking.synthesize`); with synthesis off, the empty folder every task writes."""
         if spec.synthesis is None:
             from stillhouse.synth.synthesize import write_disabled
 
             return write_disabled(out_dir)
-        from stillhouse.synth.queries import synthesize_queries
+        from stillhouse.tasks.reranking.synthesize import synthesize_queries
 
         report = synthesize_queries(spec, data_dir, teacher_dir, out_dir, validation_dir, device=device(spec))
         return {"enabled": True, "kept": report["kept"]}
 
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
                 out_dir: str) -> dict:
-        from stillhouse.synth.queries import load_synthetic_queries
+        from stillhouse.tasks.reranking.synthesize import load_synthetic_queries
 
         data = PreparedRanking.load(data_dir)
         synthetic = load_synthetic_queries(synthetic_dir) if synthetic_dir else None
@@ -311,7 +311,7 @@ class RerankingTask:
         model, tokenizer, info = untrained_ranking_student(spec, teacher_dir)
         d = spec.distillation
         summary = {"train_queries": len(rows)}
-        if spec.ranking.embedding_epochs:
+        if spec.task.embedding_epochs:
             summary["embedded_texts"] = _learn_teacher_embeddings(spec, data, Path(soft_labels_dir), model, tokenizer,
                                                                   info, out_dir)
         _fit(spec, "student", model, tokenizer, info, rows, out_dir, epochs=d.epochs, lr=d.learning_rate,
@@ -332,7 +332,7 @@ class RerankingTask:
 
     def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                  out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
-        from stillhouse.evaluate.ranking_eval import evaluate_ranking_run
+        from stillhouse.tasks.reranking.evaluate import evaluate_ranking_run
 
         return evaluate_ranking_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir)
 

@@ -10,8 +10,8 @@ import torch
 
 from stillhouse.distill.losses import embedding_cosine, ranking_loss
 from stillhouse.distill.training import TrainJob
-from stillhouse.tasks.classification.model import tokenize
-from stillhouse.tasks.reranking.model import BiEncoder, load_reranker
+from stillhouse.models.classifier import tokenize
+from stillhouse.models.reranker import BiEncoder, load_reranker
 
 RANKING_ITEMS = "stillhouse.tasks.reranking.train:RankingItems"
 EMBEDDING_ITEMS = "stillhouse.tasks.reranking.train:EmbeddingItems"

@@ -71,7 +71,7 @@ class RerankerModel:
 
     def __init__(self, folder: Path, device: str = "cpu"):
         from stillhouse.models.hf import count_parameters
-        from stillhouse.tasks.reranking.model import load_reranker
+        from stillhouse.models.reranker import load_reranker
 
         self.model, self.tokenizer, self.info = load_reranker(folder)
         self.name = f"{self.info.kind}:{self.info.base_model}"
@@ -80,7 +80,7 @@ class RerankerModel:
         self.device = device
 
     def score(self, queries: list[str], passages: list[str], desc: str | None = None) -> np.ndarray:
-        from stillhouse.tasks.reranking.model import score_pairs
+        from stillhouse.models.reranker import score_pairs
 
         return score_pairs(self.model, self.tokenizer, queries, passages, self.info.max_length, desc=desc,
                            device=self.device)
@@ -181,7 +181,7 @@ def encoder_teacher_folder(teacher_dir: str | Path) -> Path | None:
 
 def score_groups(scorer, groups: pd.DataFrame, desc: str | None = None) -> list[np.ndarray]:
     """Each query's candidate scores ``[n_candidates]``, in the group's candidate order; ``scorer`` is any
-    re-ranking teacher or model with ``score(queries, passages, desc)`` (:mod:`stillhouse.teachers.ranking`)."""
+    re-ranking teacher or model with ``score(queries, passages, desc)`` (:mod:`stillhouse.tasks.reranking.teacher`)."""
     queries = [q for q, passages in zip(groups["query"], groups["passages"]) for _ in passages]
     passages = [p for group in groups["passages"] for p in group]
     flat = scorer.score(queries, passages, desc=desc) if queries else np.zeros(0, dtype=np.float32)

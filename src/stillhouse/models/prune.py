@@ -97,7 +97,7 @@ def prune_embeddings(encoder: nn.Module, keep: np.ndarray, id_map: torch.Tensor)
 
 
 def prune_classifier(model, tokenizer, texts: list[str], floor: int, max_length: int | None = None) -> PruneReport:
-    """Prune a :class:`~stillhouse.tasks.classification.model.TextClassifier` in place to the tokens of
+    """Prune a :class:`~stillhouse.models.classifier.TextClassifier` in place to the tokens of
     ``texts`` (plus special tokens and the floor); it then carries the id map."""
     from stillhouse.models.hf import count_parameters
 

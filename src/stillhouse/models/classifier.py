@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stillhouse.distill.prune import unknown_tokens
+from stillhouse.models.prune import unknown_tokens
 from stillhouse.errors import ModelError
 from stillhouse.models.hf import count_parameters, quiet_transformers
 from stillhouse.progress import progress
@@ -71,7 +71,7 @@ class TextClassifier(nn.Module):
         return self.encoder.get_input_embeddings()
 
     def set_id_map(self, id_map: torch.Tensor, unk_id: int) -> None:
-        """Read tokenizer ids through ``id_map`` (see :mod:`stillhouse.distill.prune`)."""
+        """Read tokenizer ids through ``id_map`` (see :mod:`stillhouse.models.prune`)."""
         self.id_map, self.unk_id = id_map.to(torch.long), int(unk_id)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from stillhouse.tasks.classification.model import TextClassifier, encode_texts
+from stillhouse.models.classifier import TextClassifier, encode_texts
 
 
 def logistic_regression_head(embeddings: np.ndarray, label_idx: np.ndarray, num_labels: int,

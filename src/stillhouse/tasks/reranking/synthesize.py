@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.data.prepare_ranking import PreparedRanking
+from stillhouse.tasks.reranking.prepare import PreparedRanking
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 
@@ -105,9 +105,9 @@ def teacher_keep(scores: list[np.ndarray], keep_fraction: float, require_source_
 def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str, validation_dir: str | None,
                        device: str = "cpu") -> dict:
     """Run the steps of the module docstring; returns the ``synthesis.json`` report."""
-    from stillhouse.data.ranking import bm25_candidates
+    from stillhouse.tasks.reranking.data import bm25_candidates
     from stillhouse.synth.generate import generate_prompted
-    from stillhouse.teachers.ranking import load_ranking_teacher
+    from stillhouse.tasks.reranking.teacher import load_ranking_teacher
     from stillhouse.validate.runner import require, run_suite
     from stillhouse.validate.suites import synthetic_query_checks
 
@@ -142,7 +142,7 @@ def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str
                        "passages": [corpus[p] for p in ids]})
     frame = pd.DataFrame(groups, columns=["query_id", "query", "source_passage_id", "passage_ids", "passages"])
     teacher = load_ranking_teacher(teacher_dir, device)
-    from stillhouse.teachers.ranking import score_groups
+    from stillhouse.tasks.reranking.teacher import score_groups
 
     scores = score_groups(teacher, frame, desc=f"teacher: scoring {len(frame)} synthetic queries")
     frame = frame.assign(teacher_scores=[s.tolist() for s in scores], teacher=teacher.name,

@@ -14,7 +14,7 @@ class PassageStore:
     def __init__(self, path: str | Path | None):
         self.texts: dict[str, str] = {}
         if path:
-            from stillhouse.data.ranking import read_jsonl_records
+            from stillhouse.tasks.reranking.data import read_jsonl_records
             from stillhouse.errors import DataError
 
             try:

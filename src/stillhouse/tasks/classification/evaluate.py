@@ -15,7 +15,7 @@ from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, read_json, write_json
 from stillhouse.data.prepare import PreparedData
-from stillhouse.distill.prune import vocabulary_figures
+from stillhouse.models.prune import vocabulary_figures
 from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.evaluate.calibration import calibrate
 from stillhouse.evaluate.classical import CLASSICAL_TITLE, TfidfBaseline, teacher_check
@@ -47,7 +47,7 @@ from stillhouse.models.onnx_runtime import (
 )
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.classification.model import encode_texts, load_classifier
+from stillhouse.models.classifier import encode_texts, load_classifier
 from stillhouse.teachers.load import load_teacher
 
 MODELS = ("teacher", "student", "baseline")
@@ -159,17 +159,9 @@ def convert_student(student: Timed, student_dir: str, runtime: str, folder: Path
     return figures, {name: TimedLogits(classifier) for name, classifier in converted.items()}
 
 
-def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
-                 out_dir: str, synthetic_dir: str | None = None, soft_labels_dir: str | None = None) -> dict:
-    """Evaluate the three models and write the evaluation folder; returns the metrics dict.
-
-    ``synthetic_dir`` and ``soft_labels_dir`` feed the report's data section (validation, synthetic rows).
-    """
-    data = PreparedData.load(data_dir)
-    texts = data.eval["text"].tolist()
-    index = {label: i for i, label in enumerate(data.labels)}
-    y = data.eval["label"].map(index).to_numpy()
-    folders = {"teacher": teacher_dir, "student": student_dir, "baseline": baseline_dir}
+def _score_models(spec: Spec, data: PreparedData, texts: list[str], y: np.ndarray,
+                  folders: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Each of teacher, student and baseline on the held-out rows: (logits, metrics, model to time)."""
     logits, models, timed = {}, {}, {}
     for name in MODELS:
         say(f"evaluate: {MODEL_TITLES[name]} on {len(texts)} held-out rows")
@@ -182,26 +174,25 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         if isinstance(timed[name], Timed) and timed[name].model.id_map is not None:  # a pruned vocabulary
             models[name]["vocabulary"] = vocabulary_figures(timed[name].model, timed[name].tokenizer, texts,
                                                             timed[name].max_length)
-    runtime = deployed_runtime(spec.package.runtime, spec.package.quantize)
-    converted: dict[str, TimedLogits] = {}
-    work = None
-    if runtime != "torch":  # removed when done, or when the step fails (the object's finalizer)
-        work = tempfile.TemporaryDirectory(prefix=".runtime-", dir=Path(out_dir).parent)
-        models["student"]["runtime"], converted = convert_student(timed["student"], student_dir, runtime,
-                                                                  Path(work.name), texts, y, logits["student"],
-                                                                  spec.package.max_accuracy_loss)
+    return logits, models, timed
+
+
+def _classical(spec: Spec, data: PreparedData, texts: list[str], y: np.ndarray, teacher_logits: np.ndarray,
+               ) -> tuple[TimedLogits, np.ndarray, dict]:
+    """TF-IDF + logistic regression fitted on the labelled seed rows: (model to time, logits, metrics)."""
     say(f"evaluate: {CLASSICAL_TITLE} fitted on the {len(data.seed)} labelled seed rows (the baseline a user would "
         "otherwise pick)")
+    index = {label: i for i, label in enumerate(data.labels)}
     classical = TfidfBaseline.fit(data.seed["text"].tolist(), data.seed["label"].map(index).to_numpy(),
                                   len(data.labels), spec.runtime.seed)
-    timed["classical"], logits["classical"] = TimedLogits(classical), classical.logits(texts)
-    models["classical"] = {**classification_metrics(logits["classical"], y, spec.evaluation.calibration_bins,
-                                                    logits["teacher"].argmax(1)),
-                           **quality_intervals(y, logits["classical"].argmax(1), data.labels, spec.runtime.seed),
-                           "parameters": classical.parameters, "size_mb": classical.size_mb}
-    calibrated = calibrations(spec, logits, y)
-    for name, model in models.items():
-        model["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
+    logits = classical.logits(texts)
+    metrics = {**classification_metrics(logits, y, spec.evaluation.calibration_bins, teacher_logits.argmax(1)),
+               **quality_intervals(y, logits.argmax(1), data.labels, spec.runtime.seed),
+               "parameters": classical.parameters, "size_mb": classical.size_mb}
+    return TimedLogits(classical), logits, metrics
+
+
+def _time_models(spec: Spec, models: dict, timed: dict, converted: dict[str, TimedLogits], texts: list[str]) -> None:
     say("evaluate: timing the models (interleaved, CPU)")
     speeds = measure_speeds({**timed, **{f"student:{name}": t for name, t in converted.items()}}, texts,
                             spec.evaluation.latency_samples, spec.evaluation.throughput_batch_size)
@@ -209,10 +200,11 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         model.update(speeds[name])
     for name in converted:
         models["student"]["runtime"]["conversions"][name].update(speeds[f"student:{name}"])
-    comparison = {**_comparison(models), **paired_comparisons(y, {n: logits[n].argmax(1) for n in MODELS},
-                                                              spec.runtime.seed)}
-    check = teacher_check(y, {n: logits[n].argmax(1) for n in logits}, spec.runtime.seed)
-    metrics = {
+
+
+def _metrics_record(spec: Spec, data: PreparedData, texts: list[str], models: dict, comparison: dict, check: dict,
+                    teacher_dir: str) -> dict:
+    return {
         "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
         "eval_rows": len(texts), "labels": data.labels, "models": models, "comparison": comparison,
         "teacher_check": check,
@@ -223,9 +215,11 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
                         "figures_after": f"out-of-fold ({spec.evaluation.calibration_folds}-fold cross-fitting)",
                         "served_temperature": models["student"]["calibration"]["temperature"]},
     }
-    section = data_section(data, synthetic_dir, soft_labels_dir)
-    metrics.update(synthesis=section["synthesis"], soft_labels=section["soft_labels"])
-    plots = {
+
+
+def _plots(spec: Spec, data: PreparedData, texts: list[str], y: np.ndarray, logits: dict, calibrated: dict,
+           folders: dict[str, str]) -> dict:
+    return {
         "calibration": {name: calibration_bins(softmax(logits[name]), y, spec.evaluation.calibration_bins)
                         for name in MODELS},
         "calibration_after": {name: calibrated[name]["bins_after"] for name in MODELS},
@@ -235,16 +229,11 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
         "training_history": {name: read_json(Path(folder) / HISTORY_FILE)["epochs"] for name, folder in folders.items()
                              if (Path(folder) / HISTORY_FILE).is_file()},
     }
-    with atomic_dir(out_dir) as tmp:
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "plots.json", plots)
-        (tmp / "report.html").write_text(render_report(metrics, plots, section), encoding="utf-8")
-        (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
-        if work is not None:  # what the package step copies into the student it stores
-            shutil.copytree(work.name, tmp / RUNTIME_DIR)
-    if work is not None:
-        work.cleanup()
-    c = metrics["comparison"]
+
+
+def _announce(metrics: dict) -> None:
+    """The evaluation's summary lines on the console."""
+    models, c, check = metrics["models"], metrics["comparison"], metrics["teacher_check"]
     say(f"evaluate: teacher acc {models['teacher']['accuracy']:.4f} | student {models['student']['accuracy']:.4f} "
           f"| hard-label student {models['baseline']['accuracy']:.4f} | {CLASSICAL_TITLE} "
           f"{models['classical']['accuracy']:.4f} | retention {c['student_retention']:.3f} "
@@ -262,4 +251,47 @@ def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
     cal = models["student"]["calibration"]
     say(f"evaluate: student ECE {cal['ece_before']:.4f} → {cal['ece_after']:.4f} with temperature scaling "
         f"(T={cal['temperature']:.2f}, {'served' if cal['applied'] else 'not applied: ' + cal['reason']})")
+
+
+def evaluate_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
+                 out_dir: str, synthetic_dir: str | None = None, soft_labels_dir: str | None = None) -> dict:
+    """Evaluate the three models and write the evaluation folder; returns the metrics dict.
+
+    ``synthetic_dir`` and ``soft_labels_dir`` feed the report's data section (validation, synthetic rows).
+    """
+    data = PreparedData.load(data_dir)
+    texts = data.eval["text"].tolist()
+    y = data.eval["label"].map({label: i for i, label in enumerate(data.labels)}).to_numpy()
+    folders = {"teacher": teacher_dir, "student": student_dir, "baseline": baseline_dir}
+    logits, models, timed = _score_models(spec, data, texts, y, folders)
+    runtime = deployed_runtime(spec.package.runtime, spec.package.quantize)
+    converted: dict[str, TimedLogits] = {}
+    work = None
+    if runtime != "torch":  # removed when done, or when the step fails (the object's finalizer)
+        work = tempfile.TemporaryDirectory(prefix=".runtime-", dir=Path(out_dir).parent)
+        models["student"]["runtime"], converted = convert_student(timed["student"], student_dir, runtime,
+                                                                  Path(work.name), texts, y, logits["student"],
+                                                                  spec.package.max_accuracy_loss)
+    timed["classical"], logits["classical"], models["classical"] = _classical(spec, data, texts, y, logits["teacher"])
+    calibrated = calibrations(spec, logits, y)
+    for name, model in models.items():
+        model["calibration"] = {k: v for k, v in calibrated[name].items() if k != "bins_after"}
+    _time_models(spec, models, timed, converted, texts)
+    comparison = {**_comparison(models), **paired_comparisons(y, {n: logits[n].argmax(1) for n in MODELS},
+                                                              spec.runtime.seed)}
+    check = teacher_check(y, {n: logits[n].argmax(1) for n in logits}, spec.runtime.seed)
+    metrics = _metrics_record(spec, data, texts, models, comparison, check, teacher_dir)
+    section = data_section(data, synthetic_dir, soft_labels_dir)
+    metrics.update(synthesis=section["synthesis"], soft_labels=section["soft_labels"])
+    plots = _plots(spec, data, texts, y, logits, calibrated, folders)
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "plots.json", plots)
+        (tmp / "report.html").write_text(render_report(metrics, plots, section), encoding="utf-8")
+        (tmp / "model_card.md").write_text(render_model_card(spec, metrics), encoding="utf-8")
+        if work is not None:  # what the package step copies into the student it stores
+            shutil.copytree(work.name, tmp / RUNTIME_DIR)
+    if work is not None:
+        work.cleanup()
+    _announce(metrics)
     return metrics

@@ -15,11 +15,11 @@ import numpy as np
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.data.prepare_ranking import PreparedRanking
-from stillhouse.evaluate.ranking import rank_ids, ranking_metrics
+from stillhouse.tasks.reranking.prepare import PreparedRanking
+from stillhouse.tasks.reranking.metrics import rank_ids, ranking_metrics
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.teachers.ranking import RerankerModel, load_ranking_teacher
+from stillhouse.tasks.reranking.teacher import RerankerModel, load_ranking_teacher
 
 MODELS = ("teacher", "student", "baseline")
 TITLES = {"first_stage": "first stage", "teacher": "teacher", "student": "distilled student",
@@ -53,7 +53,7 @@ def rerank_latency(scorers: dict, groups, candidates: int, samples: int) -> dict
 
 def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                          out_dir: str, synthetic_dir: str | None = None) -> dict:
-    from stillhouse.teachers.ranking import score_groups
+    from stillhouse.tasks.reranking.teacher import score_groups
 
     data = PreparedRanking.load(data_dir)
     groups, qrels = data.groups("eval"), data.judgments("eval")
@@ -68,7 +68,7 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
         models[name] = {**ranking_metrics(rankings, qrels), "kind": scorers[name].name.split(":")[0],
                         "parameters": scorers[name].parameters, "size_mb": _size_mb(folder)}
     say("evaluate: timing the re-ranking of one query's candidates (interleaved, CPU)")
-    speeds = rerank_latency(scorers, groups, spec.ranking.latency_candidates, spec.evaluation.latency_samples)
+    speeds = rerank_latency(scorers, groups, spec.task.latency_candidates, spec.evaluation.latency_samples)
     for name in MODELS:
         models[name].update(speeds[name])
     teacher, student, baseline = models["teacher"], models["student"], models["baseline"]
@@ -84,7 +84,7 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
                "stillhouse_version": __version__, "eval_queries": len(groups), "models": models,
                "comparison": comparison, "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
                "teacher": spec.teacher.describe(), "synthesis": _synthesis_report(synthetic_dir),
-               "embedding_texts": spec.ranking.embedding_texts if spec.ranking.embedding_epochs else None}
+               "embedding_texts": spec.task.embedding_texts if spec.task.embedding_epochs else None}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         (tmp / "report.html").write_text(render_ranking_report(metrics), encoding="utf-8")
@@ -165,7 +165,7 @@ same student trained on the judgments alone.</p>
 
 
 def _embedding_line(spec: Spec) -> str:
-    r = spec.ranking
+    r = spec.task
     if not r.embedding_epochs:
         return "off"
     which = ("every passage except those only held-out queries rank (inductive)"
@@ -190,8 +190,8 @@ harms someone.
 ## How it was made
 Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher ({spec.teacher.describe()})
 scored the candidates of the seed and unlabelled queries; the student (`{spec.student.kind}`) learned them with
-the `{spec.ranking.loss}` loss (T={spec.distillation.temperature}) plus the seed judgments
-(`{spec.ranking.teacher_loss}`, α={spec.distillation.alpha}) for {spec.distillation.epochs} epochs.
+the `{spec.task.loss}` loss (T={spec.distillation.temperature}) plus the seed judgments
+(`{spec.task.teacher_loss}`, α={spec.distillation.alpha}) for {spec.distillation.epochs} epochs.
 
 - spec hash: `{metrics['spec_hash']}`
 - teacher fingerprint: `{metrics['teacher_fingerprint']}`

@@ -25,7 +25,7 @@ import pandas as pd
 
 from stillhouse.data.fingerprint import rows_fingerprint
 from stillhouse.data.io import atomic_dir, read_json, write_json
-from stillhouse.data.ranking import RankingData, bm25_candidates, read_beir, split_queries
+from stillhouse.tasks.reranking.data import RankingData, bm25_candidates, read_beir, split_queries
 from stillhouse.errors import DataError
 from stillhouse.spec import Spec
 
@@ -169,7 +169,7 @@ def validate_ranking_seed(frame: pd.DataFrame, validation_dir: str | Path | None
 
 def prepare_ranking(spec: Spec, out_dir: str | Path, validation_dir: str | Path | None = None) -> PreparedRanking:
     """Read, split by query, gather candidates, validate (GE) and write the prepared re-ranking sets."""
-    from stillhouse.evaluate.ranking import recall_at_k
+    from stillhouse.tasks.reranking.metrics import recall_at_k
 
     d = spec.data
     data = read_beir(d.corpus, d.queries, d.qrels, d.candidates)
