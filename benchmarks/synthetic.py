@@ -174,7 +174,7 @@ def llm_teacher_rows_for(name: str, cfg: dict, base: Path, data, limit: int) -> 
     equal-weight ensemble with the fine-tuned encoder, on the first ``limit`` evaluation rows."""
     from stillhouse.spec import LLMTeacherSpec
     from stillhouse.teachers.llm import load_described_teacher, save_prompted_teacher
-    from stillhouse.teachers.load import ensemble_logits
+    from stillhouse.teachers.ensemble import ensemble_logits
     from stillhouse.teachers.load import load_teacher
 
     spec = LLMTeacherSpec(kind="llm", shots_per_label=1, task_description=cfg["task"])

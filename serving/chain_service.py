@@ -1,6 +1,6 @@
 """The chain service: several students in one ``/classify``, each step routed on an earlier step's answer.
 
-Each step's student is its own BentoML service (``serving/model_service.py``) that this one depends on, so
+Each step's student is its own BentoML service (a classifier's, ``serving/model_service.py``) that this one depends on, so
 ``bentoml serve`` runs each in its own workers and a deployment can scale each on its own. Configured by
 ``$STILLHOUSE_SERVE_CONFIG`` with ``chain:`` naming the chain spec (``stillhouse serve --chain FILE``).
 """
@@ -12,18 +12,32 @@ import asyncio
 import bentoml
 
 from stillhouse.errors import RequestError, Unavailable
-from stillhouse.serve.chain import load_chain, run_chain
+from stillhouse.serve.chain import CHAIN_ROUTE, load_chain, run_chain
 from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serve.feedback import FeedbackStore
-from stillhouse.serve.schemas import ChainResponse, FeedbackResponse, Prediction, StepResult
-from stillhouse.serving.middleware import (IDEMPOTENCY_HEADER, SecurityMiddleware, principal_of, remember_request,
-                                           unavailable, unprocessable)
-from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, student_model_service
+from stillhouse.serve.schemas import (
+    FEEDBACK_ROUTE,
+    ChainResponse,
+    FeedbackResponse,
+    Prediction,
+    StepResult,
+    check_classify,
+    check_feedback,
+)
+from stillhouse.serving.middleware import (
+    IDEMPOTENCY_HEADER,
+    SecurityMiddleware,
+    principal_of,
+    remember_request,
+    unavailable,
+    unprocessable,
+)
+from stillhouse.serving.model_service import SERVICE_OPTIONS, call_model, classifier_model
 
 CONFIG: ServeConfig = load_serve_config()
 CHAIN = load_chain(CONFIG.chain)
-STEP_SERVICES = {step.name: student_model_service(f"stillhouse-chain-{step.name}", step.model, CONFIG.batching,
-                                                  CONFIG.warmup_texts) for step in CHAIN.steps}
+STEP_SERVICES = {step.name: classifier_model(f"stillhouse-chain-{step.name}", step.model, CONFIG.batching,
+                                             CONFIG.warmup_texts) for step in CHAIN.steps}
 
 
 class ChainBase:
@@ -90,4 +104,5 @@ class ChainBase:
 
 Chain = bentoml.service(name=f"stillhouse-chain-{CHAIN.name}", **SERVICE_OPTIONS)(
     type("Chain", (ChainBase,), {f"step_{name}": bentoml.depends(svc) for name, svc in STEP_SERVICES.items()}))
-Chain.add_asgi_middleware(SecurityMiddleware, config=CONFIG)
+Chain.add_asgi_middleware(SecurityMiddleware, config=CONFIG,
+                         checks={CHAIN_ROUTE: check_classify, FEEDBACK_ROUTE: check_feedback})

@@ -1,16 +1,20 @@
-"""The BentoML service that holds one packaged student and batches concurrent calls to it.
+"""The BentoML services that hold one packaged student each and batch concurrent calls to it.
 
-Student and chain services depend on one of these per student (``bentoml.depends``), so each student runs in
-its own worker processes and can be scaled on its own.
+A student's public service (and a chain) depends on one of these per student (``bentoml.depends``), so each student
+runs in its own worker processes and can be scaled on its own. Each task's model service has the task's one verb
+(:func:`classifier_model`, :func:`reranker_model`, :func:`tabular_model`) and ``describe``; the student itself is
+the task's served student (:func:`stillhouse.serve.stored.load_student`).
 """
 
 from __future__ import annotations
 
 import threading
 
+import aiohttp
 import bentoml
 
 from stillhouse.serve.config import BatchingConfig
+from stillhouse.serve.stored import load_student
 
 # BentoML's access log is off: it writes the client's URL path verbatim (log flooding, forged lines), and the
 # middleware's audit log already records every request without it.
@@ -19,7 +23,7 @@ SERVICE_OPTIONS = {"traffic": {"timeout": 60}, "logging": {"access": {"enabled":
 # closes the old one with calls still in flight (bentoml/BentoML#5540, #5544): at concurrency 4 about 1 % of calls
 # failed or hung until the 60 s timeout. Replaced only by age (new replicas still get traffic after 5 min).
 RUNNER_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 300.0}
-# Tokens a pruned student read as [UNK] though its tokenizer knew them (distill/prune.py): text it cannot see.
+# Tokens a pruned student read as [UNK] though its tokenizer knew them (models/prune.py): text it cannot see.
 UNKNOWN_TOKENS = bentoml.metrics.Counter(
     name="stillhouse_unknown_tokens", documentation="Tokens a student with a pruned vocabulary read as [UNK]",
     labelnames=["model"])
@@ -29,11 +33,9 @@ async def call_model(method, *args):
     """Call a dependency's API, once more if BentoML's proxy dropped the connection under the call.
 
     When BentoML replaces its session to a dependency (see RUNNER_CONNECTION) calls still on the old one fail
-    with a connection error ("Server disconnected", "Connector is closed", "Session is closed"). Classification
-    is idempotent, so calling again on the fresh session is safe.
+    with a connection error ("Server disconnected", "Connector is closed", "Session is closed"). Every model
+    verb is idempotent, so calling again on the fresh session is safe.
     """
-    import aiohttp
-
     try:
         return await method(*args)
     except aiohttp.ClientConnectionError:
@@ -44,29 +46,41 @@ async def call_model(method, *args):
         return await method(*args)
 
 
-def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
-    """A BentoML service holding the student ``tag``; chains build one per step."""
+class StudentModel:
+    """Holds the packaged student ``tag`` (a class attribute set by :func:`_service`), warmed up on ``warmup``."""
 
-    @bentoml.service(name=name, **SERVICE_OPTIONS, runner_connection=RUNNER_CONNECTION)
-    class StudentModel:
+    tag: str
+    warmup: list[str]
+
+    def __init__(self) -> None:
+        self.student = load_student(self.tag)
+        self.student.warm_up(self.warmup)  # the first call pays tokenizer and allocator set-up, not a user
+
+    @bentoml.api
+    def describe(self) -> dict:
+        return self.student.describe()
+
+
+def _service(cls: type, name: str, tag: str, warmup: list[str]):
+    return bentoml.service(name=name, **SERVICE_OPTIONS, runner_connection=RUNNER_CONNECTION)(
+        type(cls.__name__, (cls,), {"tag": tag, "warmup": warmup}))
+
+
+def _batched(batching: BatchingConfig):
+    """The ``@bentoml.api`` of a model's verb: adaptive batching as configured."""
+    return bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
+                       max_latency_ms=batching.max_latency_ms)
+
+
+def classifier_model(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
+    """A classifier's model service: ``predict`` (texts → labels and probabilities). Chains build one per step."""
+
+    class ClassifierModel(StudentModel):
         def __init__(self) -> None:
-            from stillhouse.serve.student import ServedStudent
+            super().__init__()
+            self.exported, self.exported_lock = getattr(self.student.model, "unknown_tokens", 0), threading.Lock()
 
-            self.student = ServedStudent.from_store(tag)
-            self.exported, self.exported_lock = 0, threading.Lock()
-            # the first call pays tokenizer and allocator set-up, not a user
-            if self.student.task == "reranking":
-                self.student.score([{"query": text, "passage": text} for text in warmup])
-            elif self.student.task == "tabular":
-                pre = self.student.model.preprocessor
-                self.student.score_rows([{**dict(zip(pre.numeric, pre.medians)),
-                                          **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}}])
-            else:
-                self.student.predict(warmup)
-            self.exported = getattr(self.student.model, "unknown_tokens", 0)  # the warm-up's are not a client's
-
-        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
-                     max_latency_ms=batching.max_latency_ms)
+        @_batched(batching)
         def predict(self, texts: list[str]) -> list[dict]:
             answers = self.student.predict(texts)
             with self.exported_lock:  # each count the model made is exported once, whichever call exports it
@@ -76,22 +90,26 @@ def student_model_service(name: str, tag: str, batching: BatchingConfig, warmup:
                     self.exported = seen
             return answers
 
-        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
-                     max_latency_ms=batching.max_latency_ms)
+    return _service(ClassifierModel, name, tag, warmup)
+
+
+def reranker_model(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
+    """A re-ranker's model service: ``score`` ((query, passage) pairs → relevance scores)."""
+
+    class RerankerModel(StudentModel):
+        @_batched(batching)
         def score(self, pairs: list[dict]) -> list[float]:
             return self.student.score(pairs)
 
-        @bentoml.api(batchable=batching.enabled, max_batch_size=batching.max_batch_size,
-                     max_latency_ms=batching.max_latency_ms)
+    return _service(RerankerModel, name, tag, warmup)
+
+
+def tabular_model(name: str, tag: str, batching: BatchingConfig, warmup: list[str]):
+    """A tabular student's model service: ``score_rows`` (raw column values → label, probability, reasons)."""
+
+    class TabularModel(StudentModel):
+        @_batched(batching)
         def score_rows(self, rows: list[dict]) -> list[dict]:
             return self.student.score_rows(rows)
 
-        @bentoml.api
-        def describe(self) -> dict:
-            tabular = self.student.task == "tabular"
-            return {"tag": self.student.tag, "version": self.student.version, "labels": self.student.labels,
-                    "task": self.student.task, "columns": self.student.columns() if tabular else [],
-                    "numeric": self.student.model.preprocessor.numeric if tabular else [],
-                    "features": (self.student.metadata or {}).get("features")}
-
-    return StudentModel
+    return _service(TabularModel, name, tag, warmup)

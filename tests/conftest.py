@@ -152,6 +152,12 @@ def tiny_student_tag(tiny_model_dir) -> str:
     return package_tiny_student("tiny-student", ["negative", "positive"], tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_reranker_tag(tiny_model_dir) -> str:
+    """A tiny cross-encoder re-ranker in the test's model store."""
+    return package_tiny_reranker("tiny-reranker", tiny_model_dir)
+
+
 def self_signed(folder: Path, algorithm: str = "ecdsa") -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key (``ecdsa`` P-256 or ``rsa`` 2048), written as PEM files (the test's
     own CA-less certificate); an RSA pair is named ``rsa-cert.pem``/``rsa-key.pem``."""

@@ -3,6 +3,9 @@
 
 Thin by design: each command parses arguments, calls one library function, and prints its result. A
 :class:`StillhouseError` is printed as ``error: ...`` with its fix and exits with status 1 (no traceback).
+
+Each command imports the library it needs when it runs, not at the top: the library pulls in torch, Ray, BentoML
+and kfp (seconds), and ``stillhouse --help``, ``token new`` or a mistyped command should answer at once.
 """
 
 from __future__ import annotations
@@ -85,9 +88,7 @@ def _cmd_models_list(args) -> int:
         return 0
     print(f"{'tag':<48} {'created':<20} {'quality':>14} {'retention':>9} {'gate':>6}  spec")
     for r in rows:
-        acc = (f"AUC {r['auc']:.4f}" if r.get("auc") is not None
-               else f"acc {r['accuracy']:.4f}" if r["accuracy"] is not None
-               else f"nDCG@10 {r['ndcg@10']:.4f}" if r.get("ndcg@10") is not None else "-")
+        acc = f"{r['quality'][0]} {r['quality'][1]:.4f}" if r["quality"] else "-"
         ret = f"{r['retention']:.3f}" if r["retention"] is not None else "-"
         print(f"{r['tag']:<48} {r['created']:<20} {acc:>14} {ret:>9} {r.get('gate') or '-':>6}  {r['spec_hash']}")
     return 0
@@ -102,20 +103,13 @@ def _cmd_llm_serve(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from stillhouse.serve.launch import (
-        CHAIN_SERVICE,
-        STUDENT_SERVICE,
-        check_config,
-        config_from_flags,
-        serve_command,
-        write_config,
-    )
+    from stillhouse.serve.launch import check_config, config_from_flags, serve_command, service_for, write_config
 
     config = config_from_flags(args.config, args.dir, args.tag, args.chain, args.tokens_file, args.no_auth,
                                args.no_batching, args.passages)
     check_config(config)
-    command, env = serve_command(write_config(config, args.dir), args.host, args.port, args.ssl_certfile,
-                                 args.ssl_keyfile, CHAIN_SERVICE if config.chain else STUDENT_SERVICE)
+    command, env = serve_command(write_config(config, args.dir), service_for(config), args.host, args.port,
+                                 args.ssl_certfile, args.ssl_keyfile)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"serving {config.chain or config.model} on {scheme}://{args.host}:{args.port} (auth "
           f"{'on' if config.auth.enabled else 'OFF'}; audit log {config.audit.path}; "
@@ -183,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     sbm.add_argument("--dry-run", action="store_true", help="write the package and parameters, contact nothing")
     sbm.add_argument("--out-dir", default=".", help="where the package and parameters go (default: here)")
     sbm.set_defaults(func=_cmd_submit)
+    _add_serving_commands(sub)
+    return parser
+
+
+def _add_serving_commands(sub) -> None:
+    """The commands around packaged and served students: models, llm-serve, serve, package, token, feedback."""
     models = sub.add_parser("models", help="packaged students in the BentoML model store")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="list packaged students").set_defaults(func=_cmd_models_list)
@@ -230,7 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("db", help="the service's feedback.sqlite")
     backup.add_argument("output", help="the copy to write (a SQLite file, mode 0600)")
     backup.set_defaults(func=_cmd_feedback_backup)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

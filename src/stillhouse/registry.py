@@ -13,11 +13,11 @@ from pathlib import Path
 
 from stillhouse import __version__
 from stillhouse.data.io import read_json
-from stillhouse.errors import ModelError
+from stillhouse.errors import ModelError, SpecError
 from stillhouse.evaluate.model_card import stamp_tag
 from stillhouse.models.onnx_runtime import ONNX_FILE, RUNTIME_DIR, conversion_refusal
 from stillhouse.spec import Spec
-from stillhouse.tasks import task_for
+from stillhouse.tasks import task_for, task_of_folder
 
 FRAMEWORK_LABEL = "stillhouse"
 
@@ -68,15 +68,18 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
 
 
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
-                     labels: dict | None = None, metadata: dict | None = None, task: str = "classification",
+                     labels: dict | None = None, metadata: dict | None = None, task: str | None = None,
                      temperature: float | None = None, runtime_file: Path | None = None) -> str:
     """A new BentoML model version ``name`` holding the student folder (a classifier or a re-ranker) as
     ``student/`` (what serving loads) and ``files`` beside it; return its tag. ``temperature`` (a classifier's
     fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it.
     ``runtime_file`` (an ONNX export the evaluation measured) goes in as ``student/model.onnx``, which serving
-    then runs instead of the torch weights (kept beside it: a packaged student can teach or be re-distilled)."""
+    then runs instead of the torch weights (kept beside it: a packaged student can teach or be re-distilled).
+    ``task`` (the ``task`` label serving reads) defaults to the registered task whose student file the folder
+    holds."""
     import bentoml
 
+    task = task or task_of_folder(classifier_dir)
     with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
                                metadata=metadata or {}) as model:
         target = Path(model.path)
@@ -95,6 +98,16 @@ def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Pat
     return str(model.tag)
 
 
+def _quality(task_name: str, metadata: dict) -> tuple[str, float] | None:
+    """The task's first headline figure as stored (its title, its value), or None (a task no longer installed)."""
+    try:
+        task = task_for(task_name)
+    except SpecError:
+        return None
+    value = metadata.get(task.headline[0])
+    return (task.headline_title, value) if value is not None else None
+
+
 def list_students() -> list[dict]:
     """Packaged students in the local model store, newest first."""
     import bentoml
@@ -104,10 +117,10 @@ def list_students() -> list[dict]:
         info = model.info
         if info.labels.get("framework") != FRAMEWORK_LABEL:
             continue
+        task = info.labels.get("task") or task_of_folder(Path(model.path) / "student") or ""
         rows.append({"tag": str(model.tag), "created": info.creation_time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "run": info.labels.get("run", ""), "accuracy": info.metadata.get("accuracy"),
-                     "ndcg@10": info.metadata.get("ndcg@10"), "auc": info.metadata.get("auc"),
-                     "gate": info.labels.get("gate", ""), "task": info.labels.get("task", "classification"),
+                     "run": info.labels.get("run", ""), "quality": _quality(task, info.metadata),
+                     "gate": info.labels.get("gate", ""), "task": task,
                      "runtime": info.labels.get("runtime", "torch"),
                      "retention": info.metadata.get("retention"), "spec_hash": info.metadata.get("spec_hash", "")[:12],
                      "path": model.path})

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stillhouse.data.io import read_json, write_json
-from stillhouse.errors import StillhouseError
+from stillhouse.errors import ERROR_MARKER, StillhouseError
 from stillhouse.evaluate.model_card import stamp_tag
-from stillhouse.registry import code_version
+from stillhouse.pipelines.distill import build_distill_pipeline
 from stillhouse.progress import TAG, say
+from stillhouse.registry import code_version
 from stillhouse.spec import Spec
-from stillhouse.errors import ERROR_MARKER
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -84,8 +84,6 @@ def compile_pipeline(out_path: str | Path, spec: Spec | None = None) -> Path:
     cluster settings (``runtime.kubernetes``, images, GPUs) in its platform spec."""
     from kfp import compiler
 
-    from stillhouse.pipelines.distill import build_distill_pipeline
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pipeline = build_distill_pipeline(spec.runtime if spec is not None else None)
@@ -131,8 +129,6 @@ def _collect_validation(artifacts: dict[str, str], run_dir: Path) -> dict[str, s
 def run_local(spec: Spec, verbose: bool = False) -> RunResult:
     """Run the distillation pipeline locally; raise :class:`StillhouseError` with the failing step's message."""
     from kfp import local
-
-    from stillhouse.pipelines.distill import build_distill_pipeline
 
     run_dir = new_run_dir(spec)
     (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")

@@ -15,6 +15,7 @@ from typing import Callable
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import ERROR_MARKER, StillhouseError
 from stillhouse.progress import say
+from stillhouse.registry import save_student
 from stillhouse.spec import Spec, spec_from_json
 from stillhouse.tasks import task_for
 
@@ -99,8 +100,6 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
 def package_step(spec_json: str, data_dir: str, teacher_dir: str, student_dir: str, evaluation_dir: str,
                  out_path: str) -> str:
     """Save the student with its lineage to the BentoML model store; returns the model tag."""
-    from stillhouse.registry import save_student
-
     tag = save_student(spec_from_json(spec_json), data_dir, teacher_dir, student_dir, evaluation_dir)
     with atomic_file(out_path) as handle:
         handle.write(tag + "\n")

@@ -34,7 +34,7 @@ def test_package_builds_a_bento_with_card_model_and_unlocked_cpu_requirements(ti
     requirements = (folder / "env" / "python" / "requirements.txt").read_text()
     assert "torch==2.13.0" in requirements and "bentoml" in requirements and "nvidia" not in requirements
     assert "psycopg" in requirements  # PostgreSQL feedback works in the containerized Bento too (feedback.url)
-    assert (folder / "src" / "stillhouse" / "serving" / "student_service.py").is_file()
+    assert (folder / "src" / "stillhouse" / "serving" / "classification_service.py").is_file()
 
     port = free_port()
     log = open(tmp_path / "bento.log", "w")

@@ -53,6 +53,10 @@ def test_security_answers_over_the_real_server(server):
     too_long = client.post("/classify", json={"texts": [EMAIL * 1000]}, headers=auth())
     assert too_long.status_code == 422 and "characters; the limit is" in too_long.json()["error"]
     assert client.get("/metrics", headers=auth()).status_code == 200
+    # a classifier's service has only its task's route: /rerank and /score are not there, whatever the body
+    for route, body in (("/rerank", {"query": "q", "passages": ["p"]}), ("/score", b"not json")):
+        kwargs = {"json": body} if isinstance(body, dict) else {"content": body}
+        assert client.post(route, headers=auth(), **kwargs).status_code == 404
 
 
 def test_acknowledged_feedback_survives_sigkill_and_no_log_holds_pii_or_token(server):

@@ -29,11 +29,11 @@ def served(tiny_student_tag, tmp_path_factory):
     }))
     (folder / "tokens").write_text(f"alice {hash_token(TOKEN)}\n")
     os.environ["STILLHOUSE_SERVE_CONFIG"] = str(config)
-    import stillhouse.serving.student_service as module
+    import stillhouse.serving.classification_service as module
 
     module = importlib.reload(module)  # the service reads its config on import; another test may have imported it
 
-    with TestClient(module.Student.to_asgi()) as client:
+    with TestClient(module.Classifier.to_asgi()) as client:
         yield client, folder
     os.environ.pop("STILLHOUSE_SERVE_CONFIG")
 

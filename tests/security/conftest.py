@@ -19,6 +19,7 @@ import pytest
 
 from stillhouse.serve.local import start_serve, stop_process_group
 from stillhouse.serve.tokens import hash_token
+from stillhouse.tasks import task_for
 from tests.conftest import self_signed
 
 
@@ -120,26 +121,27 @@ def logs_of(live: dict) -> str:
 
 
 @pytest.fixture()
-def asgi(tiny_student_tag, tmp_path, monkeypatch):
-    """A factory: ``asgi(**config_sections)`` → (TestClient, serving folder) for the student service's app."""
+def asgi(tiny_student_tag, tiny_reranker_tag, tmp_path, monkeypatch):
+    """A factory: ``asgi(task="classification", **config_sections)`` → (TestClient, serving folder) for the app of
+    that task's service (a tiny classifier, or a tiny re-ranker)."""
     from starlette.testclient import TestClient
 
     clients = []
 
-    def make(**sections):
+    def make(task: str = "classification", **sections):
         folder = tmp_path / "serve"
         folder.mkdir(exist_ok=True)
         (folder / "tokens").write_text(f"alice {hash_token(ALICE)}\nbob {hash_token(BOB)}\n")
-        config = {"model": tiny_student_tag, "auth": {"tokens_file": str(folder / "tokens")},
+        tag = tiny_reranker_tag if task == "reranking" else tiny_student_tag
+        config = {"model": tag, "auth": {"tokens_file": str(folder / "tokens")},
                   "audit": {"path": str(folder / "audit.jsonl")}, "feedback": {"path": str(folder / "fb.sqlite")},
                   **sections}
         (folder / "serve.yaml").write_text(json.dumps(config))
         monkeypatch.setenv("STILLHOUSE_SERVE_CONFIG", str(folder / "serve.yaml"))
-        import stillhouse.serving.student_service as module
-
-        module = importlib.reload(module)  # the service reads its config on import
+        module_name, service = task_for(task).serving.service.split(":")
+        module = importlib.reload(importlib.import_module(module_name))  # the service reads its config on import
         forget_service_metrics()  # an app of an earlier test (or module) may have registered them
-        client = TestClient(module.Student.to_asgi(), raise_server_exceptions=False)
+        client = TestClient(getattr(module, service).to_asgi(), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client, folder

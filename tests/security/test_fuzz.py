@@ -62,7 +62,7 @@ headers = st.lists(st.tuples(st.sampled_from(["Authorization", "Content-Type", "
                                            ("/rerank", rerank_bodies)])
 def test_any_body_and_headers_get_a_non_5xx_answer_an_audit_line_and_no_log_of_the_input(asgi, caplog, route,
                                                                                          bodies):
-    client, folder = asgi()
+    client, folder = asgi(task="reranking" if route == "/rerank" else "classification")  # each route's own service
     audit = folder / "audit.jsonl"
     caplog.set_level(logging.DEBUG)
 

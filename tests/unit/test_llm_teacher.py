@@ -11,7 +11,7 @@ from stillhouse.evaluate.metrics import softmax
 from stillhouse.spec import LLMTeacherSpec
 from stillhouse.teachers.causal_lm import (chat_prompt, continuation_ids, generate_texts, load_causal_lm,
                                            score_continuations)
-from stillhouse.teachers.load import ensemble_logits
+from stillhouse.teachers.ensemble import ensemble_logits
 from stillhouse.teachers.llm import (choose_demonstrations, load_described_teacher,
                                      normalise_scores, save_prompted_teacher, verbalizer_prompt, verbalizers)
 

@@ -48,7 +48,7 @@ def test_classifier_folder_round_trip(tmp_path, tiny_model_dir):
 def test_stored_temperature_softens_the_served_probabilities(tmp_path, tiny_model_dir):
     from stillhouse.evaluate.metrics import softmax
     from stillhouse.registry import store_classifier
-    from stillhouse.serve.student import ServedStudent
+    from stillhouse.serve.stored import load_student
 
     encoder, tokenizer = load_encoder(str(tiny_model_dir))
     torch.manual_seed(0)
@@ -58,8 +58,8 @@ def test_stored_temperature_softens_the_served_probabilities(tmp_path, tiny_mode
     save_classifier(model, tokenizer, ClassifierInfo(labels=["a", "b", "c"], max_length=16), tmp_path / "clf")
     texts = ["hello there", "a longer sentence"]
     logits = encode_texts(model, tokenizer, texts, 16)
-    raw = ServedStudent.from_store(store_classifier("temperature-raw", tmp_path / "clf"))
-    scaled = ServedStudent.from_store(store_classifier("temperature-four", tmp_path / "clf", temperature=4.0))
+    raw = load_student(store_classifier("temperature-raw", tmp_path / "clf"))
+    scaled = load_student(store_classifier("temperature-four", tmp_path / "clf", temperature=4.0))
     assert (raw.temperature, scaled.temperature) == (1.0, 4.0)
     for served, temperature in ((raw, 1.0), (scaled, 4.0)):
         answers = served.predict(texts)

@@ -1,6 +1,8 @@
-"""The student service's methods with a stub model (no HTTP, no model store): readiness, answers, feedback."""
+"""The student services' methods with a stub model (no HTTP, no model store): readiness, answers, feedback; each
+task's service has exactly its own route."""
 
 import asyncio
+import importlib
 import json
 import types
 
@@ -27,18 +29,45 @@ class StubModel:
                 for t in texts]
 
 
-@pytest.fixture()
-def student(tmp_path, monkeypatch):
+SERVICES = {"classification": ("classification_service", "Classifier", "/classify"),
+            "reranking": ("reranking_service", "Reranker", "/rerank"),
+            "tabular": ("tabular_service", "TabularScorer", "/score")}
+
+
+def front(tmp_path, monkeypatch, task: str):
+    """The public service class of ``task`` (its BentoML inner class), configured for a stub model."""
     (tmp_path / "serve.yaml").write_text(json.dumps({
         "model": "stub:v1", "auth": {"enabled": False}, "feedback": {"path": str(tmp_path / "fb.sqlite")},
         "audit": {"path": str(tmp_path / "audit.jsonl")}}))
     monkeypatch.setenv("STILLHOUSE_SERVE_CONFIG", str(tmp_path / "serve.yaml"))
-    from stillhouse.serving import student_service
+    module_name, name, _ = SERVICES[task]
+    module = importlib.reload(importlib.import_module(f"stillhouse.serving.{module_name}"))
+    return getattr(module, name)
 
-    monkeypatch.setattr(student_service, "CONFIG", student_service.load_serve_config())
-    service = student_service.Student.inner()
+
+@pytest.fixture()
+def student(tmp_path, monkeypatch):
+    service = front(tmp_path, monkeypatch, "classification").inner()
     service.model = StubModel(fail_describe=1)
     return service
+
+
+@pytest.fixture()
+def ranker(tmp_path, monkeypatch):
+    service = front(tmp_path, monkeypatch, "reranking").inner()
+    service.model = StubReranker()
+    return service
+
+
+@pytest.mark.parametrize("task", sorted(SERVICES))
+def test_each_task_s_service_answers_its_own_route_and_feedback_only(tmp_path, monkeypatch, task):
+    from stillhouse.tasks import task_for
+
+    service = front(tmp_path, monkeypatch, task)
+    routes = {api.route for api in service.apis.values()}
+    assert routes == {SERVICES[task][2], "/feedback"} == {task_for(task).serving.route, "/feedback"}
+    module, name = task_for(task).serving.service.split(":")
+    assert module == f"stillhouse.serving.{SERVICES[task][0]}" and name == SERVICES[task][1]
 
 
 def context(request_id="r-1", principal="alice"):
@@ -104,24 +133,16 @@ class StubReranker(StubModel):
         return [float(len(set(p["query"].split()) & set(p["passage"].split()))) for p in pairs]
 
 
-def test_rerank_orders_sent_passages_and_keeps_their_ids(student):
-    student.model = StubReranker()
-    answer = asyncio.run(student.rerank.func(student, "card fee abroad", context(),
-                                             passages=["mortgage rates", "card fee abroad rules", "card stolen"]))
+def test_rerank_orders_sent_passages_and_keeps_their_ids(ranker):
+    answer = asyncio.run(ranker.rerank.func(ranker, "card fee abroad", context(),
+                                            passages=["mortgage rates", "card fee abroad rules", "card stolen"]))
     assert [(r.id, r.rank) for r in answer.results] == [("1", 1), ("2", 2), ("0", 3)]
     assert answer.results[0].score == 3.0 and answer.model_tag == "ranker:v2"
-    named = asyncio.run(student.rerank.func(student, "card", context(), top_k=1,
-                                            passages=[{"id": "x", "text": "loan"}, {"id": "y", "text": "card"}]))
+    named = asyncio.run(ranker.rerank.func(ranker, "card", context(), top_k=1,
+                                           passages=[{"id": "x", "text": "loan"}, {"id": "y", "text": "card"}]))
     assert [r.id for r in named.results] == ["y"]
 
 
-def test_rerank_and_classify_refuse_the_other_kind_of_model_with_422(student):
-    student.model.fail_describe = 0
-    ctx = context()
-    refused = asyncio.run(student.rerank.func(student, "q", ctx, passages=["p"]))
-    assert refused.status_code == 422 and ctx.response.status_code == 422 and b"is a classifier" in refused.body
-    student.model, student.info = StubReranker(), None
-    refused = asyncio.run(student.classify.func(student, ["text"], context()))
-    assert refused.status_code == 422 and b"is a re-ranker" in refused.body
-    no_store = asyncio.run(student.rerank.func(student, "q", context(), passage_ids=["d1"]))
+def test_rerank_by_passage_ids_without_a_passage_store_is_a_422(ranker):
+    no_store = asyncio.run(ranker.rerank.func(ranker, "q", context(), passage_ids=["d1"]))
     assert no_store.status_code == 422 and b"no passage store" in no_store.body

@@ -209,7 +209,7 @@ def test_the_profile_suite_passes_good_profiles_and_fails_bad_ones():
 
 
 def test_score_requests_are_checked_before_the_model_sees_them():
-    from stillhouse.serve.schemas import check_score
+    from stillhouse.tasks.tabular.serve import check_score
     from stillhouse.tasks.tabular.serve import check_rows
 
     limits = LimitsConfig(max_texts=2)

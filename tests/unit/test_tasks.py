@@ -1,5 +1,6 @@
 """The task registry and the layering around it: steps and components name no task; the library imports
-neither the step layer nor the adapters; no module imports itself back through others."""
+neither the step layer nor the adapters; no module imports itself back through others; tasks/ is the top floor
+(nothing else in the library imports a task package, and nothing outside it decides by a task's name)."""
 
 import ast
 import re
@@ -114,3 +115,59 @@ def test_no_undefined_names_or_unused_imports():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "F", *folders],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+# The spec's task registry: the task sections (one per task, with its own settings) and the map from name to section.
+SPEC_TASK_REGISTRY = {"stillhouse.spec", "stillhouse.spec.task", "stillhouse.spec.tabular"}
+
+
+def _outside_tasks(modules: dict[str, Path]) -> dict[str, Path]:
+    return {name: path for name, path in modules.items()
+            if name != "stillhouse.tasks" and not name.startswith("stillhouse.tasks.")}
+
+
+def test_floors_nothing_outside_tasks_imports_a_task_package():
+    """Shared code (models, teachers, distill, evaluate, serve, the registry, the CLI...) sits below tasks/ and
+    reaches a task only through the registry (stillhouse.tasks.task_for). Above the library, a task's own BentoML
+    service module (the one its ``serving.service`` names) may use its task's package; no other adapter may."""
+    modules = _modules()
+    own_service = {}
+    for name in known_tasks():
+        serving = getattr(task_for(name), "serving", None)
+        if serving is not None:
+            own_service[serving.service.partition(":")[0]] = f"stillhouse.tasks.{name}"
+    offenders = {}
+    for name, path in _outside_tasks(modules).items():
+        allowed = own_service.get(name)
+        imported = sorted(t for t in _imports(path, modules) if t.startswith("stillhouse.tasks.")
+                          and not (allowed and (t == allowed or t.startswith(allowed + "."))))
+        if imported:
+            offenders[name] = imported
+    assert not offenders, f"modules outside tasks/ importing a task package: {offenders}"
+
+
+def _task_decisions(path: Path, task_names: set[str], student_files: set[str]) -> list[str]:
+    """Where a module names a task (a string equal to a task's name), sniffs a task's student file (its file name
+    anywhere but the constant that defines it), or compares ``task.type``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    defining = {id(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and all(isinstance(t, ast.Name) and t.id.endswith("_FILE") for t in node.targets)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in task_names or (node.value in student_files and id(node) not in defining):
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+        elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "type" \
+                and "task" in ast.unparse(node.left.value):
+            found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_nothing_outside_tasks_decides_by_a_task_s_name_or_student_file():
+    names = set(known_tasks())
+    files = {task_for(n).serving.student_file for n in names if getattr(task_for(n), "serving", None)} \
+        or {"classifier.json", "reranker.json", "tabular.json"}
+    modules = _outside_tasks(_modules())
+    found = {name: hits for name, path in modules.items() if name not in SPEC_TASK_REGISTRY
+             and (hits := _task_decisions(path, names, files))}
+    assert not found, f"task names decided outside tasks/: {found}"

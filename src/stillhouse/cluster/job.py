@@ -16,6 +16,8 @@ import os
 import sys
 
 from stillhouse.cluster import storage
+from stillhouse.cluster.local_ray import _ensure_ray, run_trainer
+from stillhouse.distill.training import TrainJob
 from stillhouse.errors import StillhouseError
 
 RESULT_FILE = "result.json"
@@ -28,9 +30,6 @@ def result_uri(job_uri: str) -> str:
 def run_job(job_uri: str) -> str:
     """Run the job described at ``job_uri``; return the final checkpoint's URI (also written to result.json)."""
     import ray
-
-    from stillhouse.cluster.local_ray import _ensure_ray, run_trainer
-    from stillhouse.distill.training import TrainJob
 
     try:
         job = TrainJob(**json.loads(storage.read_text(job_uri)))

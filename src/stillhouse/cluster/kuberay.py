@@ -27,12 +27,13 @@ from pathlib import Path
 
 from stillhouse.cluster import storage
 from stillhouse.cluster.job import result_uri
+from stillhouse.cluster.local_ray import _forwarded_env
 from stillhouse.cluster.rayjob import GROUP, PLURAL, VERSION, check_rayjob, job_folder, job_name, rayjob_manifest
 from stillhouse.distill.training import FAIL_AFTER_EPOCH_ENV, TrainJob
 from stillhouse.errors import StillhouseError
+from stillhouse.models.packaged import CACHE_ENV
 from stillhouse.progress import say
 from stillhouse.spec.runtime import RuntimeSpec
-from stillhouse.models.packaged import CACHE_ENV
 
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -288,8 +289,6 @@ def _reason(exc) -> str:
 def _pod_env() -> dict[str, str]:
     """What the Ray pods inherit from the step (offline mode, S3 endpoint and region); never credentials, which
     come to them from runtime.storage_secret, nor the step's own paths (its model cache is not mounted there)."""
-    from stillhouse.cluster.local_ray import _forwarded_env
-
     return {k: v for k, v in _forwarded_env().items() if k not in (CACHE_ENV, FAIL_AFTER_EPOCH_ENV)}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from stillhouse.cluster.kuberay import KubeRayLauncher
 from stillhouse.cluster.local_ray import LocalRayLauncher
 from stillhouse.distill.training import TrainJob
 from stillhouse.spec.runtime import RuntimeSpec
@@ -25,8 +26,6 @@ class Launcher(Protocol):
 
 
 def _kuberay(runtime: RuntimeSpec) -> Launcher:
-    from stillhouse.cluster.kuberay import KubeRayLauncher
-
     return KubeRayLauncher(runtime)
 
 

@@ -3,7 +3,12 @@ entrypoint (:mod:`stillhouse.cluster.job`) runs on a cluster."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import socket
+import tempfile
+import time
 from pathlib import Path
 
 from stillhouse.cluster import storage
@@ -97,10 +102,6 @@ def _start_isolated_ray(cpus: int, gpus: int) -> str:
     cleaner among them) is given the address in $RAY_ADDRESS: without it they look for "the" local instance by
     scanning processes and, with a second Ray on the host, died with "Found multiple active Ray instances".
     """
-    import atexit
-    import socket
-    import tempfile
-
     import ray
 
     with socket.socket() as probe:  # a free port now; Ray binds it a moment later
@@ -128,9 +129,6 @@ def _start_isolated_ray(cpus: int, gpus: int) -> str:
 
 def _remove_ray_temp(temp_dir: str) -> None:
     """Remove a finished Ray's temp folder; its processes may still write a file or two while they exit."""
-    import shutil
-    import time
-
     for _ in range(10):
         shutil.rmtree(temp_dir, ignore_errors=True)
         if not os.path.exists(temp_dir):

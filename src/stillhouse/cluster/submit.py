@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stillhouse.errors import StillhouseError
+from stillhouse.runner import compile_pipeline
 from stillhouse.spec import Spec
 
 TOKEN_FILE_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
@@ -88,8 +89,6 @@ def check_paths_mounted(spec: Spec) -> None:
 
 def write_package(spec: Spec, out_dir: str | Path) -> tuple[Path, Path]:
     """Compile ``spec``'s pipeline to ``<out_dir>/<name>.pipeline.yaml`` and its parameters to ``.params.json``."""
-    from stillhouse.runner import compile_pipeline
-
     out_dir = Path(out_dir)
     pipeline = compile_pipeline(out_dir / f"{spec.name}.pipeline.yaml", spec)
     params = out_dir / f"{spec.name}.params.json"

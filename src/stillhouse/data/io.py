@@ -19,7 +19,7 @@ from typing import Iterator
 import pandas as pd
 
 from stillhouse.errors import DataError
-from stillhouse.spec import DataSource
+from stillhouse.spec import DataSource, RankingDataSpec
 
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -47,8 +47,6 @@ def _local_path(source: DataSource) -> Path:
 def check_data_files(spec) -> list[Path]:
     """Every local data file the spec names, after checking that it exists, is a file and can be read (what
     ``stillhouse validate`` reports before a run would find it). Hub data sets are not fetched here."""
-    from stillhouse.spec import RankingDataSpec
-
     data = spec.data
     if isinstance(data, RankingDataSpec):
         sources = [(name, DataSource(path=getattr(data, name))) for name in ("corpus", "queries", "qrels",

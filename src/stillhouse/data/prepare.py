@@ -18,6 +18,8 @@ from stillhouse.data.io import atomic_dir, describe_source, read_json, read_sour
 from stillhouse.errors import DataError
 from stillhouse.spec import Spec
 from stillhouse.validate.checks import check_labelled, check_pool, drop_duplicates
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import seed_checks
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,6 @@ def _prepare_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 def validate_seed(spec: Spec, seed: pd.DataFrame, labels: list[str], validation_dir: str | Path | None) -> dict:
     """Run the Great Expectations seed suite; raise :class:`ValidationFailed` (nothing written) if it fails."""
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import seed_checks
-
     frame, checks = seed_checks(seed, labels, spec.validation.seed)
     result = run_suite("seed", frame, checks, validation_dir)
     require(result, "correct the seed file, or relax validation.seed in the spec if the data is right")

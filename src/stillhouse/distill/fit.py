@@ -23,10 +23,11 @@ _BASELINE_MAX_EPOCHS = 30
 def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.DataFrame, out_dir: str, *,
                       save: Callable, items: str, epochs: int, batch_size: int, lr: float, head_lr: float,
                       freeze_embeddings: bool, alpha: float = 1.0, temperature: float = 1.0,
-                      **job_fields) -> None:
+                      teacher_column: str | None = None, **job_fields) -> None:
     """Save the initial model (``save``: the task's model writer), run a TrainJob of the task's ``items`` class
-    on the launcher, save the trained model to ``out_dir``. ``job_fields`` are further :class:`TrainJob` fields
-    (the items' ``options``)."""
+    on the launcher, save the trained model to ``out_dir``. ``teacher_column`` is the rows' column of teacher
+    outputs the items learn from where the rows have it (the task's: logits, scores). ``job_fields`` are further
+    :class:`TrainJob` fields (the items' ``options``)."""
     work = Path(out_dir).parent / f"{Path(out_dir).name}-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -35,7 +36,7 @@ def train_on_launcher(spec: Spec, name: str, model, tokenizer, info, rows: pd.Da
     job = TrainJob(name=name, init_model_dir=str(work / "init"), train_file=str(work / "train.parquet"),
                    storage_dir=str(work / "ray"), epochs=epochs, batch_size=batch_size, learning_rate=lr,
                    head_learning_rate=head_lr, max_length=info.max_length, alpha=alpha, temperature=temperature,
-                   use_teacher_logits="teacher_logits" in rows or "teacher_scores" in rows, seed=spec.runtime.seed,
+                   use_teacher_logits=teacher_column is not None and teacher_column in rows, seed=spec.runtime.seed,
                    workers=spec.runtime.workers, cpus_per_worker=spec.runtime.cpus_per_worker,
                    use_gpu=spec.runtime.use_gpu, max_failures=spec.runtime.max_failures,
                    freeze_word_embeddings=freeze_embeddings, items=items, **job_fields)

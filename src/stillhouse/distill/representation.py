@@ -24,6 +24,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from stillhouse.distill.losses import embedding_cosine
+from stillhouse.errors import StillhouseError
+from stillhouse.models.classifier import CLASSIFIER_FILE, encode_texts, load_classifier, tokenize
+from stillhouse.teachers import encoder_member
+
 TEACHER_EMBEDDINGS_FILE = "teacher_embeddings.parquet"
 
 
@@ -54,14 +59,10 @@ def teacher_embedding_table(teacher_dir: str, frames: dict[str, pd.DataFrame], d
     (kind = split, id = row_id, embedding). ``known`` holds the splits already embedded (pooled, in the frame's
     order: the soft-label pass computes them beside the logits); the rest are embedded here. An ensemble's
     embeddings are its encoder member's."""
-    from stillhouse.errors import StillhouseError
-    from stillhouse.models.classifier import encode_texts, load_classifier
-    from stillhouse.teachers.load import encoder_folder
-
     vectors = dict(known or {})
     missing = [split for split in frames if split not in vectors]
     if missing:
-        folder = encoder_folder(teacher_dir)
+        folder = encoder_member(teacher_dir, CLASSIFIER_FILE)
         if folder is None:
             raise StillhouseError("distillation.representation needs a teacher with an encoder, and this one has "
                                   "none", "use an encoder teacher (or an ensemble with one), or turn "
@@ -79,11 +80,39 @@ def teacher_embedding_table(teacher_dir: str, frames: dict[str, pd.DataFrame], d
 def attach_teacher_embeddings(frame: pd.DataFrame, table: pd.DataFrame, split: str) -> list[np.ndarray]:
     """The teacher embedding of each of ``frame``'s rows (by ``row_id``), in its order; a row without one is
     an error naming the split (the soft-label step embeds every row it labels)."""
-    from stillhouse.errors import StillhouseError
-
     rows = table[table["kind"] == split].set_index("id")["embedding"]
     missing = ~frame["row_id"].isin(rows.index)
     if missing.any():
         raise StillhouseError(f"{int(missing.sum())} {split} row(s) have no teacher embedding",
                               "re-run the soft-label step with distillation.representation set")
     return [np.asarray(v, dtype=np.float32) for v in rows.loc[frame["row_id"]].to_numpy()]
+
+
+class TeacherEmbeddingItems:
+    """Training items for the shared Ray Train loop: texts with the teacher's embeddings, and
+    :func:`~stillhouse.distill.losses.embedding_cosine` between the student's embedding and the teacher's (the
+    first stage of representation distillation, for any task). A task's subclass says how its student is loaded
+    (:meth:`load_student`, returning the model and its tokenizer) and where its embedding is (:meth:`embed`)."""
+
+    def __init__(self, job):
+        self.job = job
+        self.model, self.tokenizer = self.load_student(job)
+        frame = pd.read_parquet(job.train_file)
+        self.texts = frame["text"].tolist()
+        self.embeddings = torch.tensor(np.stack(frame["teacher_embedding"].to_numpy()), dtype=torch.float32)
+        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
+        self.count = len(self.texts)
+
+    def load_student(self, job) -> tuple[nn.Module, object]:
+        raise NotImplementedError
+
+    def embed(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The student's embedding ``[batch, teacher_dim]`` of a batch of tokenized texts."""
+        raise NotImplementedError
+
+    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
+        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], self.job.max_length)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
+            embedded = self.embed(model, enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
+        return embedding_cosine(embedded, self.embeddings[batch].to(device),
+                                self.weights[batch].to(device) if self.weights is not None else None)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stillhouse.spec import StudentSpec
-from stillhouse.models.hf import load_encoder
+from stillhouse.errors import SpecError
 from stillhouse.models.classifier import ClassifierInfo, TextClassifier
 from stillhouse.models.heads import init_head_by_logistic_regression
+from stillhouse.models.hf import load_encoder
+from stillhouse.spec import StudentSpec
 
 
 def encoder_layer_subset(encoder, num_layers: int):
@@ -17,8 +18,6 @@ def encoder_layer_subset(encoder, num_layers: int):
 
     total = encoder.config.num_hidden_layers
     if num_layers > total:
-        from stillhouse.errors import SpecError
-
         raise SpecError(f"student.layers={num_layers} but the teacher has only {total} layers",
                         f"set student.layers to at most {total}")
     config = encoder.config.__class__.from_dict({**encoder.config.to_dict(), "num_hidden_layers": num_layers})

@@ -13,6 +13,7 @@ restarts the worker group (``FailureConfig.max_failures``) and the loop resumes 
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import tempfile
@@ -85,7 +86,7 @@ def _optimizer(model, job: TrainJob, total_steps: int):
     # Two learning rates: the head often starts near-optimal (logistic-regression init) or tiny, and moves
     # faster than a pretrained encoder should (measured recipe: encoder 5e-5, head 1e-3).
     core = model.module if hasattr(model, "module") else model
-    head = list(core.head.parameters()) if hasattr(core, "head") else []  # a monoT5 has no separate head
+    head = list(core.head_parameters())
     head_ids = {id(p) for p in head}
     groups = [{"params": [p for p in core.parameters() if p.requires_grad and id(p) not in head_ids],
                "lr": job.learning_rate},
@@ -114,8 +115,6 @@ def _maybe_inject_failure(epoch: int, storage_dir: str) -> None:
 
 def load_items(job: TrainJob) -> Items:
     """The job's training items: its ``items`` class built from the job."""
-    import importlib
-
     module, _, name = job.items.partition(":")
     if not module or not name:
         raise ValueError(f"TrainJob.items must be `module:Class`, not {job.items!r}")

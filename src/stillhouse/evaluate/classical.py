@@ -10,6 +10,8 @@ by 18.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from stillhouse.evaluate.metrics import accuracy
@@ -49,8 +51,6 @@ class TfidfBaseline:
     @property
     def size_mb(self) -> float:
         """Its size saved (the pickled vocabulary and coefficients)."""
-        import pickle
-
         return len(pickle.dumps(self.pipeline)) / 1e6
 
     @property

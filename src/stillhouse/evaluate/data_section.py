@@ -12,14 +12,13 @@ import pandas as pd
 from stillhouse.data.io import read_json
 from stillhouse.data.prepare import PreparedData
 from stillhouse.evaluate.metrics import softmax
+from stillhouse.validate.suites import soft_label_frame
 
 _EXAMPLES = 12
 
 
 def _split_stats(soft: pd.DataFrame, data: PreparedData) -> dict:
     """Rows, mean top probability and mean normalised entropy per split, from the soft-label suite's frame."""
-    from stillhouse.validate.suites import soft_label_frame
-
     frame = soft_label_frame(soft, data.seed, data.labels)
     top = np.stack(soft["teacher_logits"].to_numpy()).argmax(1)
     edges = np.linspace(0.0, 1.0, _CONFIDENCE_BINS + 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html as markup
+
 from stillhouse.spec import Spec
 
 
@@ -20,8 +22,6 @@ TAG_LINE = "Model tag: (assigned when the student is packaged)"
 
 def stamp_tag(text: str, tag: str, version: str, html: bool = False) -> str:
     """The card (or, with ``html``, the report) with its model tag filled in once packaging has assigned one."""
-    import html as markup
-
     if html:
         return text.replace(TAG_LINE, f"Model tag: <code>{markup.escape(tag)}</code> (Stillhouse code "
                                       f"{markup.escape(version)})")

@@ -9,10 +9,15 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
+import json
+import re
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from stillhouse.evaluate.classical import CLASSICAL_TITLE  # noqa: E402
+from stillhouse.evaluate.data_section import render_data_section
+from stillhouse.evaluate.model_card import TAG_LINE
 
 MODEL_TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
                 "classical": CLASSICAL_TITLE}  # how the report, the console and the card name each model
@@ -231,8 +236,6 @@ padding included, timed interleaved with the models above.</p>"""
 
 def _inline_code(markdown: str) -> str:
     """Escaped text with its `backtick` spans as <code> (the teacher's description is written for the card)."""
-    import re
-
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(markdown))
 
 
@@ -335,9 +338,6 @@ def _disagreement_table(rows: list[dict]) -> str:
 
 def render_report(metrics: dict, plots: dict, section: dict | None = None) -> str:
     """The whole report as one HTML string (no external files or scripts)."""
-    from stillhouse.evaluate.data_section import render_data_section
-    from stillhouse.evaluate.model_card import TAG_LINE
-
     data = metrics["data"]["counts"]
     confusion = plots.get("confusion") or {"student": plots.get("confusion_student")}
     confusion_imgs = "".join(f'<img alt="confusion matrix, {MODEL_TITLES[name]}" '
@@ -385,6 +385,4 @@ milliseconds.</p>
 
 
 def _json(payload) -> str:
-    import json
-
     return json.dumps(payload, indent=2, sort_keys=True)

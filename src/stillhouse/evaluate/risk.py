@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from stillhouse.evaluate.metrics import expected_calibration_error
+
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random negative (ties count
@@ -149,8 +151,6 @@ def _plain(value) -> float | None:
 def risk_metrics(y: np.ndarray, p: np.ndarray, threshold: float, false_negative_cost: float,
                  false_positive_cost: float, bins: int = 15) -> dict:
     """The quality block of metrics.json for one binary scoring model."""
-    from stillhouse.evaluate.metrics import expected_calibration_error
-
     probs = np.stack([1 - np.asarray(p, dtype=np.float64), p], axis=1)
     flagged = np.asarray(p) > threshold
     return {"auc": roc_auc(y, p), "ks": ks_statistic(y, p), "brier": brier_score(y, p), "log_loss": log_loss(y, p),

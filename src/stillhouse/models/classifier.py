@@ -6,7 +6,7 @@ A saved classifier is a folder::
     tokenizer/         its tokenizer
     head.safetensors   head weight [num_labels, hidden] and bias [num_labels]
     classifier.json    labels, pooling, max_length, parameter count, base model, pruning (if pruned)
-    vocab_map.safetensors  a pruned vocabulary's id map (tokenizer id → embedding row; see distill/prune.py)
+    vocab_map.safetensors  a pruned vocabulary's id map (tokenizer id → embedding row; see models/prune.py)
     projection.safetensors  during representation distillation only: the map from the student's sentence
                        embedding into its teacher's (weight [teacher dim, hidden]; distill/representation.py)
 
@@ -25,11 +25,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stillhouse.models.prune import unknown_tokens
 from stillhouse.errors import ModelError
 from stillhouse.models.hf import count_parameters, quiet_transformers
+from stillhouse.models.prune import unknown_tokens
 from stillhouse.progress import progress
 
+CLASSIFIER_FILE = "classifier.json"  # what makes a folder a saved classifier
 VOCAB_MAP_FILE = "vocab_map.safetensors"
 PROJECTION_FILE = "projection.safetensors"
 
@@ -44,7 +45,7 @@ class ClassifierInfo:
     base_model: str = ""
     # Divides the logits before the softmax in serving (temperature scaling fitted at evaluation; 1 = as trained).
     temperature: float = 1.0
-    pruning: dict | None = None  # what vocabulary pruning kept (distill/prune.py PruneReport), if pruned
+    pruning: dict | None = None  # what vocabulary pruning kept (models/prune.py PruneReport), if pruned
 
 
 class TextClassifier(nn.Module):
@@ -86,6 +87,10 @@ class TextClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
+    def head_parameters(self):
+        """What the training loop moves at the head learning rate (``distill.training``)."""
+        return self.head.parameters()
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 projected: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits ``[batch, labels]``; with ``projected``, also the sentence embedding mapped by
@@ -110,16 +115,16 @@ def save_classifier(model: TextClassifier, tokenizer, info: ClassifierInfo, fold
         save_file({"id_map": model.id_map.detach().cpu().contiguous(), "unk_id": torch.tensor([model.unk_id])},
                   str(folder / VOCAB_MAP_FILE))
     meta = {**asdict(info), "num_parameters": count_parameters(model)}
-    (folder / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (folder / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def read_classifier_info(folder: str | Path) -> ClassifierInfo:
     """The ``classifier.json`` of a saved classifier folder, without loading any weights."""
     folder = Path(folder)
-    if not (folder / "classifier.json").is_file():
+    if not (folder / CLASSIFIER_FILE).is_file():
         raise ModelError(f"{folder} is not a Stillhouse classifier (no classifier.json)",
                          "point to a folder written by a Stillhouse run (teacher/ or student/)")
-    meta = json.loads((folder / "classifier.json").read_text(encoding="utf-8"))
+    meta = json.loads((folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
     return ClassifierInfo(labels=meta["labels"], pooling=meta["pooling"], max_length=meta["max_length"],
                           base_model=meta.get("base_model", ""), temperature=float(meta.get("temperature", 1.0)),
                           pruning=meta.get("pruning"))
@@ -127,7 +132,7 @@ def read_classifier_info(folder: str | Path) -> ClassifierInfo:
 
 def set_temperature(folder: str | Path, temperature: float) -> None:
     """Record the serving temperature in a saved classifier folder's ``classifier.json``."""
-    path = Path(folder) / "classifier.json"
+    path = Path(folder) / CLASSIFIER_FILE
     meta = json.loads(path.read_text(encoding="utf-8"))
     path.write_text(json.dumps({**meta, "temperature": float(temperature)}, indent=2), encoding="utf-8")
 

@@ -3,11 +3,14 @@ local folder, or a hub name where a hub is reachable."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from pathlib import Path
 
 from torch import nn
 
 from stillhouse.errors import ModelError
+from stillhouse.models import packaged
 
 
 def quiet_transformers() -> None:
@@ -32,11 +35,6 @@ def resolve_model_ref(ref: str) -> str:
 
 def _packaged_model(module_name: str) -> str:
     """The model folder a Python package ships (see :func:`resolve_model_ref`)."""
-    import importlib
-    import importlib.util
-
-    from stillhouse.models import packaged
-
     spec = importlib.util.find_spec(module_name)
     if spec is None:
         parts = packaged.split_zip_parts(module_name)

@@ -9,11 +9,17 @@ evaluation step, never assumed.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from stillhouse.errors import ModelError
+from stillhouse.models.classifier import VOCAB_MAP_FILE, in_length_order, read_classifier_info, tokenize
+from stillhouse.models.hf import quiet_transformers
+from stillhouse.models.prune import unknown_tokens
 
 ONNX_FILE = "model.onnx"  # in a packaged student's folder: the runtime it was measured with
 # the files of each conversion in an evaluation's runtime/ folder, in the order they are made (int8 from the export)
@@ -23,10 +29,6 @@ RUNTIME_DIR = "runtime"  # in the evaluation folder: the student's converted fil
 
 def require_onnx() -> None:
     """A clear error where the ``onnx`` extra (onnx, onnxscript, onnxruntime) is not installed."""
-    import importlib.util
-
-    from stillhouse.errors import ModelError
-
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise ModelError(f"package.runtime `onnx` needs {', '.join(missing)}, which is not installed here",
@@ -44,8 +46,6 @@ def export_classifier(model, tokenizer, max_length: int, path: str | Path) -> Pa
     inputs ``input_ids`` and ``attention_mask`` ``[batch, sequence]`` (int64, tokenizer ids), output ``logits``
     ``[batch, labels]`` (before any serving temperature)."""
     import torch
-
-    from stillhouse.models.classifier import tokenize
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +134,6 @@ class OnnxClassifier:
         self.unknown_tokens = 0  # as TextClassifier.unknown_tokens: pruned-away tokens read as [UNK]
 
     def run(self, texts: list[str]) -> np.ndarray:
-        from stillhouse.models.prune import unknown_tokens
-
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="np")
         ids = enc["input_ids"].astype(np.int64)
@@ -145,8 +143,6 @@ class OnnxClassifier:
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Logits ``[n, labels]`` in input order; batches of similar length, as for the torch model."""
-        from stillhouse.models.classifier import in_length_order
-
         return in_length_order(texts, batch_size, self.run, self.num_labels)
 
 
@@ -156,12 +152,6 @@ def load_onnx_classifier(folder: str | Path, path: str | Path | None = None,
     tokenizer, max length and pruned-vocabulary map."""
     from safetensors.numpy import load_file
     from transformers import AutoTokenizer
-
-    from stillhouse.models.hf import quiet_transformers
-    from stillhouse.models.classifier import (
-        VOCAB_MAP_FILE,
-        read_classifier_info,
-    )
 
     quiet_transformers()
     folder = Path(folder)

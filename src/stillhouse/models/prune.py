@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stillhouse.models.hf import count_parameters
+
 
 @dataclass(frozen=True)
 class PruneReport:
@@ -99,8 +101,6 @@ def prune_embeddings(encoder: nn.Module, keep: np.ndarray, id_map: torch.Tensor)
 def prune_classifier(model, tokenizer, texts: list[str], floor: int, max_length: int | None = None) -> PruneReport:
     """Prune a :class:`~stillhouse.models.classifier.TextClassifier` in place to the tokens of
     ``texts`` (plus special tokens and the floor); it then carries the id map."""
-    from stillhouse.models.hf import count_parameters
-
     before = count_parameters(model)
     vocab = model.get_input_embeddings().num_embeddings
     if model.id_map is not None:

@@ -33,9 +33,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from stillhouse.distill.representation import least_squares_projection
 from stillhouse.errors import ModelError
-from stillhouse.progress import progress
 from stillhouse.models.hf import count_parameters, load_pretrained, quiet_transformers
+from stillhouse.progress import progress
 
 RERANKER_FILE = "reranker.json"
 PROJECTION_FILE = "projection.safetensors"
@@ -79,6 +80,10 @@ class CrossEncoder(nn.Module):
         # longest_first trims whichever side is longer: a long passage loses its tail, never the whole query
         return tokenizer(queries, passages, padding=True, truncation="longest_first", max_length=max_length,
                          return_tensors="pt")
+
+    def head_parameters(self):
+        """What the training loop moves at the head learning rate (``distill.training``)."""
+        return self.head.parameters()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -131,6 +136,10 @@ class BiEncoder(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
+    def head_parameters(self):
+        """What the training loop moves at the head learning rate (``distill.training``)."""
+        return self.head.parameters()
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 passage_input_ids: torch.Tensor | None = None, passage_attention_mask: torch.Tensor | None = None,
                 query_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,6 +172,10 @@ class MonoT5(nn.Module):
     def encode(tokenizer, queries: list[str], passages: list[str], max_length: int) -> dict[str, torch.Tensor]:
         texts = [MONOT5_TEMPLATE.format(query=q, passage=p) for q, p in zip(queries, passages)]
         return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+    def head_parameters(self):
+        """None: the answer words' logits come from the decoder itself, trained at the encoder's rate."""
+        return iter(())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         start = torch.full((input_ids.shape[0], 1), self.model.config.decoder_start_token_id,
@@ -278,8 +291,6 @@ def fit_projection(model: BiEncoder, tokenizer, texts: list[str], targets: torch
     mapped into all-mpnet-base-v2's space this way re-ranks as it does in its own (nDCG@10 0.826 vs 0.827),
     fitted on the pooled vectors 0.807; four embedding epochs from a unit-vector fit reached 0.845, from the
     pooled fit 0.829."""
-    from stillhouse.distill.representation import least_squares_projection
-
     model.projection = None  # the student's own unit embeddings
     x = torch.from_numpy(embed_texts(model, tokenizer, texts, max_length, batch_size))
     model.projection = least_squares_projection(x, targets, ridge)

@@ -25,6 +25,8 @@ from stillhouse.errors import ServeConfigError
 from stillhouse.serve.config import README_SERVING, read_yaml_mapping
 from stillhouse.spec.base import _Strict, validation_problems
 
+CHAIN_ROUTE = "/classify"  # a chain answers as one classifier does, step by step
+
 Predict = Callable[[str, list[str]], Awaitable[list[dict]]]
 
 

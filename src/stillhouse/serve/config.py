@@ -6,6 +6,7 @@ every field has a default fit for a regulated deployment: authentication on, raw
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from stillhouse.errors import ServeConfigError, StillhouseError
+from stillhouse.serve.feedback_db import check_database_url
 from stillhouse.serve.tokens import TokenTable
 from stillhouse.spec.base import _Strict, validation_problems
 
@@ -120,8 +122,6 @@ class FeedbackConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str | None) -> str | None:
-        from stillhouse.serve.feedback_db import check_database_url
-
         if url is None:
             return None
         try:
@@ -195,8 +195,6 @@ def load_serve_config(path: str | Path | None = None) -> ServeConfig:
     (the whole config as JSON, which ``stillhouse package`` stores in a Bento); errors name the field and fix."""
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
-        import json
-
         import bentoml
 
         inline = getattr(bentoml.use_arguments(), BENTO_ARGUMENT, None)

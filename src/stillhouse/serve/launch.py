@@ -17,10 +17,12 @@ import yaml
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import ServeConfigError
 from stillhouse.serve.audit import config_key
+from stillhouse.serve.chain import load_chain
 from stillhouse.serve.config import CONFIG_ENV, ServeConfig, read_config_file, validate_config
+from stillhouse.serve.feedback_db import PostgresFeedback
 from stillhouse.serve.files import private_dir
+from stillhouse.serve.stored import labels_of, task_of
 
-STUDENT_SERVICE = "stillhouse.serving.student_service:Student"
 CHAIN_SERVICE = "stillhouse.serving.chain_service:Chain"
 
 
@@ -52,30 +54,26 @@ def config_from_flags(config_file: str | None, folder: str | Path, model: str | 
 
 def check_config(config: ServeConfig) -> None:
     """Fail before serving on what a worker would only find at start-up."""
-    from stillhouse.serve.chain import load_chain
-    from stillhouse.serve.student import ServedStudent
-
     if config.auth.enabled:
         config.auth.token_table()
     config_key(config.audit)  # a bad key file fails here; a missing default key is generated now
     if config.feedback.url:  # an unreachable database or a wrong password fails here, before any worker starts
-        from stillhouse.serve.feedback_db import PostgresFeedback
-
         PostgresFeedback(config.feedback.url).close()
     if config.chain:
         chain = load_chain(config.chain)
-        rerankers = [step.name for step in chain.steps if ServedStudent.task_of(step.model) != "classification"]
-        if rerankers:
-            raise ServeConfigError(f"chain step(s) {rerankers} serve a re-ranker; chain steps classify and route "
-                                   "on labels", "serve a re-ranker on its own: stillhouse serve TAG")
-        chain.check_labels({step.name: ServedStudent.labels_of(step.model) for step in chain.steps})
-    elif ServedStudent.task_of(config.model) == "reranking":
-        from stillhouse.tasks.reranking.serve import PassageStore
+        unchainable = [step.name for step in chain.steps if not task_of(step.model).serving.chainable]
+        if unchainable:
+            raise ServeConfigError(f"chain step(s) {unchainable} serve a student that answers no labels; chain steps "
+                                   "classify and route on labels", "serve such a student on its own: "
+                                   "stillhouse serve TAG")
+        chain.check_labels({step.name: labels_of(step.model) for step in chain.steps})
+    else:
+        task_of(config.model).serving.check_config(config)  # e.g. a re-ranker's passage file
 
-        PassageStore(config.passages)  # a bad passage file fails here, not in a worker
-    elif config.passages:
-        raise ServeConfigError("`passages` is for re-rankers, and this student is a classifier",
-                               "leave `passages` out of the serving config")
+
+def service_for(config: ServeConfig) -> str:
+    """The BentoML service (``module:Class``) that serves ``config``: the chain's, or the student's task's."""
+    return CHAIN_SERVICE if config.chain else task_of(config.model).serving.service
 
 
 def write_config(config: ServeConfig, folder: str | Path) -> Path:
@@ -85,9 +83,9 @@ def write_config(config: ServeConfig, folder: str | Path) -> Path:
     return path
 
 
-def serve_command(config_path: Path, host: str, port: int, certfile: str | None = None,
-                  keyfile: str | None = None, service: str = STUDENT_SERVICE) -> tuple[list[str], dict]:
-    """The supervisor's command line and its environment."""
+def serve_command(config_path: Path, service: str, host: str, port: int, certfile: str | None = None,
+                  keyfile: str | None = None) -> tuple[list[str], dict]:
+    """The supervisor's command line for ``service`` (:func:`service_for`) and its environment."""
     if bool(certfile) != bool(keyfile):
         raise ServeConfigError("TLS needs both a certificate and its key", "pass --ssl-certfile and --ssl-keyfile")
     for path in (certfile, keyfile):

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import stillhouse
 from stillhouse.errors import ModelError
+from stillhouse.models.onnx_runtime import ONNX_FILE
 from stillhouse.serve.config import BENTO_ARGUMENT, CONFIG_ENV, ServeConfig
-from stillhouse.serve.launch import STUDENT_SERVICE
+from stillhouse.serve.launch import service_for
+from stillhouse.serve.stored import check_tag
 
 # postgres: a containerized student may keep its feedback in PostgreSQL (feedback.url; the chart, several replicas).
 RUNTIME_EXTRAS = {"serving", "postgres"}
@@ -31,8 +33,6 @@ RUNTIME_EXTRAS = {"serving", "postgres"}
 def runtime_extras(student_folder: Path) -> set[str]:
     """The extras a packaged student needs to serve: :data:`RUNTIME_EXTRAS`, and ``onnx`` for a student
     packaged with its ONNX file (``package.runtime: onnx``)."""
-    from stillhouse.models.onnx_runtime import ONNX_FILE
-
     return RUNTIME_EXTRAS | ({"onnx"} if (student_folder / ONNX_FILE).is_file() else set())
 
 
@@ -51,9 +51,7 @@ def package_student(tag: str, config: ServeConfig | None = None) -> str:
     """Build a Bento serving the student ``tag``; return the Bento's tag."""
     import bentoml
 
-    from stillhouse.serve.student import ServedStudent
-
-    stored = ServedStudent.check_tag(tag)
+    stored = check_tag(tag)
     card = Path(stored.path) / "model_card.md"
     if not card.is_file():
         raise ModelError(f"model `{tag}` has no model card (model_card.md)",
@@ -76,7 +74,7 @@ def package_student(tag: str, config: ServeConfig | None = None) -> str:
         previous = os.environ.pop(CONFIG_ENV, None)  # the build imports the service: it must read the argument
         try:
             bento = bentoml.bentos.build(
-                STUDENT_SERVICE, name=f"{stored.tag.name}-service", build_ctx=ctx,
+                service_for(served), name=f"{stored.tag.name}-service", build_ctx=ctx,
                 labels={"framework": "stillhouse", "student": exact}, description=card.read_text(encoding="utf-8"),
                 include=["stillhouse/**", "MODEL_CARD.md"], models=[exact],
                 args={BENTO_ARGUMENT: served.model_dump_json()},

@@ -1,4 +1,6 @@
-"""Request and response schemas of the student and chain services, and the checks that guard them.
+"""Request and response schemas shared by the student and chain services (classify, feedback), the checks that
+guard them, and the strict decoding every route's check starts from (a task's own route has its schema and check
+in its ``serve`` module).
 
 The checks run on the raw body before BentoML parses it (``serving/middleware.py``), so a bad request gets
 one clear 422 naming the field and the limit, and no validation error that quotes the input reaches a log. The
@@ -43,18 +45,6 @@ class ChainResponse(BaseModel):
     chain: str
     steps: list[StepResult]
     model_tag: str = Field(description="Every step's model tag, comma-separated, in step order.")
-    model_version: str
-
-
-class RankedPassage(BaseModel):
-    id: str = Field(description="The passage's id (its position in `passages`, from 0, when sent without ids).")
-    score: float = Field(description="Relevance log-odds; σ(score) is the model's relevance probability.")
-    rank: int = Field(description="1 = most relevant.")
-
-
-class RerankResponse(BaseModel):
-    results: list[RankedPassage] = Field(description="The passages, most relevant first (`top_k` of them).")
-    model_tag: str
     model_version: str
 
 
@@ -165,14 +155,14 @@ def decode_json_object(body: bytes) -> dict:
     return payload
 
 
-def _refuse_unknown(payload: dict, allowed: set[str] | frozenset[str]) -> None:
+def refuse_unknown(payload: dict, allowed: set[str] | frozenset[str]) -> None:
     unknown = set(payload) - set(allowed)
     if unknown:
         # counted, not named: the names are the client's words and the message reaches the audit trail
         raise RequestError(f"{len(unknown)} unknown field(s)", f"send only {sorted(allowed)}")
 
 
-def _check_text(value: object, what: str, limits: LimitsConfig) -> None:
+def check_text(value: object, what: str, limits: LimitsConfig) -> None:
     if not isinstance(value, str):
         raise RequestError(f"{what} is not a string", "send every text as a JSON string")
     if not value.strip():
@@ -193,7 +183,7 @@ def texts_of(payload: dict, limits: LimitsConfig) -> list[str]:
         raise RequestError(f"{len(texts)} texts in one request; the limit is {limits.max_texts}",
                            "split the texts over several requests")
     for i, text in enumerate(texts):
-        _check_text(text, f"texts[{i}]", limits)
+        check_text(text, f"texts[{i}]", limits)
     return texts
 
 
@@ -208,13 +198,13 @@ class CheckedRequest:
 
 def check_classify(body: bytes, limits: LimitsConfig) -> CheckedRequest:
     payload = decode_json_object(body)
-    _refuse_unknown(payload, {"texts"})
+    refuse_unknown(payload, {"texts"})
     return CheckedRequest(payload, texts_of(payload, limits))
 
 
 def check_feedback(body: bytes, limits: LimitsConfig) -> CheckedRequest:
     payload = decode_json_object(body)
-    _refuse_unknown(payload, set(FeedbackRequest.model_fields))
+    refuse_unknown(payload, set(FeedbackRequest.model_fields))
     if not isinstance(payload.get("label"), str) or not payload["label"]:
         raise RequestError("`label` is missing or not a string", "send the correct label")
     for field in ("request_id", "step"):
@@ -225,14 +215,11 @@ def check_feedback(body: bytes, limits: LimitsConfig) -> CheckedRequest:
         raise RequestError("`index` is not a non-negative integer", "send the text's position, from 0")
     for field in ("text", "comment"):
         if payload.get(field) is not None:
-            _check_text(payload[field], f"`{field}`", limits)
+            check_text(payload[field], f"`{field}`", limits)
     return CheckedRequest(payload, [payload["text"]] if payload.get("text") else [])
 
 
-RERANK_FIELDS = {"query", "passages", "passage_ids", "top_k"}
-
-
-def _one_list(payload: dict, route: str, keys: tuple[str, str], limit: int, what: str,
+def one_list(payload: dict, route: str, keys: tuple[str, str], limit: int, what: str,
               over_limit_fix: str, noun: str | None = None) -> tuple[str, list]:
     """The one of ``keys`` a request sends (exactly one, a list of 1 to ``limit`` items) and its items."""
     first, second = keys
@@ -255,99 +242,9 @@ def candidate_ids(passages: list | None, passage_ids: list[str] | None) -> list[
     return list(passage_ids or [])
 
 
-def check_rerank(body: bytes, limits: LimitsConfig) -> CheckedRequest:
-    """A /rerank request: ``query``, and exactly one of ``passages`` (texts, or ``{"id", "text"}`` objects) and
-    ``passage_ids`` (ids in the service's passage store); optional ``top_k``. Its texts: the query, the passages."""
-    payload = decode_json_object(body)
-    _refuse_unknown(payload, RERANK_FIELDS)
-    _check_text(payload.get("query"), "`query`", limits)
-    key, items = _one_list(payload, "rerank", ("passages", "passage_ids"), limits.max_passages,
-                           "the candidates' texts as `passages`, or their ids as `passage_ids`",
-                           "send fewer candidates (a first stage's top k)", noun="passages")
-    top_k = payload.get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise RequestError("`top_k` is not a positive integer", "send how many ranked passages to return, or omit it")
-    texts = [payload["query"]]
-    for i, item in enumerate(items):
-        if key == "passage_ids":
-            if not isinstance(item, str) or not item:
-                raise RequestError(f"passage_ids[{i}] is not a non-empty string", "send passage ids as strings")
-            continue
-        if isinstance(item, dict):
-            if set(item) - {"id", "text"} or not isinstance(item.get("id"), str):
-                raise RequestError(f"passages[{i}] is not {{\"id\": string, \"text\": string}}",
-                                   "send each passage as a string, or as an object with `id` and `text`")
-            item = item.get("text")
-        _check_text(item, f"passages[{i}]", limits)
-        texts.append(item)
-    return CheckedRequest(payload, texts)
-
-
-class Contribution(BaseModel):
-    feature: str
-    contribution: float = Field(description="How far this column moved the predicted label's logit from the "
-                                "training rows' average (positive: towards the label).")
-
-
-class Score(BaseModel):
-    label: str
-    probability: float = Field(description="Binary models: probability of the positive label; else of `label`.")
-    probabilities: dict[str, float]
-    contributions: list[Contribution]
-    entity_id: str | int | None = None
-
-
-class ScoreResponse(BaseModel):
-    results: list[Score]
-    model_tag: str
-    model_version: str
-
-
-SCORE_FIELDS = {"rows", "entity_ids"}
-_MAX_COLUMNS = 500
-
-
-def _check_row(row: object, i: int, limits: LimitsConfig) -> None:
-    if not isinstance(row, dict):
-        raise RequestError(f"rows[{i}] is not an object", "send each row as {\"column\": value, ...}")
-    if len(row) > _MAX_COLUMNS:
-        raise RequestError(f"rows[{i}] has {len(row)} columns; the limit is {_MAX_COLUMNS}", "send the model's "
-                           "columns only")
-    for key, value in row.items():
-        if len(key) > 200:
-            raise RequestError(f"rows[{i}] has a column name over 200 characters", "send the model's columns")
-        if isinstance(value, str):
-            if len(value) > limits.max_text_chars:
-                raise RequestError(f"rows[{i}] has a value over {limits.max_text_chars} characters",
-                                   "send the column's value")
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise RequestError(f"rows[{i}] has a value that is not a string, number or null",
-                               "send each column as a string, a number or null")
-
-
-def check_score(body: bytes, limits: LimitsConfig) -> CheckedRequest:
-    """A /score request: exactly one of ``rows`` (objects of raw column values) and ``entity_ids`` (ids whose
-    features the online feature store holds), at most ``limits.max_texts`` of them. Rows are never audit
-    texts: they are personal data, and carry no free text to redact."""
-    payload = decode_json_object(body)
-    _refuse_unknown(payload, SCORE_FIELDS)
-    key, items = _one_list(payload, "score", ("rows", "entity_ids"), limits.max_texts,
-                           "raw feature rows as `rows`, or ids to look up as `entity_ids`",
-                           "split them over several requests")
-    for i, item in enumerate(items):
-        if key == "rows":
-            _check_row(item, i, limits)
-        elif isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, str) and
-                                                                              not 0 < len(item) <= 200):
-            raise RequestError(f"entity_ids[{i}] is not a string (1-200 characters) or an integer",
-                               "send entity ids as strings or integers")
-    return CheckedRequest(payload, [])
-
-
-#: Routes whose bodies are checked before they reach BentoML, and their checks.
-CHECKS = {"/classify": check_classify, "/feedback": check_feedback, "/rerank": check_rerank, "/score": check_score}
-#: Every route a Stillhouse service (or BentoML around it) answers: the audit's ``endpoint`` vocabulary.
-SERVICE_ROUTES = frozenset({*CHECKS, "/metrics", "/docs", "/docs.json", "/schema.json", "/healthz", "/livez",
-                            "/readyz"})
+#: Routes BentoML answers around every service (probes, metrics, docs): no body to check.
+FRAMEWORK_ROUTES = frozenset({"/metrics", "/docs", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz"})
+#: The route every student service and chain answers beside its own: corrections to an answer.
+FEEDBACK_ROUTE = "/feedback"
 #: Routes whose requests change stored state: their audit lines are fsync'd under ``audit.fsync: changes``.
-STATE_CHANGING = frozenset({"/feedback"})
+STATE_CHANGING = frozenset({FEEDBACK_ROUTE})

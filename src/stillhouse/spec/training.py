@@ -26,7 +26,7 @@ class TinyEncoderConfig(_Strict):
 
 
 class VocabularySpec(_Strict):
-    """Vocabulary pruning of a text student (``distill/prune.py``): keep the embedding rows of the tokens the
+    """Vocabulary pruning of a text student (``models/prune.py``): keep the embedding rows of the tokens the
     training texts use, the special tokens, and the tokenizer's most common pieces up to ``floor``."""
 
     prune: bool = Field(False, description="Prune the student's vocabulary embeddings to its training texts' "

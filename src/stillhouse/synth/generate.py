@@ -14,15 +14,11 @@ from stillhouse.progress import say
 from stillhouse.spec import SynthesisSpec
 from stillhouse.synth.augment import augment
 from stillhouse.synth.prompts import clean_generation, generation_requests
+from stillhouse.teachers.causal_lm import chat_prompt, generate_texts, load_causal_lm
+from stillhouse.teachers.endpoint import OpenAIEndpoint
 
 
 def _llm_texts(synthesis: SynthesisSpec, prompts: list[str], seed_value: int, device: str) -> list[str]:
-    from stillhouse.teachers.causal_lm import (
-        chat_prompt,
-        generate_texts,
-        load_causal_lm,
-    )
-
     model, tokenizer = load_causal_lm(synthesis.llm.model, synthesis.llm.gguf_file, device)
     return generate_texts(model, tokenizer, [chat_prompt(tokenizer, p) for p in prompts],
                           temperature=synthesis.temperature, top_p=synthesis.top_p,
@@ -31,8 +27,6 @@ def _llm_texts(synthesis: SynthesisSpec, prompts: list[str], seed_value: int, de
 
 
 def _endpoint_texts(synthesis: SynthesisSpec, prompts: list[str], seed_value: int) -> list[str]:
-    from stillhouse.teachers.endpoint import OpenAIEndpoint
-
     say(f"synthesis: {len(prompts)} prompts to {synthesis.endpoint.url} ({synthesis.endpoint.model})")
     with OpenAIEndpoint(synthesis.endpoint) as endpoint:
         return endpoint.map(lambda item: endpoint.chat(item[1], temperature=synthesis.temperature,

@@ -28,6 +28,8 @@ from stillhouse.spec import Spec
 from stillhouse.synth.filters import FilterThresholds, filter_synthetic, reason_counts, seed_distance
 from stillhouse.synth.generate import generate_synthetic
 from stillhouse.teachers.load import load_teacher
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import synthetic_checks
 
 SYNTHETIC_FILE = "synthetic.parquet"
 _COLUMNS = ["row_id", "text", "label", "generator", "teacher_logits", "teacher", "teacher_fingerprint",
@@ -69,9 +71,6 @@ def write_disabled(out_dir: str | Path) -> dict:
 def synthesize(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str, validation_dir: str | None,
                device: str = "cpu") -> dict:
     """Run the synthesis step (see the module docstring); returns the ``synthesis.json`` report."""
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import synthetic_checks
-
     if spec.synthesis is None:
         return write_disabled(out_dir)
     data = PreparedData.load(data_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from stillhouse.errors import SpecError
 
@@ -41,3 +42,12 @@ def task_for(name: str):
     if module is None:
         raise SpecError(unknown_task_message(name), "set task.type to one of the known task types")
     return importlib.import_module(module).TASK
+
+
+def task_of_folder(folder) -> str | None:
+    """The registered task whose student file (its ``serving.student_file``) ``folder`` holds, or None: what a
+    student stored before the registry labelled it with its task is. Imports every task's module."""
+    for name in known_tasks():
+        if (Path(folder) / task_for(name).serving.student_file).is_file():
+            return name
+    return None

@@ -1,24 +1,33 @@
 """The shape every task has: one verb per pipeline step, each reading and writing folders.
 
 :mod:`stillhouse.steps` loads the spec, asks the registry (:func:`stillhouse.tasks.task_for`) for
-``spec.task.type`` and calls the verb; it knows no task by name. A task owns its data layout, its teacher and
+``spec.task.type`` and calls the verb; it knows no task by name. Serving, the registry and the CLI ask the task the
+same way (``serving``, ``headline``, ``lineage``). A task owns its data layout, its teacher and
 student models, its soft labels, its metrics and what the registry records of them; the verbs shared by every
 task live below it (``distill/fit.py`` trains any model on the launcher, ``data/io.py`` writes atomically).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from stillhouse.spec import Spec
+
+if TYPE_CHECKING:  # annotations only: the serving module needs no task loaded to be read
+    from stillhouse.serve.student import Serving
 
 
 class Task(Protocol):
     name: ClassVar[str]
     # metrics.json keys per model that the Kubeflow run's Metrics view, `models list` and the registry show
     headline: ClassVar[tuple[str, ...]]
+    # how `models list` titles the first headline figure (e.g. "acc")
+    headline_title: ClassVar[str]
     # metrics.json["comparison"] key of the student's share of the teacher's headline metric
     retention: ClassVar[str]
+    # how its packaged students are served: the student file, the service and its route, the route's request
+    # check and response schema, and the loader of the task's own served student (stillhouse.serve.student)
+    serving: ClassVar[Serving]
 
     def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
         """Read, check, split and validate the data into the step's folder; return its counts."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from stillhouse.data.io import atomic_dir, read_json, write_json
+from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec
+
 TEACHER_FILE = "teacher.json"  # a prompted teacher's or an ensemble's description (an encoder has its own)
 
 
@@ -21,9 +24,6 @@ def build_teacher_folder(teacher, out_dir: str | Path, build_encoder: Callable[[
     - ensemble: each member built into ``member-<i>/`` the same way, then :data:`TEACHER_FILE` with the
       member names, their weights and ``ensemble_fields`` (e.g. the labels or the task).
     """
-    from stillhouse.data.io import atomic_dir, write_json
-    from stillhouse.spec import EncoderTeacherSpec, EnsembleTeacherSpec
-
     if isinstance(teacher, EncoderTeacherSpec):
         build_encoder(teacher, Path(out_dir))
         return
@@ -36,3 +36,17 @@ def build_teacher_folder(teacher, out_dir: str | Path, build_encoder: Callable[[
                                             "weights": teacher.weights or [1.0] * len(members)})
         else:
             write_prompted(teacher, tmp)
+
+
+def encoder_member(folder: str | Path, model_file: str) -> Path | None:
+    """The encoder among a teacher's folders: ``folder`` itself when it holds ``model_file`` (the task's saved
+    model file, e.g. ``classifier.json``), else an ensemble's first member that does (depth first), else None."""
+    folder = Path(folder)
+    if (folder / model_file).is_file():
+        return folder
+    if (folder / TEACHER_FILE).is_file():
+        for member in read_json(folder / TEACHER_FILE).get("members", []):
+            found = encoder_member(folder / member, model_file)
+            if found is not None:
+                return found
+    return None

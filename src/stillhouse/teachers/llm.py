@@ -30,6 +30,8 @@ from stillhouse.progress import progress, say
 from stillhouse.spec import EndpointTeacherSpec, LLMTeacherSpec
 from stillhouse.synth.prompts import readable_label
 from stillhouse.teachers import TEACHER_FILE
+from stillhouse.teachers.causal_lm import load_causal_lm, score_continuations
+from stillhouse.teachers.endpoint import OpenAIEndpoint
 
 
 def verbalizers(spec: LLMTeacherSpec | EndpointTeacherSpec, labels: list[str]) -> list[str]:
@@ -88,8 +90,6 @@ class PromptedLLMTeacher(_DescribedPromptedTeacher):
     """A local causal LM scored on verbalizers (see the module docstring)."""
 
     def __init__(self, folder: Path, description: dict, device: str = "cpu"):
-        from stillhouse.teachers.causal_lm import load_causal_lm
-
         super().__init__(folder, description)
         self.name = f"llm:{self.spec.model}"
         self.model, self.tokenizer = load_causal_lm(self.spec.model, self.spec.gguf_file, device)
@@ -98,8 +98,6 @@ class PromptedLLMTeacher(_DescribedPromptedTeacher):
                                 for v in verbalizers(self.spec, self.labels)]
 
     def logits(self, texts: list[str], desc: str | None = None) -> np.ndarray:
-        from stillhouse.teachers.causal_lm import score_continuations
-
         counts = np.array([len(ids) for ids in self._verbalizer_ids], dtype=np.float64)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
         for i, text in enumerate(progress(texts, desc=desc, total=len(texts)) if desc else texts):
@@ -115,8 +113,6 @@ class EndpointLLMTeacher(_DescribedPromptedTeacher):
     spec_model = EndpointTeacherSpec
 
     def __init__(self, folder: Path, description: dict, device: str = "cpu"):
-        from stillhouse.teachers.endpoint import OpenAIEndpoint
-
         super().__init__(folder, description)
         self.name = f"endpoint:{self.spec.endpoint.model}@{self.spec.endpoint.url}"
         self.parameters = None  # behind the endpoint: unknown here

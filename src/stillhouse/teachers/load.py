@@ -16,10 +16,11 @@ import numpy as np
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import read_json
 from stillhouse.errors import ModelError
-from stillhouse.evaluate.metrics import softmax
-from stillhouse.models.hf import count_parameters
 from stillhouse.models.classifier import encode_texts, load_classifier
+from stillhouse.models.hf import count_parameters
 from stillhouse.teachers import TEACHER_FILE
+from stillhouse.teachers.ensemble import Ensemble, ensemble_logits
+from stillhouse.teachers.llm import load_described_teacher
 
 
 class Teacher(Protocol):
@@ -61,53 +62,21 @@ def load_teacher(folder: str | Path, device: str = "cpu") -> Teacher:
         description = read_json(folder / TEACHER_FILE)
         if description.get("kind") == "ensemble":
             return EnsembleTeacher(folder, description, device)
-        from stillhouse.teachers.llm import load_described_teacher
 
         return load_described_teacher(folder, device, description)
     return EncoderTeacher(folder, device)
 
 
-def encoder_folder(folder: str | Path) -> Path | None:
-    """The classifier folder of the encoder teacher: ``folder`` itself, or an ensemble's first encoder member."""
-    import json
-
-    folder = Path(folder)
-    if (folder / "classifier.json").is_file():
-        return folder
-    described = folder / "teacher.json"
-    if described.is_file():
-        description = json.loads(described.read_text(encoding="utf-8"))
-        for member in description.get("members", []):
-            found = encoder_folder(folder / member)
-            if found is not None:
-                return found
-    return None
-
-
-class EnsembleTeacher:
+class EnsembleTeacher(Ensemble):
     """Weighted average of its members' probabilities; logits are the log of that average."""
 
     def __init__(self, folder: Path, description: dict, device: str = "cpu"):
-        self.members = [load_teacher(folder / name, device) for name in description["members"]]
+        super().__init__(folder, description, load_teacher, device)
         self.labels = description["labels"]
         for member in self.members:
             if list(member.labels) != list(self.labels):
                 raise ModelError(f"ensemble member {member.name} has labels in another order",
                                  "rebuild the teacher with one label set")
-        weights = np.asarray(description["weights"], dtype=np.float64)
-        self.weights = weights / weights.sum()
-        self.name = "ensemble(" + ", ".join(f"{m.name}*{w:.2f}" for m, w in zip(self.members, self.weights)) + ")"
-        self.fingerprint = dir_fingerprint(folder)
-        sizes = [getattr(m, "parameters", None) for m in self.members]
-        self.parameters = sum(sizes) if all(s is not None for s in sizes) else None
 
     def logits(self, texts: list[str], desc: str | None = None) -> np.ndarray:
-        return ensemble_logits([m.logits(texts, desc=f"{desc} [{m.name}]" if desc else None) for m in self.members],
-                               self.weights)
-
-
-def ensemble_logits(member_logits: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """log(Σ_m w_m softmax(z_m)) for ``[n, K]`` member logits and weights summing to 1: a proper distribution's
-    log, so the probabilities it implies sum to 1 exactly."""
-    mixed = sum(w * softmax(np.asarray(z, dtype=np.float64)) for z, w in zip(member_logits, weights))
-    return np.log(np.clip(mixed, 1e-30, 1.0)).astype(np.float32)
+        return self.mixed("logits", ensemble_logits, texts, desc=desc)

@@ -9,7 +9,8 @@ synthetic row's ``nearest_seed_distance``. Thresholds come from the spec's ``val
 
 from __future__ import annotations
 
-import great_expectations as gx
+import importlib
+
 import numpy as np
 import pandas as pd
 
@@ -18,7 +19,16 @@ from stillhouse.spec import SeedChecks, SoftLabelChecks, SyntheticChecks
 from stillhouse.synth.similarity import nearest_other_similarity, nearest_similarity
 from stillhouse.validate.runner import Check
 
-E = gx.expectations
+
+class _Expectations:
+    """``great_expectations.expectations``, imported on the first check built: GE takes ~1.7 s to import, and every
+    pipeline step imports its task (and so this module) whether or not it validates anything."""
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module("great_expectations.expectations"), name)
+
+
+E = _Expectations()
 
 
 def _row_checks(labels: list[str], seed: SeedChecks) -> list[Check]:

@@ -7,6 +7,8 @@ probability over the labels; the student learns them with the Hinton loss (plus 
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,15 +16,48 @@ import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, read_json, write_json
-from stillhouse.data.prepare import PreparedData
+from stillhouse.data.prepare import PreparedData, prepare_data
 from stillhouse.distill.fit import baseline_epochs, device, train_on_launcher
-from stillhouse.distill.representation import TEACHER_EMBEDDINGS_FILE
+from stillhouse.distill.representation import (
+    TEACHER_EMBEDDINGS_FILE,
+    attach_teacher_embeddings,
+    least_squares_projection,
+    teacher_embedding_table,
+    unit_rows,
+)
+from stillhouse.distill.soft_labels import (
+    SOFT_LABELS_FILE,
+    attach_teacher_logits,
+    read_soft_labels,
+    soft_label_table,
+    write_soft_labels,
+)
+from stillhouse.distill.student import build_student
 from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.errors import StillhouseError
+from stillhouse.models.classifier import (
+    CLASSIFIER_FILE,
+    ClassifierInfo,
+    encode_texts,
+    load_classifier,
+    save_classifier,
+    set_temperature,
+)
+from stillhouse.models.heads import init_head_by_logistic_regression
+from stillhouse.models.prune import prune_classifier
 from stillhouse.progress import say
+from stillhouse.serve.student import Serving
 from stillhouse.spec import EncoderTeacherSpec, Spec
-from stillhouse.models.classifier import ClassifierInfo, load_classifier, save_classifier
-from stillhouse.tasks.classification.train import ITEMS
+from stillhouse.synth.synthesize import load_synthetic, synthesize
+from stillhouse.tasks.classification.evaluate import evaluate_run
+from stillhouse.tasks.classification.serve import SERVING
+from stillhouse.tasks.classification.train import ITEMS, REPRESENTATION_ITEMS
+from stillhouse.teachers import build_teacher_folder, encoder_member
+from stillhouse.teachers.encoder import init_teacher
+from stillhouse.teachers.llm import save_prompted_teacher
+from stillhouse.teachers.load import load_teacher
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import soft_label_checks, soft_label_frame, teacher_embedding_checks
 
 
 def label_indices(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
@@ -36,9 +71,6 @@ def distillation_rows(spec: Spec, data: PreparedData, soft: pd.DataFrame, synthe
     label; pool and synthetic rows only a soft label (``label_idx`` -1: the KL term alone). ``weight`` is each
     row's loss weight (``distillation.synthetic_weight`` for synthetic rows, 1 otherwise). With the teacher's
     ``embeddings`` (representation distillation), each row also carries its ``teacher_embedding``."""
-    from stillhouse.distill.representation import attach_teacher_embeddings
-    from stillhouse.distill.soft_labels import attach_teacher_logits
-
     sources = spec.distillation.sources
     parts = []
 
@@ -66,12 +98,12 @@ class ClassificationTask:
     name: ClassVar[str] = "classification"
     headline: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "ece", "latency_ms_p50")
     retention: ClassVar[str] = "student_retention"
+    headline_title: ClassVar[str] = "acc"
+    serving: ClassVar[Serving] = SERVING
 
     def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
         """Read, check, sample and validate (GE seed suite) the data into seed/pool/eval
         (:mod:`stillhouse.data.prepare`)."""
-        from stillhouse.data.prepare import prepare_data
-
         data = prepare_data(spec, out_dir, validation_dir)
         say(f"data: {data.report['counts']}; seed suite passed")
         return data.report["counts"]
@@ -79,10 +111,6 @@ class ClassificationTask:
     def teacher(self, spec: Spec, data_dir: str, out_dir: str) -> dict:
         """Fine-tune an encoder (Ray Train), choose a prompted LLM's demonstrations, or build each member of an
         ensemble (:func:`stillhouse.teachers.build_teacher_folder`)."""
-        from stillhouse.teachers import build_teacher_folder
-        from stillhouse.teachers.encoder import init_teacher
-        from stillhouse.teachers.llm import save_prompted_teacher
-
         data = PreparedData.load(data_dir)
         y = label_indices(data.seed, data.labels)
 
@@ -95,7 +123,8 @@ class ClassificationTask:
                 return
             rows = pd.DataFrame({"text": data.seed["text"], "label_idx": y})
             train_on_launcher(spec, "teacher", model, tokenizer, info, rows, str(folder), save=save_classifier,
-                              items=ITEMS, epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.learning_rate,
+                              items=ITEMS, teacher_column="teacher_logits", epochs=teacher.epochs,
+                              batch_size=teacher.batch_size, lr=teacher.learning_rate,
                               head_lr=teacher.head_learning_rate, freeze_embeddings=teacher.freeze_word_embeddings)
 
         build_teacher_folder(spec.teacher, out_dir, encoder,
@@ -107,8 +136,6 @@ class ClassificationTask:
     def synthesize(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
                    validation_dir: str | None) -> dict:
         """Generate, teacher-label, filter and validate synthetic texts (:mod:`stillhouse.synth.synthesize`)."""
-        from stillhouse.synth.synthesize import synthesize
-
         report = synthesize(spec, data_dir, teacher_dir, out_dir, validation_dir, device=device(spec))
         return {"enabled": report["enabled"], **({"kept": report["filter"]["kept"]} if report["enabled"] else {})}
 
@@ -116,12 +143,6 @@ class ClassificationTask:
                    validation_dir: str | None) -> dict:
         """Teacher logits for the seed and pool rows, plus the synthetic rows' (already computed) → GE soft-label
         suite → ``soft_labels.parquet``."""
-        from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, soft_label_table, write_soft_labels
-        from stillhouse.synth.synthesize import load_synthetic
-        from stillhouse.teachers.load import load_teacher
-        from stillhouse.validate.runner import require, run_suite
-        from stillhouse.validate.suites import soft_label_checks, soft_label_frame
-
         data = PreparedData.load(data_dir)
         frames = {"seed": data.seed}
         if "pool" in spec.distillation.sources:
@@ -157,10 +178,6 @@ class ClassificationTask:
                             validation_dir: str | None, known: dict[str, np.ndarray]) -> pd.DataFrame:
         """The teacher's unit sentence embedding of every row the student learns from → GE suite
         (``distillation.representation``; see :mod:`stillhouse.distill.representation`)."""
-        from stillhouse.distill.representation import teacher_embedding_table
-        from stillhouse.validate.runner import require, run_suite
-        from stillhouse.validate.suites import teacher_embedding_checks
-
         table = teacher_embedding_table(teacher_dir, {k: v for k, v in frames.items() if len(v)}, device(spec),
                                         known)
         frame, checks = teacher_embedding_checks(table)
@@ -170,10 +187,7 @@ class ClassificationTask:
 
     @staticmethod
     def _untrained_student(spec: Spec, teacher_dir: str, data: PreparedData):
-        from stillhouse.distill.student import build_student
-        from stillhouse.teachers.load import encoder_folder
-
-        folder = encoder_folder(teacher_dir)
+        folder = encoder_member(teacher_dir, CLASSIFIER_FILE)
         if folder is not None:
             teacher, tokenizer, info = load_classifier(folder)
         else:  # a prompted teacher only: the spec guarantees a `pretrained` student with its own tokenizer
@@ -187,10 +201,6 @@ class ClassificationTask:
         model, tokenizer, info = self._untrained_student(spec, teacher_dir, data)
         vocabulary = spec.student.vocabulary
         if vocabulary.prune:
-            from dataclasses import replace
-
-            from stillhouse.models.prune import prune_classifier
-
             # the model's own training texts and the pool: the student and the hard-label student share the
             # real texts' vocabulary (the student's synthetic rows may add to it)
             texts = pd.concat([rows["text"], data.pool["text"]]).drop_duplicates().tolist()
@@ -209,6 +219,7 @@ class ClassificationTask:
             else:
                 model.projection, rows = None, rows.drop(columns="teacher_embedding")
         train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, save=save_classifier, items=ITEMS,
+                          teacher_column="teacher_logits",
                           epochs=epochs, batch_size=d.batch_size, lr=d.learning_rate, head_lr=d.head_learning_rate,
                           freeze_embeddings=freeze, options=options, **loss)
         if model.projection is not None:  # training scaffolding: the student is saved without it
@@ -225,14 +236,7 @@ class ClassificationTask:
         embeddings of the rows' texts) and, with ``distillation.representation.epochs``, train it on the cosine
         to the teacher's embeddings first (Ray Train); ``model`` is updated in place. The student's space has
         then moved, so a logistic-regression head is fitted again on the seed."""
-        import shutil
-
         import torch
-
-        from stillhouse.distill.representation import least_squares_projection, unit_rows
-        from stillhouse.models.heads import init_head_by_logistic_regression
-        from stillhouse.models.classifier import encode_texts
-        from stillhouse.tasks.classification.train import REPRESENTATION_ITEMS
 
         d, r = spec.distillation, spec.distillation.representation
         texts = rows["text"].tolist()
@@ -255,9 +259,6 @@ class ClassificationTask:
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
                 out_dir: str) -> dict:
         """Student on seed (hard + soft label), pool and synthetic rows (soft label only), with the Hinton loss."""
-        from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, read_soft_labels
-        from stillhouse.synth.synthesize import load_synthetic
-
         data = PreparedData.load(data_dir)
         soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
         embeddings = None
@@ -282,14 +283,10 @@ class ClassificationTask:
 
     def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                  out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
-        from stillhouse.tasks.classification.evaluate import evaluate_run
-
         return evaluate_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir,
                             soft_labels_dir)
 
     def set_temperature(self, folder: str, temperature: float) -> None:
-        from stillhouse.models.classifier import set_temperature
-
         set_temperature(folder, temperature)
 
     def lineage(self, spec: Spec, metrics: dict) -> dict:

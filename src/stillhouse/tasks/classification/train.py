@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stillhouse.distill.losses import distillation_loss, embedding_cosine, representation_distillation_loss
+from stillhouse.distill.losses import distillation_loss, representation_distillation_loss
+from stillhouse.distill.representation import TeacherEmbeddingItems
 from stillhouse.distill.training import TrainJob
 from stillhouse.models.classifier import load_classifier, tokenize
 
@@ -57,26 +58,16 @@ class ClassificationItems:
                                                 weights)
 
 
-class RepresentationItems:
-    """Texts with the teacher's sentence embeddings: :func:`embedding_cosine` between the student's projected
-    embedding and the teacher's (the first stage of representation distillation). The head takes no part
-    and is frozen (DistributedDataParallel rejects parameters without a gradient)."""
+class RepresentationItems(TeacherEmbeddingItems):
+    """The classifier's projected embedding against the teacher's. The head takes no part and is frozen
+    (DistributedDataParallel rejects parameters without a gradient)."""
 
-    def __init__(self, job: TrainJob):
-        self.job = job
-        self.model, self.tokenizer, _ = load_classifier(job.init_model_dir)
-        if self.model.projection is None:
+    def load_student(self, job: TrainJob):
+        model, tokenizer, _ = load_classifier(job.init_model_dir)
+        if model.projection is None:
             raise ValueError(f"representation training needs a projection; {job.init_model_dir} has none")
-        self.model.head.requires_grad_(False)
-        frame = pd.read_parquet(job.train_file)
-        self.texts = frame["text"].tolist()
-        self.embeddings = _embeddings(frame)
-        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
-        self.count = len(self.texts)
+        model.head.requires_grad_(False)
+        return model, tokenizer
 
-    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
-        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], self.job.max_length)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
-            _, projected = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), projected=True)
-        return embedding_cosine(projected.float(), self.embeddings[batch].to(device),
-                                self.weights[batch].to(device) if self.weights is not None else None)
+    def embed(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids, attention_mask, projected=True)[1]

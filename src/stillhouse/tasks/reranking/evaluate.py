@@ -7,6 +7,7 @@ sizes; the comparison), ``report.html`` (self-contained, with a plot) and ``mode
 from __future__ import annotations
 
 import html
+import json
 import time
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import numpy as np
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.tasks.reranking.prepare import PreparedRanking
-from stillhouse.tasks.reranking.metrics import rank_ids, ranking_metrics
+from stillhouse.evaluate.report import _png
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.reranking.teacher import RerankerModel, load_ranking_teacher
+from stillhouse.tasks.reranking.metrics import rank_ids, ranking_metrics
+from stillhouse.tasks.reranking.prepare import PreparedRanking
+from stillhouse.tasks.reranking.teacher import RerankerModel, load_ranking_teacher, score_groups
 
 MODELS = ("teacher", "student", "baseline")
 TITLES = {"first_stage": "first stage", "teacher": "teacher", "student": "distilled student",
@@ -53,8 +55,6 @@ def rerank_latency(scorers: dict, groups, candidates: int, samples: int) -> dict
 
 def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                          out_dir: str, synthetic_dir: str | None = None) -> dict:
-    from stillhouse.tasks.reranking.teacher import score_groups
-
     data = PreparedRanking.load(data_dir)
     groups, qrels = data.groups("eval"), data.judgments("eval")
     query_ids = groups["query_id"].tolist()
@@ -99,7 +99,6 @@ def _synthesis_report(synthetic_dir: str | None) -> dict | None:
     path = Path(synthetic_dir) / "synthesis.json" if synthetic_dir else None
     if path is None or not path.is_file():
         return None
-    import json
 
     report = json.loads(path.read_text(encoding="utf-8"))
     return report if report.get("enabled") else None
@@ -121,8 +120,6 @@ def _quality_plot(models: dict) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from stillhouse.evaluate.report import _png
 
     names = list(models)
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -25,9 +25,12 @@ import pandas as pd
 
 from stillhouse.data.fingerprint import rows_fingerprint
 from stillhouse.data.io import atomic_dir, read_json, write_json
-from stillhouse.tasks.reranking.data import RankingData, bm25_candidates, read_beir, split_queries
 from stillhouse.errors import DataError
 from stillhouse.spec import Spec
+from stillhouse.tasks.reranking.data import RankingData, bm25_candidates, read_beir, split_queries
+from stillhouse.tasks.reranking.metrics import recall_at_k
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import ranking_seed_checks
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,6 @@ def _drop_unrankable(candidates: pd.DataFrame, roles: dict[str, list[str]],
 
 def validate_ranking_seed(frame: pd.DataFrame, validation_dir: str | Path | None) -> dict:
     """The Great Expectations re-ranking seed suite over the seed queries' candidate rows."""
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import ranking_seed_checks
-
     checked, checks = ranking_seed_checks(frame)
     result = run_suite("ranking_seed", checked, checks, validation_dir)
     require(result, "correct the corpus, queries or qrels files")
@@ -169,8 +169,6 @@ def validate_ranking_seed(frame: pd.DataFrame, validation_dir: str | Path | None
 
 def prepare_ranking(spec: Spec, out_dir: str | Path, validation_dir: str | Path | None = None) -> PreparedRanking:
     """Read, split by query, gather candidates, validate (GE) and write the prepared re-ranking sets."""
-    from stillhouse.tasks.reranking.metrics import recall_at_k
-
     d = spec.data
     data = read_beir(d.corpus, d.queries, d.qrels, d.candidates)
     report: dict = {"sources": {"corpus": d.corpus, "queries": d.queries, "qrels": d.qrels,

@@ -1,11 +1,71 @@
-"""What ``/rerank`` does around the model: find the candidates' texts, and order them by the model's scores."""
+"""A packaged re-ranker served (``/rerank``): a query and its candidates in, the candidates ranked by relevance out.
+
+Around the model: the candidates' texts (sent, or looked up by id in a passage store) and their order.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from stillhouse.errors import RequestError, ServeConfigError
-from stillhouse.serve.schemas import candidate_ids
+from pydantic import BaseModel, Field
+
+from stillhouse.errors import DataError, RequestError, ServeConfigError
+from stillhouse.models.reranker import RERANKER_FILE, load_reranker, score_pairs
+from stillhouse.serve.config import LimitsConfig
+from stillhouse.serve.schemas import (
+    CheckedRequest,
+    candidate_ids,
+    check_text,
+    decode_json_object,
+    one_list,
+    refuse_unknown,
+)
+from stillhouse.serve.student import STUDENT_FOLDER, ServedStudent, Serving, stored_identity
+from stillhouse.tasks.reranking.data import read_jsonl_records
+
+
+class RankedPassage(BaseModel):
+    id: str = Field(description="The passage's id (its position in `passages`, from 0, when sent without ids).")
+    score: float = Field(description="Relevance log-odds; σ(score) is the model's relevance probability.")
+    rank: int = Field(description="1 = most relevant.")
+
+
+class RerankResponse(BaseModel):
+    results: list[RankedPassage] = Field(description="The passages, most relevant first (`top_k` of them).")
+    model_tag: str
+    model_version: str
+
+
+RERANK_FIELDS = {"query", "passages", "passage_ids", "top_k"}
+
+
+def check_rerank(body: bytes, limits: LimitsConfig) -> CheckedRequest:
+    """A /rerank request: ``query``, and exactly one of ``passages`` (texts, or ``{"id", "text"}`` objects) and
+    ``passage_ids`` (ids in the service's passage store); optional ``top_k``. Its texts: the query, the passages."""
+    payload = decode_json_object(body)
+    refuse_unknown(payload, RERANK_FIELDS)
+    check_text(payload.get("query"), "`query`", limits)
+    key, items = one_list(payload, "rerank", ("passages", "passage_ids"), limits.max_passages,
+                           "the candidates' texts as `passages`, or their ids as `passage_ids`",
+                           "send fewer candidates (a first stage's top k)", noun="passages")
+    top_k = payload.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise RequestError("`top_k` is not a positive integer", "send how many ranked passages to return, or omit it")
+    texts = [payload["query"]]
+    for i, item in enumerate(items):
+        if key == "passage_ids":
+            if not isinstance(item, str) or not item:
+                raise RequestError(f"passage_ids[{i}] is not a non-empty string", "send passage ids as strings")
+            continue
+        if isinstance(item, dict):
+            if set(item) - {"id", "text"} or not isinstance(item.get("id"), str):
+                raise RequestError(f"passages[{i}] is not {{\"id\": string, \"text\": string}}",
+                                   "send each passage as a string, or as an object with `id` and `text`")
+            item = item.get("text")
+        check_text(item, f"passages[{i}]", limits)
+        texts.append(item)
+    return CheckedRequest(payload, texts)
 
 
 class PassageStore:
@@ -14,9 +74,6 @@ class PassageStore:
     def __init__(self, path: str | Path | None):
         self.texts: dict[str, str] = {}
         if path:
-            from stillhouse.tasks.reranking.data import read_jsonl_records
-            from stillhouse.errors import DataError
-
             try:
                 self.texts = read_jsonl_records(Path(path), "passages")
             except DataError as err:
@@ -42,3 +99,32 @@ def rank_passages(ids: list[str], scores: list[float], top_k: int | None = None)
     order = sorted(range(len(ids)), key=lambda i: -scores[i])
     return [{"id": ids[i], "score": float(scores[i]), "rank": rank}
             for rank, i in enumerate(order[:top_k] if top_k else order, start=1)]
+
+
+@dataclass
+class ServedReranker(ServedStudent):
+    model: object = None
+    tokenizer: object = None
+    max_length: int = 0
+    task = "reranking"
+
+    @classmethod
+    def load(cls, stored) -> ServedReranker:
+        model, tokenizer, info = load_reranker(Path(stored.path) / STUDENT_FOLDER)
+        return cls(**stored_identity(stored), labels=[], model=model, tokenizer=tokenizer, max_length=info.max_length)
+
+    def score(self, pairs: list[dict]) -> list[float]:
+        """One relevance score per ``{"query", "passage"}`` pair, in order."""
+        if not pairs:
+            return []
+        scores = score_pairs(self.model, self.tokenizer, [p["query"] for p in pairs], [p["passage"] for p in pairs],
+                             self.max_length)
+        return [float(s) for s in scores]
+
+    def warm_up(self, texts: list[str]) -> None:
+        self.score([{"query": text, "passage": text} for text in texts])
+
+
+SERVING = Serving(student_file=RERANKER_FILE, route="/rerank", service="stillhouse.serving.reranking_service:Reranker",
+                  check=check_rerank, response=RerankResponse, load=ServedReranker.load, labels=lambda folder: [],
+                  check_config=lambda config: PassageStore(config.passages))

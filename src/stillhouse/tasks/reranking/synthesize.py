@@ -27,9 +27,16 @@ import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.tasks.reranking.prepare import PreparedRanking
 from stillhouse.progress import say
 from stillhouse.spec import Spec
+from stillhouse.synth.filters import exact_duplicate_mask, length_mask, seed_distance
+from stillhouse.synth.generate import generate_prompted
+from stillhouse.synth.similarity import greedy_near_duplicates, nearest_similarity
+from stillhouse.tasks.reranking.data import bm25_candidates
+from stillhouse.tasks.reranking.prepare import PreparedRanking
+from stillhouse.tasks.reranking.teacher import load_ranking_teacher, score_groups
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import synthetic_query_checks
 
 QUERIES_FILE = "synthetic_queries.parquet"
 
@@ -62,9 +69,6 @@ def _seed_pairs(data: PreparedRanking) -> list[tuple[str, str]]:
 
 def _drop_reasons(queries: list[str], real_queries: list[str], options, min_distance: float,
                   near_duplicate: float) -> np.ndarray:
-    from stillhouse.synth.filters import exact_duplicate_mask, length_mask, seed_distance
-    from stillhouse.synth.similarity import greedy_near_duplicates
-
     reasons = np.full(len(queries), "", dtype=object)
     reasons[~length_mask(queries, options.min_chars, options.max_chars)] = "length"
     reasons[(reasons == "") & exact_duplicate_mask(queries)] = "exact duplicate"
@@ -105,12 +109,6 @@ def teacher_keep(scores: list[np.ndarray], keep_fraction: float, require_source_
 def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str, validation_dir: str | None,
                        device: str = "cpu") -> dict:
     """Run the steps of the module docstring; returns the ``synthesis.json`` report."""
-    from stillhouse.tasks.reranking.data import bm25_candidates
-    from stillhouse.synth.generate import generate_prompted
-    from stillhouse.tasks.reranking.teacher import load_ranking_teacher
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import synthetic_query_checks
-
     options, seed_value = spec.synthesis.queries, spec.runtime.seed
     data = PreparedRanking.load(data_dir)
     rng = np.random.default_rng(seed_value)
@@ -142,7 +140,6 @@ def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str
                        "passages": [corpus[p] for p in ids]})
     frame = pd.DataFrame(groups, columns=["query_id", "query", "source_passage_id", "passage_ids", "passages"])
     teacher = load_ranking_teacher(teacher_dir, device)
-    from stillhouse.tasks.reranking.teacher import score_groups
 
     scores = score_groups(teacher, frame, desc=f"teacher: scoring {len(frame)} synthetic queries")
     frame = frame.assign(teacher_scores=[s.tolist() for s in scores], teacher=teacher.name,
@@ -170,8 +167,6 @@ def synthesize_queries(spec: Spec, data_dir: str, teacher_dir: str, out_dir: str
 
 
 def _nearest(texts: list[str], references: list[str]) -> np.ndarray:
-    from stillhouse.synth.similarity import nearest_similarity
-
     if not texts or not references:
         return np.zeros(len(texts))
     return nearest_similarity(texts, references)[0]

@@ -10,6 +10,7 @@ passage and training query (stored by the soft-label step beside the scores).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,13 +18,36 @@ import numpy as np
 import pandas as pd
 
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.tasks.reranking.prepare import PreparedRanking
 from stillhouse.distill.fit import baseline_epochs, device, train_on_launcher
+from stillhouse.distill.student import encoder_layer_subset
 from stillhouse.errors import StillhouseError
+from stillhouse.models.hf import load_encoder
+from stillhouse.models.reranker import (
+    ARCHITECTURES,
+    RERANKER_FILE,
+    BiEncoder,
+    RerankerInfo,
+    embed_texts,
+    fit_projection,
+    load_reranker,
+    load_seq2seq,
+    new_monot5,
+    save_reranker,
+    tiny_t5,
+)
 from stillhouse.progress import say
+from stillhouse.serve.student import Serving
 from stillhouse.spec import Spec
-from stillhouse.models.reranker import ARCHITECTURES, RerankerInfo, load_reranker, new_monot5, save_reranker
+from stillhouse.synth.synthesize import write_disabled
+from stillhouse.tasks.reranking.evaluate import evaluate_ranking_run
+from stillhouse.tasks.reranking.prepare import PreparedRanking, prepare_ranking
+from stillhouse.tasks.reranking.serve import SERVING
+from stillhouse.tasks.reranking.synthesize import load_synthetic_queries, synthesize_queries
+from stillhouse.tasks.reranking.teacher import load_ranking_teacher, save_prompted_ranker, score_groups
 from stillhouse.tasks.reranking.train import EMBEDDING_ITEMS, RANKING_ITEMS
+from stillhouse.teachers import build_teacher_folder, encoder_member
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import ranking_soft_label_checks, teacher_embedding_checks
 
 SOFT_SCORES_FILE = "ranking_soft_labels.parquet"
 TEACHER_EMBEDDINGS_FILE = "ranking_teacher_embeddings.parquet"
@@ -34,17 +58,13 @@ def _fit(spec: Spec, name: str, model, tokenizer, info: RerankerInfo, rows: pd.D
     r = spec.task
     train_on_launcher(spec, name, model, tokenizer, info, rows, out_dir, epochs=epochs,
                       batch_size=r.queries_per_batch, lr=lr, head_lr=head_lr, freeze_embeddings=freeze,
-                      save=save_reranker, items=RANKING_ITEMS,
+                      save=save_reranker, items=RANKING_ITEMS, teacher_column="teacher_scores",
                       options={"hard_loss": r.teacher_loss, "soft_loss": r.loss, "group_size": r.group_size}, **fields)
 
 
 def _build_ranking_teacher(spec: Spec, data: PreparedRanking, out_dir: str | Path) -> None:
     """Write the re-ranking teacher: fine-tune a cross- or bi-encoder (Ray Train; ``epochs: 0`` keeps it as it
     ships), choose a prompted LLM's judged examples, or build each member of an ensemble."""
-    from stillhouse.models.hf import load_encoder
-    from stillhouse.teachers import build_teacher_folder
-    from stillhouse.tasks.reranking.teacher import save_prompted_ranker
-
     seed = data.groups("seed")
 
     def encoder(teacher, folder: Path) -> None:
@@ -91,12 +111,7 @@ def _teacher_embeddings(spec: Spec, data: PreparedRanking, teacher_dir: str,
                         validation_dir: str | None) -> pd.DataFrame:
     """The bi-encoder teacher's embedding of every :func:`embedding_texts` text → GE suite → (kind, id,
     embedding, teacher)."""
-    from stillhouse.models.reranker import BiEncoder, embed_texts
-    from stillhouse.tasks.reranking.teacher import encoder_teacher_folder
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import teacher_embedding_checks
-
-    folder = encoder_teacher_folder(teacher_dir)
+    folder = encoder_member(teacher_dir, RERANKER_FILE)
     model, tokenizer, info = load_reranker(folder) if folder is not None else (None, None, None)
     if not isinstance(model, BiEncoder):
         raise StillhouseError("task.embedding_epochs needs a bi-encoder teacher, and this teacher has none",
@@ -115,14 +130,8 @@ def untrained_ranking_student(spec: Spec, teacher_dir: str):
     """The student before training: (model, tokenizer, info) from ``student.kind``."""
     import torch
 
-    from stillhouse.distill.student import encoder_layer_subset
-    from stillhouse.models.hf import load_encoder
-    from stillhouse.models.reranker import load_seq2seq, tiny_t5
-
-    from stillhouse.tasks.reranking.teacher import encoder_teacher_folder
-
     torch.manual_seed(spec.runtime.seed)
-    folder = encoder_teacher_folder(teacher_dir)
+    folder = encoder_member(teacher_dir, RERANKER_FILE)
     if folder is not None:
         teacher, tokenizer, teacher_info = load_reranker(folder)
     else:  # a prompted teacher only: the spec guarantees a student with its own tokenizer
@@ -199,11 +208,7 @@ def _learn_teacher_embeddings(spec: Spec, data: PreparedRanking, soft_dir: Path,
     space, then train it on the cosine to the teacher's embeddings (Ray Train); ``model`` is updated in place
     for the score distillation that follows. The stage's model folder (``<out_dir>-embedding``) is removed once
     learnt; its ``-work`` folder keeps the training rows."""
-    import shutil
-
     import torch
-
-    from stillhouse.models.reranker import fit_projection
 
     path = soft_dir / TEACHER_EMBEDDINGS_FILE
     if not path.is_file():
@@ -229,12 +234,12 @@ class RerankingTask:
     name: ClassVar[str] = "reranking"
     headline: ClassVar[tuple[str, ...]] = ("ndcg@10", "mrr@10", "rerank_ms_p50")
     retention: ClassVar[str] = "student_retention_ndcg@10"
+    headline_title: ClassVar[str] = "nDCG@10"
+    serving: ClassVar[Serving] = SERVING
 
     def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
         """Read the BEIR-layout set, split it by query, find first-stage candidates and validate (GE)
         (:mod:`stillhouse.tasks.reranking.prepare`)."""
-        from stillhouse.tasks.reranking.prepare import prepare_ranking
-
         report = prepare_ranking(spec, out_dir, validation_dir).report
         say(f"data: {report['counts']} queries; first stage: {report['first_stage']}; seed suite passed")
         return report["counts"]
@@ -250,11 +255,6 @@ class RerankingTask:
                    validation_dir: str | None) -> dict:
         """Teacher scores for every candidate of the seed and pool queries → GE suite → ``ranking_soft_labels.parquet``
         (query_id, passage_id, split, teacher_score, teacher fingerprint)."""
-        from stillhouse.validate.runner import require, run_suite
-        from stillhouse.validate.suites import ranking_soft_label_checks
-
-        from stillhouse.tasks.reranking.teacher import load_ranking_teacher, score_groups
-
         data = PreparedRanking.load(data_dir)
         teacher = load_ranking_teacher(teacher_dir, device(spec))
         splits = [s for s in ("seed", "pool") if s in spec.distillation.sources]
@@ -293,18 +293,13 @@ class RerankingTask:
         """Synthetic queries written for real passages, kept where the teacher ranks their passage high
         (:mod:`stillhouse.tasks.reranking.synthesize`); with synthesis off, the empty folder every task writes."""
         if spec.synthesis is None:
-            from stillhouse.synth.synthesize import write_disabled
-
             return write_disabled(out_dir)
-        from stillhouse.tasks.reranking.synthesize import synthesize_queries
 
         report = synthesize_queries(spec, data_dir, teacher_dir, out_dir, validation_dir, device=device(spec))
         return {"enabled": True, "kept": report["kept"]}
 
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
                 out_dir: str) -> dict:
-        from stillhouse.tasks.reranking.synthesize import load_synthetic_queries
-
         data = PreparedRanking.load(data_dir)
         synthetic = load_synthetic_queries(synthetic_dir) if synthetic_dir else None
         rows = distillation_groups(spec, data, pd.read_parquet(Path(soft_labels_dir) / SOFT_SCORES_FILE), synthetic)
@@ -332,8 +327,6 @@ class RerankingTask:
 
     def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                  out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
-        from stillhouse.tasks.reranking.evaluate import evaluate_ranking_run
-
         return evaluate_ranking_run(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir)
 
     def lineage(self, spec: Spec, metrics: dict) -> dict:

@@ -23,9 +23,14 @@ import pandas as pd
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import write_json
 from stillhouse.errors import ModelError
+from stillhouse.models.hf import count_parameters
+from stillhouse.models.reranker import RERANKER_FILE, load_reranker, score_pairs
 from stillhouse.progress import progress, say
 from stillhouse.spec import EndpointTeacherSpec, LLMTeacherSpec, RankingSpec
 from stillhouse.teachers import TEACHER_FILE
+from stillhouse.teachers.causal_lm import load_causal_lm, score_continuations
+from stillhouse.teachers.endpoint import OpenAIEndpoint
+from stillhouse.teachers.ensemble import Ensemble, mean_probability_logit
 
 
 def ranking_prompt(prompt: dict, demonstrations: list[dict], query: str, passage: str) -> str:
@@ -70,9 +75,6 @@ class RerankerModel:
     """A saved re-ranker folder (a fine-tuned cross-encoder teacher, or any student), scored directly."""
 
     def __init__(self, folder: Path, device: str = "cpu"):
-        from stillhouse.models.hf import count_parameters
-        from stillhouse.models.reranker import load_reranker
-
         self.model, self.tokenizer, self.info = load_reranker(folder)
         self.name = f"{self.info.kind}:{self.info.base_model}"
         self.fingerprint = dir_fingerprint(folder)
@@ -80,8 +82,6 @@ class RerankerModel:
         self.device = device
 
     def score(self, queries: list[str], passages: list[str], desc: str | None = None) -> np.ndarray:
-        from stillhouse.models.reranker import score_pairs
-
         return score_pairs(self.model, self.tokenizer, queries, passages, self.info.max_length, desc=desc,
                            device=self.device)
 
@@ -93,14 +93,10 @@ class PromptedRanker:
         self.prompt, self.demonstrations = description["prompt"], description["demonstrations"]
         self.fingerprint = dir_fingerprint(folder)
         if description["kind"] == "endpoint":
-            from stillhouse.teachers.endpoint import OpenAIEndpoint
-
             self.spec = EndpointTeacherSpec.model_validate(description["spec"])
             self.endpoint, self.parameters = OpenAIEndpoint(self.spec.endpoint), None
             self.name = f"endpoint:{self.spec.endpoint.model}@{self.spec.endpoint.url}"
         else:
-            from stillhouse.teachers.causal_lm import load_causal_lm
-
             self.spec = LLMTeacherSpec.model_validate(description["spec"])
             self.model, self.tokenizer = load_causal_lm(self.spec.model, self.spec.gguf_file, device)
             self.parameters = sum(p.numel() for p in self.model.parameters())
@@ -117,8 +113,6 @@ class PromptedRanker:
             values = self.endpoint.map(lambda job: self.endpoint.continuation_logprob(prompts[job[0]], job[1]), jobs)
             logprobs = np.array([v for v, _ in values], dtype=np.float64).reshape(len(prompts), 2)
             return (logprobs[:, 0] - logprobs[:, 1]).astype(np.float32)
-        from stillhouse.teachers.causal_lm import score_continuations
-
         out = np.zeros(len(prompts), dtype=np.float32)
         for i, prompt in enumerate(progress(prompts, desc=desc, total=len(prompts)) if desc else prompts):
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -127,32 +121,20 @@ class PromptedRanker:
         return out
 
 
-def mean_probability_logit(member_scores: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """``logit(Σ_m w_m σ(s_m))`` for ``[n]`` member scores and weights summing to 1."""
-    mixed = sum(w / (1 + np.exp(-np.asarray(s, dtype=np.float64))) for s, w in zip(member_scores, weights))
-    mixed = np.clip(mixed, 1e-7, 1 - 1e-7)
-    return np.log(mixed / (1 - mixed)).astype(np.float32)
+class EnsembleRanker(Ensemble):
+    """The weighted mean of its members' relevance probabilities, as log-odds."""
 
-
-class EnsembleRanker:
     def __init__(self, folder: Path, description: dict, device: str = "cpu"):
-        self.members = [load_ranking_teacher(folder / name, device) for name in description["members"]]
-        weights = np.asarray(description["weights"], dtype=np.float64)
-        self.weights = weights / weights.sum()
-        self.name = "ensemble(" + ", ".join(f"{m.name}*{w:.2f}" for m, w in zip(self.members, self.weights)) + ")"
-        self.fingerprint = dir_fingerprint(folder)
-        sizes = [m.parameters for m in self.members]
-        self.parameters = sum(sizes) if all(s is not None for s in sizes) else None
+        super().__init__(folder, description, load_ranking_teacher, device)
 
     def score(self, queries: list[str], passages: list[str], desc: str | None = None) -> np.ndarray:
-        return mean_probability_logit([m.score(queries, passages, desc=f"{desc} [{m.name}]" if desc else None)
-                                       for m in self.members], self.weights)
+        return self.mixed("score", mean_probability_logit, queries, passages, desc=desc)
 
 
 def load_ranking_teacher(folder: str | Path, device: str = "cpu"):
     """Any re-ranking teacher folder: a cross-encoder, a prompted LLM or endpoint, or an ensemble of them."""
     folder = Path(folder)
-    if (folder / "reranker.json").is_file():
+    if (folder / RERANKER_FILE).is_file():
         return RerankerModel(folder, device)
     if not (folder / TEACHER_FILE).is_file():
         raise ModelError(f"{folder} is not a re-ranking teacher (no reranker.json or {TEACHER_FILE})",
@@ -164,19 +146,6 @@ def load_ranking_teacher(folder: str | Path, device: str = "cpu"):
     if description["kind"] == "ensemble":
         return EnsembleRanker(folder, description, device)
     return PromptedRanker(folder, description, device)
-
-
-def encoder_teacher_folder(teacher_dir: str | Path) -> Path | None:
-    """The encoder re-ranker among a teacher's folders (itself, or an ensemble's first such member)."""
-    folder = Path(teacher_dir)
-    if (folder / "reranker.json").is_file():
-        return folder
-    description = json.loads((folder / TEACHER_FILE).read_text(encoding="utf-8"))
-    for member in description.get("members", []):
-        found = encoder_teacher_folder(folder / member)
-        if found is not None:
-            return found
-    return None
 
 
 def score_groups(scorer, groups: pd.DataFrame, desc: str | None = None) -> list[np.ndarray]:

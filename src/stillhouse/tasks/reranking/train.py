@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stillhouse.distill.losses import embedding_cosine, ranking_loss
+from stillhouse.distill.losses import ranking_loss
+from stillhouse.distill.representation import TeacherEmbeddingItems
 from stillhouse.distill.training import TrainJob
-from stillhouse.models.classifier import tokenize
 from stillhouse.models.reranker import BiEncoder, load_reranker
 
 RANKING_ITEMS = "stillhouse.tasks.reranking.train:RankingItems"
@@ -75,23 +75,14 @@ class RankingItems:
                             self.weights[batch].to(device) if self.weights is not None else None)
 
 
-class EmbeddingItems:
-    """Texts with the teacher's embeddings: :func:`embedding_cosine` between the bi-encoder's and the teacher's."""
+class EmbeddingItems(TeacherEmbeddingItems):
+    """The bi-encoder's embedding (through its projection into the teacher's space) against the teacher's."""
 
-    def __init__(self, job: TrainJob):
-        self.job = job
-        self.model, self.tokenizer, _ = load_reranker(job.init_model_dir)
-        if not isinstance(self.model, BiEncoder):
+    def load_student(self, job: TrainJob):
+        model, tokenizer, _ = load_reranker(job.init_model_dir)
+        if not isinstance(model, BiEncoder):
             raise ValueError(f"embedding distillation trains a bi-encoder; {job.init_model_dir} is not one")
-        frame = pd.read_parquet(job.train_file)
-        self.texts = frame["text"].tolist()
-        self.teacher = torch.tensor(np.stack(frame["teacher_embedding"].to_numpy()), dtype=torch.float32)
-        self.weights = torch.tensor(frame["weight"].to_numpy(), dtype=torch.float32) if "weight" in frame else None
-        self.count = len(self.texts)
+        return model, tokenizer
 
-    def loss(self, model, batch: np.ndarray, epoch: int, device) -> torch.Tensor:
-        enc = tokenize(self.tokenizer, [self.texts[i] for i in batch], self.job.max_length)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.job.use_gpu):
-            embedded = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float()
-        return embedding_cosine(embedded, self.teacher[batch].to(device),
-                                self.weights[batch].to(device) if self.weights is not None else None)
+    def embed(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids, attention_mask)

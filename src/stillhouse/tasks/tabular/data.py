@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stillhouse.data.fingerprint import text_fingerprint
 from stillhouse.data.io import atomic_dir, describe_source, read_json, read_source, write_json
 from stillhouse.data.prepare import cap_pool, split_sampling
 from stillhouse.errors import DataError
 from stillhouse.spec import Spec
+from stillhouse.tasks.tabular.features import join_features
 from stillhouse.tasks.tabular.preprocess import infer_column_types
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import tabular_seed_checks
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,6 @@ def frame_fingerprint(frame: pd.DataFrame) -> str:
 
 def row_fingerprints(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """SHA-256 of each row's values in ``columns`` (the soft labels' ``input_fingerprint``)."""
-    from stillhouse.data.fingerprint import text_fingerprint
-
     values = frame[columns].astype(str).to_numpy()
     return [text_fingerprint("\x1f".join(row)) for row in values]
 
@@ -182,8 +184,6 @@ def _schema(spec: Spec, seed: pd.DataFrame) -> TabularSchema:
 
 
 def _frames(spec: Spec, report: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    from stillhouse.tasks.tabular.features import join_features
-
     field = spec.task.label_field
 
     def read(source, role: str) -> pd.DataFrame:
@@ -210,9 +210,6 @@ def _with_ids(frame: pd.DataFrame, role: str) -> pd.DataFrame:
 
 def prepare_tabular(spec: Spec, out_dir: str | Path, validation_dir: str | Path | None) -> TabularData:
     """Read (or join from Feast), check, split, validate (GE tabular seed suite) and write the prepared sets."""
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import tabular_seed_checks
-
     report: dict = {"sources": {}, "dropped": {}}
     seed, pool, eval_frame = _frames(spec, report)
     schema = _schema(spec, seed)

@@ -23,10 +23,14 @@ from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.evaluate.calibration import calibrate
 from stillhouse.evaluate.gate import gate_verdict
 from stillhouse.evaluate.metrics import calibration_bins, classification_metrics, softmax
-from stillhouse.evaluate.risk import cost_threshold, fairness, fairness_intervals, risk_metrics
+from stillhouse.evaluate.report import reliability_plot, training_loss_plot
+from stillhouse.evaluate.risk import cost_threshold, fairness, fairness_intervals, risk_metrics, roc_auc
 from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.tasks.tabular.data import TabularData, label_indices
+from stillhouse.tasks.tabular.model import load_tabular
+from stillhouse.tasks.tabular.synthesize import load_profiles
+from stillhouse.tasks.tabular.teacher import load_tabular_teacher
 
 MODELS = ("teacher", "student", "baseline")
 TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
@@ -34,8 +38,6 @@ TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "har
 
 def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest AUC (the binary AUC for two labels)."""
-    from stillhouse.evaluate.risk import roc_auc
-
     if probs.shape[1] == 2:
         return roc_auc(y == 1, probs[:, 1])
     return float(np.nanmean([roc_auc(y == k, probs[:, k]) for k in range(probs.shape[1])]))
@@ -115,10 +117,6 @@ def _parameters(teacher) -> int:
 
 def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                      out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
-    from stillhouse.tasks.tabular.model import load_tabular
-    from stillhouse.tasks.tabular.synthesize import load_profiles
-    from stillhouse.tasks.tabular.teacher import load_tabular_teacher
-
     data = TabularData.load(data_dir)
     y = label_indices(data.eval, data.labels)
     teacher = load_tabular_teacher(teacher_dir)
@@ -139,17 +137,8 @@ def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: s
     for name in MODELS:
         models[name].update(parameters=parameters[name], size_mb=sizes[name], **speeds[name])
     headline = "auc" if data.schema.binary else "accuracy"
-    t, s, b = models["teacher"], models["student"], models["baseline"]
-    comparison = {"headline": headline, "student_retention": s[headline] / t[headline] if t[headline] else None,
-                  "auc_loss": t["auc"] - s["auc"], "student_minus_baseline_auc": s["auc"] - b["auc"],
-                  "parameter_ratio": s["parameters"] / t["parameters"] if t["parameters"] else None,
-                  "size_ratio": s["size_mb"] / t["size_mb"] if t["size_mb"] else None,
-                  "speedup_batch1_p50": t["latency_ms_p50"] / s["latency_ms_p50"]}
-    figures = {"auc": s["auc"], "ece": s["ece"], "demographic_parity_ratio": s.get("demographic_parity_ratio"),
-               "equalized_odds_difference": s.get("equalized_odds_difference"), "auc_loss": comparison["auc_loss"]}
-    worst = s.get("fairness_worst", {})
-    intervals = {figure: s["fairness"][column].get(f"{figure}_ci95") for figure, column in worst.items()}
-    gate = gate_verdict(e.gate.model_dump(), figures, intervals)
+    comparison = _comparison(models, headline)
+    gate = _gate(spec, models["student"], comparison)
     synthesis = load_profiles(synthetic_dir)[1] if synthetic_dir else {"enabled": False}
     metrics = {
         "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
@@ -174,6 +163,30 @@ def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: s
         write_json(tmp / "plots.json", plots)
         (tmp / "report.html").write_text(render_tabular_report(metrics, plots), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_tabular_card(spec, metrics), encoding="utf-8")
+    _announce(spec, models, headline, gate)
+    return metrics
+
+
+def _comparison(models: dict, headline: str) -> dict:
+    t, s, b = models["teacher"], models["student"], models["baseline"]
+    return {"headline": headline, "student_retention": s[headline] / t[headline] if t[headline] else None,
+            "auc_loss": t["auc"] - s["auc"], "student_minus_baseline_auc": s["auc"] - b["auc"],
+            "parameter_ratio": s["parameters"] / t["parameters"] if t["parameters"] else None,
+            "size_ratio": s["size_mb"] / t["size_mb"] if t["size_mb"] else None,
+            "speedup_batch1_p50": t["latency_ms_p50"] / s["latency_ms_p50"]}
+
+
+def _gate(spec: Spec, s: dict, comparison: dict) -> dict:
+    """The promotion gate's verdict on the student's figures (fairness with its worst group's interval)."""
+    figures = {"auc": s["auc"], "ece": s["ece"], "demographic_parity_ratio": s.get("demographic_parity_ratio"),
+               "equalized_odds_difference": s.get("equalized_odds_difference"), "auc_loss": comparison["auc_loss"]}
+    worst = s.get("fairness_worst", {})
+    intervals = {figure: s["fairness"][column].get(f"{figure}_ci95") for figure, column in worst.items()}
+    return gate_verdict(spec.evaluation.gate.model_dump(), figures, intervals)
+
+
+def _announce(spec: Spec, models: dict, headline: str, gate: dict) -> None:
+    t, s, b = models["teacher"], models["student"], models["baseline"]
     say(f"evaluate: {headline} teacher {t[headline]:.4f} | student {s[headline]:.4f} | hard-label student "
         f"{b[headline]:.4f} | gate {gate['verdict']}")
     if gate["verdict"] != "passed":
@@ -185,7 +198,6 @@ def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: s
         if fairness_failed and spec.task.mitigation == "none":
             say("evaluate: to train for fairness, set task.mitigation: reweighing (the sensitive features stay out "
                 "of the inputs)")
-    return metrics
 
 
 _NAMES = {"auc": "AUC", "accuracy": "accuracy"}
@@ -279,8 +291,6 @@ _GATE_HEADER = ["limit", "threshold", "student's value [95 % CI]", "verdict"]
 
 
 def render_tabular_report(metrics: dict, plots: dict) -> str:
-    from stillhouse.evaluate.report import reliability_plot, training_loss_plot
-
     c, gate, synthesis = metrics["comparison"], metrics["gate"], metrics["synthesis"]
     verdict = gate["verdict"]
     colour = "#1b7a1b" if verdict == "passed" else "#b00020"

@@ -49,6 +49,10 @@ class TabularMLP(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, labels)
 
+    def head_parameters(self):
+        """What the training loop moves at the head learning rate (``distill.training``)."""
+        return self.head.parameters()
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(features))
 

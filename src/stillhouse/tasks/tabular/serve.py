@@ -1,13 +1,88 @@
-"""What ``/score`` needs besides the model: the request rows checked against the student's columns, and rows
-read by entity id from the online feature store the student was trained from (or the one the serving config
-names: on a cluster the chart's, backed by Redis)."""
+"""A packaged tabular student served (``/score``): rows of raw column values (or entity ids) in, a label, its
+probability and each row's top feature contributions out.
+
+Besides the model: the request rows checked against the student's columns, and rows read by entity id from the
+online feature store the student was trained from (or the one the serving config names: on a cluster the chart's,
+backed by Redis).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
 
 from stillhouse.errors import RequestError, Unavailable
+from stillhouse.evaluate.metrics import softmax
+from stillhouse.serve.config import LimitsConfig
+from stillhouse.serve.schemas import CheckedRequest, decode_json_object, one_list, refuse_unknown
+from stillhouse.serve.student import STUDENT_FOLDER, ServedStudent, Serving, stored_identity
+from stillhouse.tasks.tabular.features import online_rows
+from stillhouse.tasks.tabular.model import INFO_FILE, load_tabular, read_tabular_info
+
+
+class Contribution(BaseModel):
+    feature: str
+    contribution: float = Field(description="How far this column moved the predicted label's logit from the "
+                                "training rows' average (positive: towards the label).")
+
+
+class Score(BaseModel):
+    label: str
+    probability: float = Field(description="Binary models: probability of the positive label; else of `label`.")
+    probabilities: dict[str, float]
+    contributions: list[Contribution]
+    entity_id: str | int | None = None
+
+
+class ScoreResponse(BaseModel):
+    results: list[Score]
+    model_tag: str
+    model_version: str
+
+
+SCORE_FIELDS = {"rows", "entity_ids"}
+_MAX_COLUMNS = 500
+
+
+def _check_row(row: object, i: int, limits: LimitsConfig) -> None:
+    if not isinstance(row, dict):
+        raise RequestError(f"rows[{i}] is not an object", "send each row as {\"column\": value, ...}")
+    if len(row) > _MAX_COLUMNS:
+        raise RequestError(f"rows[{i}] has {len(row)} columns; the limit is {_MAX_COLUMNS}", "send the model's "
+                           "columns only")
+    for key, value in row.items():
+        if len(key) > 200:
+            raise RequestError(f"rows[{i}] has a column name over 200 characters", "send the model's columns")
+        if isinstance(value, str):
+            if len(value) > limits.max_text_chars:
+                raise RequestError(f"rows[{i}] has a value over {limits.max_text_chars} characters",
+                                   "send the column's value")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RequestError(f"rows[{i}] has a value that is not a string, number or null",
+                               "send each column as a string, a number or null")
+
+
+def check_score(body: bytes, limits: LimitsConfig) -> CheckedRequest:
+    """A /score request: exactly one of ``rows`` (objects of raw column values) and ``entity_ids`` (ids whose
+    features the online feature store holds), at most ``limits.max_texts`` of them. Rows are never audit
+    texts: they are personal data, and carry no free text to redact."""
+    payload = decode_json_object(body)
+    refuse_unknown(payload, SCORE_FIELDS)
+    key, items = one_list(payload, "score", ("rows", "entity_ids"), limits.max_texts,
+                           "raw feature rows as `rows`, or ids to look up as `entity_ids`",
+                           "split them over several requests")
+    for i, item in enumerate(items):
+        if key == "rows":
+            _check_row(item, i, limits)
+        elif isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, str) and
+                                                                              not 0 < len(item) <= 200):
+            raise RequestError(f"entity_ids[{i}] is not a string (1-200 characters) or an integer",
+                               "send entity ids as strings or integers")
+    return CheckedRequest(payload, [])
 
 
 def check_rows(rows: list[dict] | None, columns: list[str], numeric: list[str]) -> None:
@@ -46,8 +121,6 @@ class OnlineFeatures:
 
     def rows(self, ids: list) -> list[dict]:
         """The online feature rows of ``ids``, as /score rows; an id with no features is a RequestError."""
-        from stillhouse.tasks.tabular.features import online_rows
-
         try:
             frame = online_rows(self.repo, self.feature_service, self.entity, ids)
         except RequestError:
@@ -65,3 +138,50 @@ class OnlineFeatures:
                                "store", "check the ids, or materialise the feature views (feast materialize)")
         records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
         return [{k: v for k, v in r.items() if k != self.entity} for r in records]
+
+
+@dataclass
+class ServedTabular(ServedStudent):
+    model: object = None  # a TabularStudent: the MLP, its preprocessor and its info
+    temperature: float = 1.0  # temperature scaling fitted at evaluation (tabular.json)
+    task = "tabular"
+
+    @classmethod
+    def load(cls, stored) -> ServedTabular:
+        student = load_tabular(Path(stored.path) / STUDENT_FOLDER)
+        return cls(**stored_identity(stored), labels=student.info.labels, model=student,
+                   temperature=student.info.temperature)
+
+    def score_rows(self, rows: list[dict]) -> list[dict]:
+        """One ``{label, probability, probabilities, contributions}`` per row of raw column values; a row that lacks
+        a column or holds a non-number in a numeric one is a :class:`~stillhouse.errors.DataError` naming it."""
+        if not rows:
+            return []
+        student, info = self.model, self.model.info
+        probs = softmax(student.logits(rows), self.temperature)
+        positive = info.labels.index(info.positive) if info.positive in info.labels else None
+        contributions = student.contributions(rows, info.contributions)
+        out = []
+        for p, why in zip(probs, contributions):
+            best = int(p.argmax())
+            out.append({"label": info.labels[best], "probability": float(p[positive if positive is not None
+                                                                            else best]),
+                        "probabilities": {label: float(v) for label, v in zip(info.labels, np.round(p, 6))},
+                        "contributions": why})
+        return out
+
+    def warm_up(self, texts: list[str]) -> None:
+        pre = self.model.preprocessor  # one typical row: every numeric column at its median, a known category
+        self.score_rows([{**dict(zip(pre.numeric, pre.medians)),
+                          **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}}])
+
+    def describe(self) -> dict:
+        """Also the raw columns it reads (the numeric ones apart) and its Feast features, if any."""
+        pre = self.model.preprocessor
+        return {**super().describe(), "columns": [*pre.numeric, *pre.categorical], "numeric": pre.numeric,
+                "features": self.metadata.get("features")}
+
+
+SERVING = Serving(student_file=INFO_FILE, route="/score", service="stillhouse.serving.tabular_service:TabularScorer",
+                  check=check_score, response=ScoreResponse, load=ServedTabular.load,
+                  labels=lambda folder: read_tabular_info(folder).labels)

@@ -19,6 +19,8 @@ from stillhouse.progress import say
 from stillhouse.spec import Spec
 from stillhouse.synth.copula import GaussianCopula, apply_scenario
 from stillhouse.tasks.tabular.data import TabularData, TabularSchema
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import profile_checks
 
 SYNTHETIC_FILE = "synthetic.parquet"
 PLAIN = "plain"  # profiles sampled from the copula and left as drawn
@@ -91,9 +93,6 @@ def _sample(spec: Spec, data: TabularData) -> pd.DataFrame:
 
 def synthesize_profiles(spec: Spec, data: TabularData, teacher, out_dir: str, validation_dir: str | None) -> dict:
     """Run the tabular synthesis step (see the module docstring); returns ``synthesis.json``."""
-    from stillhouse.validate.runner import require, run_suite
-    from stillhouse.validate.suites import profile_checks
-
     profiles, schema = spec.synthesis.profiles, data.schema
     _check_scenarios(spec, schema)
     drawn = _sample(spec, data)

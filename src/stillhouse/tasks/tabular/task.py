@@ -15,15 +15,29 @@ from typing import ClassVar
 
 import pandas as pd
 
+from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
 from stillhouse.distill.fit import baseline_epochs, train_on_launcher
+from stillhouse.distill.soft_labels import (
+    SOFT_LABELS_FILE,
+    attach_teacher_logits,
+    read_soft_labels,
+    write_soft_labels,
+)
 from stillhouse.errors import StillhouseError
 from stillhouse.progress import say
+from stillhouse.serve.student import Serving
 from stillhouse.spec import Spec
-from stillhouse.tasks.tabular.data import TabularData, label_indices, reweighing, row_fingerprints
-from stillhouse.tasks.tabular.model import TabularStudent, new_student, save_tabular
+from stillhouse.tasks.tabular.data import TabularData, label_indices, prepare_tabular, reweighing, row_fingerprints
+from stillhouse.tasks.tabular.evaluate import evaluate_tabular
+from stillhouse.tasks.tabular.model import TabularStudent, new_student, save_tabular, set_tabular_temperature
 from stillhouse.tasks.tabular.preprocess import Preprocessor
+from stillhouse.tasks.tabular.serve import SERVING
+from stillhouse.tasks.tabular.synthesize import load_profiles, synthesize_profiles, write_no_profiles
+from stillhouse.tasks.tabular.teacher import fit_teacher, load_tabular_teacher, save_teacher
 from stillhouse.tasks.tabular.train import ITEMS
+from stillhouse.validate.runner import require, run_suite
+from stillhouse.validate.suites import soft_label_checks, soft_label_frame
 
 # Loop epochs (each ends with a checkpoint) a tabular training run is cut into; the spec's epochs are passes
 # over the rows (see TabularItems).
@@ -38,17 +52,15 @@ class TabularTask:
     name: ClassVar[str] = "tabular"
     headline: ClassVar[tuple[str, ...]] = ("auc", "accuracy", "ece", "cost_weighted_error", "latency_ms_p50")
     retention: ClassVar[str] = "student_retention"
+    headline_title: ClassVar[str] = "AUC"
+    serving: ClassVar[Serving] = SERVING
 
     def prepare(self, spec: Spec, out_dir: str, validation_dir: str | None) -> dict:
-        from stillhouse.tasks.tabular.data import prepare_tabular
-
         data = prepare_tabular(spec, out_dir, validation_dir)
         say(f"data: {data.report['counts']}; seed suite passed")
         return data.report["counts"]
 
     def teacher(self, spec: Spec, data_dir: str, out_dir: str) -> dict:
-        from stillhouse.tasks.tabular.teacher import fit_teacher, save_teacher
-
         data = TabularData.load(data_dir)
         pre = Preprocessor.fit(data.seed, data.schema.numeric, data.schema.categorical)
         teacher = fit_teacher(spec.teacher, data.seed, label_indices(data.seed, data.labels), pre, data.labels,
@@ -59,9 +71,6 @@ class TabularTask:
 
     def synthesize(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str,
                    validation_dir: str | None) -> dict:
-        from stillhouse.tasks.tabular.synthesize import synthesize_profiles, write_no_profiles
-        from stillhouse.tasks.tabular.teacher import load_tabular_teacher
-
         if spec.synthesis is None:
             return write_no_profiles(out_dir)
         report = synthesize_profiles(spec, TabularData.load(data_dir), load_tabular_teacher(teacher_dir), out_dir,
@@ -71,13 +80,6 @@ class TabularTask:
     def soft_label(self, spec: Spec, data_dir: str, teacher_dir: str, synthetic_dir: str, out_dir: str,
                    validation_dir: str | None) -> dict:
         """Teacher logits for the seed, pool and kept synthetic rows → GE soft-label suite."""
-        from stillhouse.data.fingerprint import dir_fingerprint
-        from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, write_soft_labels
-        from stillhouse.tasks.tabular.synthesize import load_profiles
-        from stillhouse.tasks.tabular.teacher import load_tabular_teacher
-        from stillhouse.validate.runner import require, run_suite
-        from stillhouse.validate.suites import soft_label_checks, soft_label_frame
-
         data = TabularData.load(data_dir)
         teacher = load_tabular_teacher(teacher_dir)
         frames = {"seed": data.seed, "pool": data.pool if "pool" in spec.distillation.sources else data.pool[:0]}
@@ -113,16 +115,14 @@ class TabularTask:
         d = spec.distillation
         checkpoints = min(epochs, CHECKPOINTS)
         train_on_launcher(spec, name, student.model, student.preprocessor, student.info, rows, out_dir, save=_save,
-                          items=ITEMS, epochs=checkpoints, batch_size=d.batch_size, lr=d.learning_rate,
+                          items=ITEMS, teacher_column="teacher_logits", epochs=checkpoints, batch_size=d.batch_size,
+                          lr=d.learning_rate,
                           head_lr=d.head_learning_rate, freeze_embeddings=False,
                           options={"repeats": math.ceil(epochs / checkpoints)}, **loss)
 
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
                 out_dir: str) -> dict:
         """Student on seed (label + soft label), pool and synthetic rows (soft label only)."""
-        from stillhouse.distill.soft_labels import SOFT_LABELS_FILE, attach_teacher_logits, read_soft_labels
-        from stillhouse.tasks.tabular.synthesize import load_profiles
-
         data = TabularData.load(data_dir)
         soft = read_soft_labels(Path(soft_labels_dir) / SOFT_LABELS_FILE)
         inputs, sources = data.schema.inputs, spec.distillation.sources
@@ -157,14 +157,10 @@ class TabularTask:
 
     def evaluate(self, spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                  out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
-        from stillhouse.tasks.tabular.evaluate import evaluate_tabular
-
         return evaluate_tabular(spec, data_dir, teacher_dir, student_dir, baseline_dir, out_dir, synthetic_dir,
                                 soft_labels_dir)
 
     def set_temperature(self, folder: str, temperature: float) -> None:
-        from stillhouse.tasks.tabular.model import set_tabular_temperature
-
         set_tabular_temperature(folder, temperature)
 
     def lineage(self, spec: Spec, metrics: dict) -> dict:
