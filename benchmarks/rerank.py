@@ -13,7 +13,7 @@ Default recipe: the teacher is all-mpnet-base-v2 (109 M) used as a bi-encoder as
 measured 0.89 nDCG@10 on the held-out FiQA questions at 128 tokens, where a MiniLM cross-encoder fine-tuned on
 200 judged questions reached 0.54 and BM25 0.53); the student is all-MiniLM-L6-v2 (22.7 M) as a bi-encoder,
 first taught the teacher's embeddings of every passage and training question (``--embedding-epochs 4``,
-``ranking.embedding_epochs``), then distilled with the listwise KL on the teacher's scores of the seed and pool
+``task.embedding_epochs``), then distilled with the listwise KL on the teacher's scores of the seed and pool
 questions alone (α 0), lr 2e-5 for one epoch (the best of the variants measured: see the README; ``0`` runs the
 score distillation alone); the qrels-only student is the same MiniLM
 fine-tuned on the seed judgments alone for as many optimiser steps. ``--teacher-architecture cross_encoder
@@ -139,7 +139,7 @@ def main() -> int:
                         help="epochs of embedding-level distillation before the score distillation (bi-encoders)")
     parser.add_argument("--embedding-lr", type=float, default=5e-5)
     parser.add_argument("--embedding-texts", default="training", choices=["training", "corpus"],
-                        help="passages the embedding epochs learn (ranking.embedding_texts)")
+                        help="passages the embedding epochs learn (task.embedding_texts)")
     parser.add_argument("--loss", default="listwise", choices=["listwise", "pointwise", "margin_mse"])
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--alpha", type=float, default=0.0)

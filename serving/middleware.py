@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 
 from starlette.responses import JSONResponse
@@ -23,9 +22,9 @@ from stillhouse.errors import RequestError, Unavailable
 from stillhouse.serve.audit import (CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER, AuditLog, client_request_id,
                                     method_name, new_request_id, output_summary, route_name)
 from stillhouse.serve.config import ServeConfig
-from stillhouse.serve.policy import (IDEMPOTENCY_HEADER, PRINCIPAL_HEADER, READINESS_PATH, AuditHealth, Check,
-                                     Refusal, RequestPolicy, audit_unavailable, body_incomplete, body_length,
-                                     body_timeout, body_too_large, forwarded, header, refuse_repeated_headers)
+from stillhouse.serve.policy import (IDEMPOTENCY_HEADER, PRINCIPAL_HEADER, READINESS_PATH, Admission, AuditHealth,
+                                     Check, Refusal, RequestPolicy, audit_unavailable, body_incomplete, body_timeout,
+                                     body_too_large, forwarded, header)
 
 __all__ = ["IDEMPOTENCY_HEADER", "PRINCIPAL_HEADER", "READINESS_PATH", "SecurityMiddleware", "principal_of",
            "remember_request", "unavailable", "unprocessable"]
@@ -114,40 +113,24 @@ class _Exchange:
         self.headers = [(k.lower(), v) for k, v in scope["headers"]]
         self.client_id = client_request_id(header(self.headers, REQUEST_ID_HEADER.encode()))
         self.path, self.method = scope["path"], scope["method"]
-        self.open_path = self.policy.is_open(self.path)
-        self.principal: str | None = None
+        self.admission = Admission(self.policy, middleware.health, self.path, self.headers)
         self.body = b""
         self.checked = None
-        self.fd: int | None = None
         self.answered = False
-        self.holds_slot = False
 
     async def run(self) -> None:
         try:
             try:
-                if not self.open_path:
-                    self.fd = self.mw.health.open()
-                elif self.path == READINESS_PATH and not self.mw.health.ready():
-                    raise audit_unavailable()
-                refuse_repeated_headers(self.headers)
-                if not self.open_path:
-                    self.principal = self.policy.authenticate(self.headers)
-                    if self.principal is not None:  # auth off: the connection layer's per-address cap applies
-                        self.policy.slots.take(self.principal)
-                        self.holds_slot = True
-                await self._read_and_check()
+                declared = self.admission.admit()
+                await self._read_and_check(declared)
             except Refusal as refusal:
                 return await self._answer_refusal(refusal)
             await self._dispatch()
         finally:
-            if self.fd is not None:
-                os.close(self.fd)
-            if self.holds_slot:
-                self.policy.slots.release(self.principal)
+            self.admission.release()
 
-    async def _read_and_check(self) -> None:
+    async def _read_and_check(self, declared: int) -> None:
         limits = self.mw.config.limits
-        declared = body_length(limits, self.headers, self.open_path)
         try:
             self.body = await asyncio.wait_for(_read_body(self.receive, limits.max_body_bytes, declared),
                                                limits.body_timeout_s)
@@ -160,7 +143,7 @@ class _Exchange:
         self.checked = self.policy.check_body(self.path, self.method, self.headers, self.body)
 
     async def _dispatch(self) -> None:
-        headers, body = forwarded(self.headers, self.body, self.checked, self.rid, self.principal)
+        headers, body = forwarded(self.headers, self.body, self.checked, self.rid, self.admission.principal)
         scope = dict(self.scope, headers=headers)
         replayed = False
         start, chunks = None, []
@@ -215,11 +198,11 @@ class _Exchange:
         return out
 
     async def _audit(self, status: int, reason: str | None, model_tag=None, model_version=None, summary=None):
-        if self.open_path:  # probes every few seconds would drown the audit trail (they carry no input)
+        if self.admission.open_path:  # probes every few seconds would drown the audit trail (they carry no input)
             return
         sync = self.policy.audit_sync(self.path, reason)
-        write = dict(fd=self.fd, sync=sync, request_id=self.rid, client_request_id=self.client_id,
-                     principal=self.principal, method=method_name(self.method),
+        write = dict(fd=self.admission.fd, sync=sync, request_id=self.rid, client_request_id=self.client_id,
+                     principal=self.admission.principal, method=method_name(self.method),
                      endpoint=route_name(self.path, self.policy.routes), status=status, reason=reason,
                      latency_ms=1000 * (time.perf_counter() - self.start), body=self.body, model_tag=model_tag,
                      model_version=model_version, summary=summary,
@@ -234,7 +217,7 @@ class _Exchange:
             raise
 
     async def _answer_refusal(self, refusal: Refusal, audited: bool = True) -> None:
-        if audited and self.fd is not None:
+        if audited and self.admission.fd is not None:
             try:
                 await self._audit(refusal.status, refusal.reason)
             except OSError:

@@ -13,7 +13,7 @@ from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serving.front import MODEL_NAME, StudentFront, front_service
 from stillhouse.serving.middleware import unprocessable
 from stillhouse.serving.model_service import call_model, reranker_model
-from stillhouse.tasks.reranking.serve import (PassageStore, RankedPassage, RerankResponse, check_rerank,
+from stillhouse.tasks.reranking.requests import (PassageStore, RankedPassage, RerankResponse, check_rerank,
                                              rank_passages)
 
 CONFIG: ServeConfig = load_serve_config()

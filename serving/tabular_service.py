@@ -14,7 +14,7 @@ from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serving.front import MODEL_NAME, StudentFront, front_service
 from stillhouse.serving.middleware import unavailable, unprocessable
 from stillhouse.serving.model_service import call_model, tabular_model
-from stillhouse.tasks.tabular.serve import OnlineFeatures, Score, ScoreResponse, check_rows, check_score
+from stillhouse.tasks.tabular.requests import OnlineFeatures, Score, ScoreResponse, check_rows, check_score
 
 CONFIG: ServeConfig = load_serve_config()
 TabularModel = tabular_model(MODEL_NAME, CONFIG.model, CONFIG.batching, CONFIG.warmup_texts)

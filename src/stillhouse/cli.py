@@ -103,13 +103,13 @@ def _cmd_llm_serve(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from stillhouse.serve.launch import check_config, config_from_flags, serve_command, service_for, write_config
+    from stillhouse.serve.launch import check_config, config_from_flags, serve_command, write_config
 
     config = config_from_flags(args.config, args.dir, args.tag, args.chain, args.tokens_file, args.no_auth,
                                args.no_batching, args.passages)
     check_config(config)
-    command, env = serve_command(write_config(config, args.dir), service_for(config), args.host, args.port,
-                                 args.ssl_certfile, args.ssl_keyfile)
+    command, env = serve_command(write_config(config, args.dir), config, args.host, args.port, args.ssl_certfile,
+                                 args.ssl_keyfile)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"serving {config.chain or config.model} on {scheme}://{args.host}:{args.port} (auth "
           f"{'on' if config.auth.enabled else 'OFF'}; audit log {config.audit.path}; "

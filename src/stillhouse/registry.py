@@ -70,9 +70,9 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
                      labels: dict | None = None, metadata: dict | None = None, task: str | None = None,
                      temperature: float | None = None, runtime_file: Path | None = None) -> str:
-    """A new BentoML model version ``name`` holding the student folder (a classifier or a re-ranker) as
-    ``student/`` (what serving loads) and ``files`` beside it; return its tag. ``temperature`` (a classifier's
-    fitted calibration) goes into the stored copy's ``classifier.json``, so serving divides the logits by it.
+    """A new BentoML model version ``name`` holding any task's student folder as ``student/`` (what serving
+    loads) and ``files`` beside it; return its tag. ``temperature`` (the fitted calibration) is recorded in the
+    stored copy by the task (:meth:`set_temperature`), so serving divides the logits by it.
     ``runtime_file`` (an ONNX export the evaluation measured) goes in as ``student/model.onnx``, which serving
     then runs instead of the torch weights (kept beside it: a packaged student can teach or be re-distilled).
     ``task`` (the ``task`` label serving reads) defaults to the registered task whose student file the folder

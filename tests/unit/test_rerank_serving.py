@@ -7,8 +7,8 @@ import pytest
 from stillhouse.errors import RequestError, ServeConfigError
 from stillhouse.serve.audit import output_summary
 from stillhouse.serve.config import LimitsConfig
-from stillhouse.tasks.reranking.serve import PassageStore, rank_passages
-from stillhouse.tasks.reranking.serve import check_rerank
+from stillhouse.tasks.reranking.requests import PassageStore, rank_passages
+from stillhouse.tasks.reranking.requests import check_rerank
 
 LIMITS = LimitsConfig(max_passages=3, max_text_chars=50)
 

@@ -1,5 +1,6 @@
 """Spec validation: good specs load, bad ones fail before anything runs, naming the field and the reason."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -120,8 +121,28 @@ def test_the_old_top_level_ranking_section_still_reads_with_a_deprecation_warnin
     new = parse_spec(RERANKING.replace("{type: reranking}", "{type: reranking, embedding_epochs: 2, loss: margin_mse}"),
                      tmp_path)
     assert old == new and old.spec_hash() == new.spec_hash() and old.task.loss == "margin_mse"
-    with pytest.raises(SpecError, match="task.loss: unknown field"):  # settings of one task on another are named
-        parse_spec(MINIMAL + "ranking: {loss: margin_mse}\n", tmp_path)
+    # on another task the section never applied: dropped, with a warning when it held more than the defaults
+    with pytest.warns(FutureWarning, match="applies to task.type `reranking` only; it is ignored here"):
+        assert parse_spec(MINIMAL + "ranking: {loss: margin_mse}\n", tmp_path) == parse_spec(MINIMAL, tmp_path)
+
+
+def test_specs_dumped_before_the_task_sections_held_their_settings_still_load(tmp_path):
+    """Every run folder's spec.yaml and every submit's parameters were written with a top-level `ranking:` of
+    defaults for every task, and a re-ranking `task:` with the text task's fields at their defaults."""
+    import warnings
+
+    from stillhouse.spec import RankingSpec, spec_from_json
+
+    legacy_ranking = RankingSpec().model_dump(mode="json")
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        spec = load_spec(path)
+        dumped = spec.model_dump(mode="json")
+        dumped["ranking"] = {**legacy_ranking, **{k: v for k, v in dumped["task"].items() if k in legacy_ranking}}
+        if spec.task.type == "reranking":
+            dumped["task"] = {"type": "reranking", "text_field": "text", "label_field": "label", "labels": None}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            assert spec_from_json(json.dumps(dumped)) == spec, path.name
 
 
 @pytest.mark.parametrize("task, data", [
@@ -162,3 +183,9 @@ def test_calibration_defaults_to_temperature_and_names_the_choices_when_misspelt
     assert "evaluation.calibration" in str(err.value) and "'temperature'" in str(err.value) and "'none'" in str(err.value)
     with pytest.raises(SpecError, match="evaluation.calibration_folds"):
         parse_spec(MINIMAL + "evaluation: {calibration_folds: 1}\n", tmp_path)
+
+
+def test_a_typo_in_the_task_section_is_the_only_error_not_a_false_data_layout_one(tmp_path):
+    with pytest.raises(SpecError) as err:
+        parse_spec(RERANKING.replace("{type: reranking}", "{type: reranking, group_sise: 8}"), tmp_path)
+    assert "task.group_sise: unknown field" in str(err.value) and "layout" not in str(err.value)

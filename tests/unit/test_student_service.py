@@ -63,11 +63,18 @@ def ranker(tmp_path, monkeypatch):
 def test_each_task_s_service_answers_its_own_route_and_feedback_only(tmp_path, monkeypatch, task):
     from stillhouse.tasks import task_for
 
+    from stillhouse.serve.schemas import check_feedback
+
+    serving = task_for(task).serving
     service = front(tmp_path, monkeypatch, task)
-    routes = {api.route for api in service.apis.values()}
-    assert routes == {SERVICES[task][2], "/feedback"} == {task_for(task).serving.route, "/feedback"}
-    module, name = task_for(task).serving.service.split(":")
+    routes = {api.route: api for api in service.apis.values()}
+    assert set(routes) == {SERVICES[task][2], "/feedback"} == {serving.route, "/feedback"}
+    module, name = serving.service.split(":")
     assert module == f"stillhouse.serving.{SERVICES[task][0]}" and name == SERVICES[task][1]
+    # the service is the task's declared contract: its route's check before the service, its response schema
+    assert routes[serving.route].func.__annotations__["return"] in (serving.response, serving.response.__name__)
+    [(middleware, options)] = service.middlewares
+    assert options["checks"] == {serving.route: serving.check, "/feedback": check_feedback}
 
 
 def context(request_id="r-1", principal="alice"):

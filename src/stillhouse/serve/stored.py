@@ -8,8 +8,6 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 
 from stillhouse.errors import ModelError
-from stillhouse.serve.chain import CHAIN_ROUTE
-from stillhouse.serve.schemas import FEEDBACK_ROUTE, FRAMEWORK_ROUTES
 from stillhouse.serve.student import STUDENT_FOLDER, ServedStudent
 from stillhouse.tasks import known_tasks, task_for, task_of_folder
 
@@ -54,9 +52,3 @@ def load_student(tag: str) -> ServedStudent:
     stored = check_tag(tag)
     return task_for(_task_name(stored)).serving.load(stored)
 
-
-def served_routes(config) -> frozenset[str]:
-    """Every route the service ``config`` serves answers (the audit's ``endpoint`` vocabulary for it): its task's
-    route (a chain's: its own) and ``/feedback``, BentoML's probes, metrics and docs, and the open paths."""
-    route = CHAIN_ROUTE if config.chain else task_of(config.model).serving.route
-    return frozenset({route, FEEDBACK_ROUTE}) | FRAMEWORK_ROUTES | frozenset(config.auth.open_paths)

@@ -16,20 +16,12 @@ BentoML's worker (same arguments), it:
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import signal
 import sys
 
-import uvicorn
-
-from stillhouse.serve.audit import AuditLog
-from stillhouse.serve.config import load_serve_config
-from stillhouse.serve.logs import install_log_hygiene, settle_server_logging
-from stillhouse.serve.refusals import ConnectionGuard
-from stillhouse.serve.stored import served_routes
-from stillhouse.serve.transport import tls_handshake_deadline, uvicorn_options
+from stillhouse.serve.logs import install_log_hygiene
 
 SUPERVISOR_PID_ENV = "STILLHOUSE_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
@@ -50,6 +42,19 @@ def die_with_supervisor() -> None:
 def guard_uvicorn() -> None:
     """Make ``uvicorn.Config`` and ``uvicorn.Server`` — which BentoML's worker builds after loading the service —
     use Stillhouse's connection layer (``stillhouse.serve.transport``) with this worker's audit log."""
+    # Imported here, not at the top: main() asks for the parent-death signal and installs the log hygiene first,
+    # and a front worker must not load more than its service needs.
+    import asyncio
+
+    import uvicorn
+
+    from stillhouse.serve.audit import AuditLog
+    from stillhouse.serve.config import load_serve_config
+    from stillhouse.serve.logs import settle_server_logging
+    from stillhouse.serve.policy import ROUTE_ENV, service_routes
+    from stillhouse.serve.refusals import ConnectionGuard
+    from stillhouse.serve.transport import tls_handshake_deadline, uvicorn_options
+
     config = load_serve_config()  # the service's own config, read where BentoML reads it
     limits = config.connections
 
@@ -57,7 +62,7 @@ def guard_uvicorn() -> None:
         def __init__(self, *args, **kwargs):
             settle_server_logging()  # BentoML has set up its logging by now
             guard = ConnectionGuard(limits, AuditLog.from_config(config.audit), config.audit.fsync,
-                                    served_routes(config))
+                                    service_routes({os.environ.get(ROUTE_ENV, "")} - {""}, config))
             super().__init__(*args, **{**kwargs, **uvicorn_options(limits, bool(kwargs.get("ssl_certfile")), guard)})
 
     class GuardedServer(uvicorn.Server):

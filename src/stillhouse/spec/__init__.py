@@ -76,7 +76,7 @@ from stillhouse.spec.validation import (
 TASK_SECTIONS = {"reranking": RerankingTaskSpec, "tabular": TabularTaskSpec}
 #: The ``data:`` layouts a task section can name (its ``data_layout``).
 DATA_LAYOUTS = {"files": DataSpec, "beir": RankingDataSpec}
-# The layout the task being validated reads: set while `data` is validated (Spec._data_of_task), read by the
+# The layout the task being validated reads: set while a spec is validated (Spec._in_task_layout), read by the
 # data union's discriminator, which sees only the `data` value.
 _DATA_LAYOUT: ContextVar[str] = ContextVar("stillhouse_data_layout", default="files")
 
@@ -110,16 +110,37 @@ DataSection = Annotated[Annotated[DataSpec, Tag("files")] | Annotated[RankingDat
                         Discriminator(_data_layout)]
 
 
-def _moved_ranking_section(raw: dict) -> dict:
-    """Specs written before the re-ranking settings moved into ``task:`` keep working, with a warning."""
-    ranking = raw.get("ranking")
-    if not isinstance(ranking, dict):
-        return raw
-    warnings.warn("the spec's top-level `ranking:` section is deprecated: move its fields into `task:` (beside "
-                  "`type: reranking`); this spec is read as if they were there", FutureWarning, stacklevel=2)
+def _task_type(raw) -> str | None:
+    task = raw.get("task") if isinstance(raw, dict) else None
+    return task.get("type") if isinstance(task, dict) else getattr(task, "type", None)
+
+
+def _legacy_sections(raw: dict) -> dict:
+    """Specs written before each task section held its task's own settings (every run folder's spec.yaml, submit
+    parameters, hand-written specs) keep loading. Their top-level ``ranking:`` goes into the task section that has
+    those settings (with a warning to move it); for another task it never applied and is dropped (with a warning
+    if it held anything but the defaults every old dump wrote). The text task's fields that an old dump wrote, at
+    their defaults, into a section that has no such field are dropped too."""
     task = raw.get("task")
-    task = task if isinstance(task, dict) else {}
-    return {**{k: v for k, v in raw.items() if k != "ranking"}, "task": {**ranking, **task}}
+    task = dict(task) if isinstance(task, dict) else None
+    section = TASK_SECTIONS.get(_task_type(raw), TaskSpec)
+    ranking = raw.get("ranking")
+    if isinstance(ranking, dict):
+        raw = {k: v for k, v in raw.items() if k != "ranking"}
+        if set(ranking) <= set(section.model_fields):
+            warnings.warn("the spec's top-level `ranking:` section is deprecated: move its fields into `task:` "
+                          "(beside `type: reranking`); this spec is read as if they were there", FutureWarning,
+                          stacklevel=5)
+            task = {**ranking, **(task or {})}
+        elif any(k not in RankingSpec.model_fields or RankingSpec.model_fields[k].default != v
+                 for k, v in ranking.items()):
+            warnings.warn("the spec's top-level `ranking:` section applies to task.type `reranking` only; it is "
+                          "ignored here: remove it", FutureWarning, stacklevel=5)
+    if task is not None:
+        task = {k: v for k, v in task.items() if k in section.model_fields or k not in TaskSpec.model_fields
+                or TaskSpec.model_fields[k].default != v}
+        raw = {**raw, "task": task}
+    return raw
 
 
 class Spec(_Strict):
@@ -148,22 +169,25 @@ class Spec(_Strict):
         """The task's own defaults of other sections (e.g. tabular's `distillation`), written into the spec."""
         if not isinstance(raw, dict):
             return raw
-        raw = _moved_ranking_section(raw)
-        task = raw.get("task")
-        return TASK_SECTIONS.get(task.get("type") if isinstance(task, dict) else None, TaskSpec).spec_defaults(raw)
+        raw = _legacy_sections(raw)
+        return TASK_SECTIONS.get(_task_type(raw), TaskSpec).spec_defaults(raw)
 
-    @field_validator("data", mode="wrap")
+    @model_validator(mode="wrap")
     @classmethod
-    def _data_of_task(cls, value, handler, info):
-        """`data` is read in the layout of the task (`task` is validated first), never guessed from its keys."""
-        task = info.data.get("task")
-        layout = task.data_layout if task is not None else "files"
-        _refuse_other_layout(value, layout)
-        token = _DATA_LAYOUT.set(layout)
+    def _in_task_layout(cls, raw, handler):
+        """`data` is read in the layout of the task the spec names (also when the task section has an error of its
+        own), never guessed from its keys."""
+        token = _DATA_LAYOUT.set(TASK_SECTIONS.get(_task_type(raw), TaskSpec).data_layout)
         try:
-            return handler(value)
+            return handler(raw)
         finally:
             _DATA_LAYOUT.reset(token)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_of_task(cls, value):
+        _refuse_other_layout(value, _DATA_LAYOUT.get())
+        return value
 
     @field_validator("teacher", mode="before")
     @classmethod

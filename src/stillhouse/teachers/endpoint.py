@@ -15,7 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import httpx
+try:  # the `llm` extra's: only a teacher or generator behind an endpoint needs it, and says so when built
+    import httpx
+except ImportError:  # pragma: no cover - an install without the extra
+    httpx = None
 
 from stillhouse.errors import StillhouseError
 from stillhouse.spec import EndpointSpec
@@ -34,6 +37,8 @@ class OpenAIEndpoint:
     def __init__(self, spec: EndpointSpec, backoff_s: float = 0.5):
         self.spec = spec
         self.backoff_s = backoff_s
+        if httpx is None:
+            raise EndpointError("talking to an OpenAI-compatible endpoint needs httpx", "pip install 'stillhouse[llm]'")
         headers = {}
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
