@@ -67,6 +67,17 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
                             runtime_file=runtime_file)
 
 
+def storable(value):
+    """``value`` as BentoML model metadata accepts it (basic types only, no None anywhere): a None entry of a
+    mapping is left out (metrics.json beside the model keeps it), a None item of a list becomes ``"null"`` (so
+    positions hold)."""
+    if isinstance(value, dict):
+        return {str(k): storable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return ["null" if v is None else storable(v) for v in value]
+    return value
+
+
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
                      labels: dict | None = None, metadata: dict | None = None, task: str | None = None,
                      temperature: float | None = None, runtime_file: Path | None = None) -> str:
@@ -80,8 +91,9 @@ def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Pat
     import bentoml
 
     task = task or task_of_folder(classifier_dir)
-    with bentoml.models.create(name, labels={"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})},
-                               metadata=metadata or {}) as model:
+    labels = {k: v for k, v in {"framework": FRAMEWORK_LABEL, "task": task, **(labels or {})}.items() if v is not None}
+    with bentoml.models.create(name, labels=labels,
+                               metadata=storable(metadata or {})) as model:
         target = Path(model.path)
         shutil.copytree(classifier_dir, target / "student")
         if runtime_file is not None:

@@ -314,3 +314,31 @@ def test_the_cluster_feature_store_sql_registry_on_postgresql_and_redis(tmp_path
         assert rows["debt"].tolist() == frame.set_index("borrower_id").loc[[3, 7], "debt"].tolist()
     finally:
         store.teardown()
+
+
+@pytest.mark.timeout(900)
+def test_a_table_without_sensitive_features_runs_end_to_end_and_packages(tmp_path):
+    """Before: the last step crashed inside BentoML (a None in the model's metadata: the unmeasurable fairness
+    checks), nothing was packaged, and the console suggested reweighing with no feature to reweigh by."""
+    frame = credit_frame(rows=160, seed=5).drop(columns=["borrower_id", "application_time", "sex", "age"])
+    frame.to_csv(tmp_path / "seed.csv", index=False)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "no-sensitive", "task": {"type": "tabular", "label_field": "label", "positive_label": "bad"},
+        "data": {"seed": str(tmp_path / "seed.csv"), "sampling": {"eval_size": 50}},
+        "teacher": {"kind": "logistic_regression"}, "student": {"kind": "mlp", "hidden": [8]},
+        "distillation": {"epochs": 4}, "evaluation": {"latency_samples": 3, "throughput_batch_size": 4},
+        "runtime": {"workers": 1, "cpus_per_worker": 1}, "output_dir": str(tmp_path / "runs")}))
+    result = stillhouse("run", str(tmp_path / "spec.yaml"), cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = next(p for p in (tmp_path / "runs" / "no-sensitive").iterdir() if p.is_dir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    unmeasured = [c for c in metrics["gate"]["checks"] if c["value"] is None]
+    assert {c["limit"] for c in unmeasured} == {"min_demographic_parity_ratio", "max_equalized_odds_difference"}
+    assert "could not be measured: declare task.sensitive_features" in result.stdout
+    assert "task.mitigation: reweighing" not in result.stdout
+    import bentoml
+
+    tag = json.loads((run_dir / "run.json").read_text())["model_tag"]
+    stored = bentoml.models.get(tag)
+    assert stored.info.labels["gate"] == "failed" and stored.info.metadata["gate_checks"]
+    assert "fairness was not checked" in (Path(stored.path) / "model_card.md").read_text()

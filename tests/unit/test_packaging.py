@@ -33,3 +33,16 @@ def test_a_student_packaged_with_its_onnx_file_brings_onnx_runtime_into_its_bent
     (tmp_path / "model.onnx").write_bytes(b"")
     assert runtime_extras(tmp_path) == RUNTIME_EXTRAS | {"onnx"}
     assert any(r.startswith("onnxruntime") for r in runtime_requirements(runtime_extras(tmp_path)))
+
+
+def test_metadata_is_made_storable_for_bentoml_without_losing_positions():
+    """BentoML refuses None anywhere in a model's metadata (a tabular run without sensitive features crashed at
+    its last step on the gate's unmeasured fairness values)."""
+    from stillhouse.registry import storable
+
+    gate = {"verdict": "failed", "checks": [{"limit": "min_auc", "value": 0.8, "passed": True},
+                                            {"limit": "min_demographic_parity_ratio", "value": None, "passed": False}]}
+    assert storable({"gate_checks": gate["checks"], "features": None, "ci": [None, 0.5], "n": 3}) == {
+        "gate_checks": [{"limit": "min_auc", "value": 0.8, "passed": True},
+                        {"limit": "min_demographic_parity_ratio", "passed": False}],
+        "ci": ["null", 0.5], "n": 3}

@@ -193,14 +193,20 @@ def _announce(spec: Spec, models: dict, headline: str, gate: dict) -> None:
         failed = ", ".join(f"{c['figure']} {_number(c['value'])} vs {c['limit']} {c['threshold']:g}"
                            for c in gate["checks"] if not c["passed"])
         say(f"evaluate: promotion gate FAILED ({failed}): the student is packaged marked `gate: failed`")
-        fairness_failed = any(not c["passed"] and c["figure"] in ("demographic_parity_ratio",
-                                                                  "equalized_odds_difference") for c in gate["checks"])
-        if fairness_failed and spec.task.mitigation == "none":
+        fairness = [c for c in gate["checks"] if not c["passed"] and c["figure"] in FAIRNESS_FIGURES]
+        unmeasured = [c["limit"] for c in fairness if c["value"] is None]
+        if unmeasured:  # no sensitive feature (or one group only): no mitigation can apply
+            say(f"evaluate: the gate's fairness limit(s) {', '.join(unmeasured)} could not be measured: declare "
+                "task.sensitive_features (with task.favourable), or set evaluation.gate."
+                f"{unmeasured[0]}: null if this table has no protected attribute (the model card then says "
+                "fairness was not checked)")
+        elif fairness and spec.task.mitigation == "none":
             say("evaluate: to train for fairness, set task.mitigation: reweighing (the sensitive features stay out "
                 "of the inputs)")
 
 
 _NAMES = {"auc": "AUC", "accuracy": "accuracy"}
+FAIRNESS_FIGURES = ("demographic_parity_ratio", "equalized_odds_difference")
 
 
 def _number(value) -> str:
@@ -349,7 +355,7 @@ law requires it.
 ## Inputs
 - numeric: {', '.join(schema['numeric']) or 'none'}
 - categorical: {', '.join(schema['categorical']) or 'none'}
-- sensitive features (fairness is measured over them; {'model inputs' if spec.task.sensitive_as_inputs else 'not model inputs'}): {', '.join(schema['sensitive']) or 'none'}
+- sensitive features (fairness is measured over them; {'model inputs' if spec.task.sensitive_as_inputs else 'not model inputs'}): {', '.join(schema['sensitive']) or 'none: fairness was not checked'}
 
 ## How it was made
 Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher ({metrics['teacher']}) gave
