@@ -76,3 +76,19 @@ def write_feast_repo(folder: Path, frame: pd.DataFrame, project: str = "tiny_cre
     entity_rows = folder / "entity_rows.csv"
     frame[["borrower_id", "application_time", "label"]].to_csv(entity_rows, index=False)
     return entity_rows
+
+
+def disparate_frame(rows: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Borrowers of two groups, where group `b` defaults far more often and a proxy column (`region`, 90 % aligned
+    with the group) lets a model that never sees the group flag it: a planted disparity a fairness constraint can
+    remove."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], rows, p=[0.6, 0.4])
+    region = np.where(rng.random(rows) < 0.9, np.where(group == "b", "north", "south"),
+                      np.where(group == "b", "south", "north"))
+    income = rng.lognormal(8, 0.3, rows).round(0)
+    debt = (income * rng.uniform(0.05, 1.0, rows)).round(0)
+    risk = 1.5 * debt / income + 1.6 * (group == "b") + rng.normal(0, 0.4, rows)
+    bad = risk > np.quantile(risk, 0.65)
+    return pd.DataFrame({"income": income, "debt": debt, "region": region, "group": group,
+                         "label": np.where(bad, "bad", "good")})

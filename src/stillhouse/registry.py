@@ -62,9 +62,21 @@ def save_student(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, 
                              "re-run the evaluate step (its folder is written whole or not at all)")
         labels["runtime"] = runtime["deployed"]
         metadata["deployed_accuracy"] = runtime["accuracy"]
-    return store_classifier(spec.model_name, student_dir, files, labels, metadata, task=spec.task.type,
+    return store_classifier(spec.model_name, _judged_student(student_dir, metrics), files, labels, metadata,
+                            task=spec.task.type, leave_out=metrics.get("other_models", []),
                             temperature=calibration["temperature"] if calibration else None,
                             runtime_file=runtime_file)
+
+
+def _judged_student(student_dir: str, metrics: dict) -> str:
+    """The model of the student folder the evaluation judged: the folder itself, or the subfolder it names (a
+    tabular run's frontier packages the setting it chose)."""
+    root = Path(student_dir).resolve()
+    folder = (root / metrics.get("student_folder", ".")).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir():
+        raise ModelError(f"the evaluation names student folder `{metrics.get('student_folder')}`, which is not in "
+                         f"{student_dir}", "re-run the distill and evaluate steps of the same run")
+    return str(folder)
 
 
 def storable(value):
@@ -80,7 +92,8 @@ def storable(value):
 
 def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Path] | None = None,
                      labels: dict | None = None, metadata: dict | None = None, task: str | None = None,
-                     temperature: float | None = None, runtime_file: Path | None = None) -> str:
+                     temperature: float | None = None, runtime_file: Path | None = None,
+                     leave_out: list[str] = ()) -> str:
     """A new BentoML model version ``name`` holding any task's student folder as ``student/`` (what serving
     loads) and ``files`` beside it; return its tag. ``temperature`` (the fitted calibration) is recorded in the
     stored copy by the task (:meth:`set_temperature`), so serving divides the logits by it.
@@ -95,7 +108,10 @@ def store_classifier(name: str, classifier_dir: str | Path, files: dict[str, Pat
     with bentoml.models.create(name, labels=labels,
                                metadata=storable(metadata or {})) as model:
         target = Path(model.path)
-        shutil.copytree(classifier_dir, target / "student")
+        # leave_out: top-level entries of the folder that hold other models (a frontier's other settings)
+        shutil.copytree(classifier_dir, target / "student",
+                        ignore=lambda folder, names: [n for n in names if n in leave_out
+                                                      and Path(folder) == Path(classifier_dir)])
         if runtime_file is not None:
             shutil.copy2(runtime_file, target / "student" / ONNX_FILE)
         if temperature is not None:

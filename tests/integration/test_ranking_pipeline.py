@@ -74,7 +74,11 @@ output_dir: {tmp_path / 'runs'}
     for name in ("teacher", "student", "baseline"):
         assert metrics["models"][name]["rerank_ms_p50"] > 0 and metrics["models"][name]["rerank_candidates"] == 6
     assert metrics["models"]["student"]["parameters"] < metrics["models"]["teacher"]["parameters"]
-    assert "Re-ranking run tiny-rerank" in (run_dir / "report.html").read_text()
+    report = (run_dir / "report.html").read_text()
+    assert "Distillation report: tiny-rerank" in report
+    check = metrics["teacher_check"]  # the same check as every task's: worth distilling, or a warning box
+    assert check["figure"] == "nDCG@10" and check["classical"] == "the first stage"
+    assert ("Is this teacher worth distilling?" in report) == (check["warning"] is not None)
     assert metrics["spec_hash"] in (run_dir / "model_card.md").read_text()
     # Embedding-level distillation ran first: the teacher's embeddings are stored beside its scores, and the
     # student carries its projection into the teacher's space (the stage's own model folder is removed).

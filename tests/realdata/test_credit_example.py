@@ -36,5 +36,13 @@ def test_the_credit_example_distils_german_credit_and_reports_its_gate(tmp_path)
     assert set(student["fairness"]["personal_status_and_sex"]["groups"]) == {"female", "male"}
     assert set(metrics["synthesis"]["scenarios"]) == {"plain", "income_shock", "debt_spike", "irregular_repayment",
                                                       "thin_file"}
+    # the example's mitigation is a frontier: none and reweighing at two strengths, each measured; the packaged
+    # student is the one the evaluation chose, and the card says which and what it cost
+    frontier = metrics["frontier"]
+    assert [r["setting"] for r in frontier["rows"]] == ["none", "reweighing-0.5", "reweighing-1"]
+    chosen = frontier["choice"]["chosen"]
+    assert metrics["student_folder"] == ("." if chosen == "none" else f"settings/{chosen}")
+    assert "## Fairness mitigation" in (run_dir / "model_card.md").read_text()
+    assert metrics["models"]["classical"]["auc"] > 0.7 and "worth_distilling" in metrics["teacher_check"]
     verdict = json.loads((run_dir / "run.json").read_text())["gate"]
     assert verdict == metrics["gate"]["verdict"] and f"promotion gate: {verdict}" in result.stdout

@@ -116,3 +116,19 @@ def test_ranking_metrics_average_over_queries_with_a_relevant_judgment():
     assert metrics["mrr@10"] == pytest.approx(0.75)
     assert metrics["recall@1"] == pytest.approx(0.5)
     assert metrics["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+
+
+def test_the_teacher_check_warns_when_the_teacher_is_no_better_than_the_qrels_only_student():
+    """As seen on a public QA set: a zero-shot teacher 0.857, the qrels-only student 0.864 — the run must say so."""
+    from stillhouse.tasks.reranking.evaluate import _teacher_check, per_query_ndcg
+
+    qrels = {f"q{i}": {"good": 1.0} for i in range(40)}
+    top, bottom = ["good", "x", "y"], ["x", "y", "good"]
+    rankings = {"teacher": {q: top for q in qrels}, "first_stage": {q: bottom for q in qrels},
+                "baseline": {q: top for q in qrels}}
+    assert per_query_ndcg(rankings["teacher"], qrels).tolist() == [1.0] * 40
+    check = _teacher_check(rankings, qrels, seed=0)
+    assert not check["worth_distilling"] and "the qrels-only student" in check["warning"]
+    assert "the first stage" not in check["warning"].split("beyond noise")[0]  # it does beat the first stage
+    rankings["baseline"] = {q: bottom for q in qrels}
+    assert _teacher_check(rankings, qrels, seed=0)["warning"] is None  # better than both beyond noise

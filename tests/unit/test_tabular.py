@@ -164,7 +164,7 @@ def test_tree_and_linear_teacher_probabilities_average_and_round_trip(tmp_path):
     x = pre.transform(frame)
     by_hand = 0.75 * teacher.models[0].predict_proba(x) + 0.25 * teacher.models[1].predict_proba(x)
     np.testing.assert_allclose(teacher.probabilities(frame), by_hand)
-    save_teacher(teacher, spec, tmp_path / "teacher")
+    save_teacher(teacher, spec.describe(), tmp_path / "teacher")
     np.testing.assert_allclose(load_tabular_teacher(tmp_path / "teacher").logits(frame), teacher.logits(frame))
     assert json.loads((tmp_path / "teacher" / "teacher.json").read_text())["weights"] == [0.75, 0.25]
 
@@ -231,20 +231,23 @@ def test_score_requests_are_checked_before_the_model_sees_them():
 
 
 def test_reweighing_makes_the_label_independent_of_the_groups():
-    from stillhouse.tasks.tabular.data import TabularSchema, reweighing
+    from stillhouse.tasks.tabular.data import TabularSchema
+    from stillhouse.tasks.tabular.mitigate import reweighing
 
     schema = TabularSchema(labels=["bad", "good"], positive="bad", numeric=[], categorical=[], sensitive=["age"],
                            bins={"age": [25]})
     # young: 3 bad of 4; old: 2 bad of 8 — the label depends on the group
     frame = pd.DataFrame({"age": [20] * 4 + [40] * 8, "label": ["bad"] * 3 + ["good"] + ["bad"] * 2 + ["good"] * 6})
-    weights = reweighing(schema, frame, "reweighing")
+    weights = reweighing(schema, frame)
     # P(young)=1/3, P(bad)=5/12, P(young, bad)=3/12 → (1/3 · 5/12) / (3/12) = 5/9
     assert weights[0] == pytest.approx(5 / 9) and weights[3] == pytest.approx((1 / 3 * 7 / 12) / (1 / 12))
     weighted = pd.DataFrame({"young": frame["age"] < 25, "bad": frame["label"] == "bad", "w": weights})
     rates = weighted.groupby("young").apply(lambda g: (g["w"] * g["bad"]).sum() / g["w"].sum(), include_groups=False)
     assert rates[True] == pytest.approx(rates[False])  # the weighted bad rate is the same in both groups
-    assert (reweighing(schema, frame, "none") == 1).all()
-    assert reweighing(schema, frame, "reweighing", cap=1.5).max() == 1.5
+    assert (reweighing(schema, frame, strength=0) == 1).all()
+    assert reweighing(schema, frame, cap=1.5).max() == 1.5
+    half = reweighing(schema, frame, strength=0.5)  # half-way in log-weight
+    np.testing.assert_allclose(half, np.sqrt(weights))
 
 
 def test_hard_label_loss_takes_row_weights():

@@ -59,24 +59,39 @@ class TfidfBaseline:
         return int(model.coef_.size + model.intercept_.size)
 
 
-def teacher_check(y: np.ndarray, predictions: dict[str, np.ndarray], seed: int = 0) -> dict:
-    """Teacher − classical baseline and teacher − hard-label student accuracy, each with its paired-bootstrap
-    95 % interval; ``worth_distilling`` when both intervals lie above 0, else a ``warning`` that names the
-    remedy."""
+TEXT_REMEDY = (f"Use a larger teacher such as `{LARGER_TEACHER}` (pip install 'stillhouse[mpnet]') or label more "
+               "seed rows, then distil.")
+
+
+def teacher_check(y: np.ndarray, predictions: dict[str, np.ndarray], seed: int = 0, *, metric=accuracy,
+                  figure: str = "accuracy", classical: str = CLASSICAL_TITLE, baseline: str = "the hard-label student",
+                  remedy: str = TEXT_REMEDY) -> dict:
+    """Teacher − classical baseline and teacher − hard-label student in ``metric`` (``metric(y, prediction)``:
+    accuracy of predicted labels by default, AUC of scores for a table, nDCG for a ranking), each with its
+    paired-bootstrap 95 % interval; ``worth_distilling`` when both intervals lie above 0, else a ``warning`` that
+    names the remedy. ``figure``, ``classical`` and ``baseline`` name what was compared, for the report."""
     teacher = predictions["teacher"]
-    check = {"teacher_vs_classical": paired_difference(y, teacher, predictions["classical"], accuracy, seed=seed),
-             "teacher_vs_baseline": paired_difference(y, teacher, predictions["baseline"], accuracy, seed=seed)}
-    short = [name for key, name in (("teacher_vs_classical", CLASSICAL_TITLE),
-                                    ("teacher_vs_baseline", "the hard-label student"))
+    check = {"teacher_vs_classical": paired_difference(y, teacher, predictions["classical"], metric, seed=seed),
+             "teacher_vs_baseline": paired_difference(y, teacher, predictions["baseline"], metric, seed=seed),
+             "figure": figure, "classical": classical, "baseline": baseline}
+    short = [name for key, name in (("teacher_vs_classical", classical), ("teacher_vs_baseline", baseline))
              if not check[key]["low"] > 0]
     check["worth_distilling"] = not short
     check["warning"] = None if not short else (
-        f"the teacher does not beat {' or '.join(short)} beyond noise (teacher − {CLASSICAL_TITLE} "
-        f"{_points(check['teacher_vs_classical'])}; teacher − hard-label student "
-        f"{_points(check['teacher_vs_baseline'])}): the student can only inherit what the teacher knows. "
-        f"Use a larger teacher such as `{LARGER_TEACHER}` (pip install 'stillhouse[mpnet]') or label more seed "
-        "rows, then distil.")
+        f"the teacher does not beat {' or '.join(short)} beyond noise in {figure} (teacher − {classical} "
+        f"{_points(check['teacher_vs_classical'])}; teacher − {baseline} "
+        f"{_points(check['teacher_vs_baseline'])}): the student can only inherit what the teacher knows. {remedy}")
     return check
+
+
+def worth_distilling_sentence(check: dict) -> str:
+    """The check's finding in words when the teacher passed it (checks written before ``figure`` and the names were
+    recorded read as the text task's)."""
+    p = check["teacher_vs_classical"]
+    return (f"The teacher beats {check.get('classical', CLASSICAL_TITLE)} on the same seed by "
+            f"{p['difference'] * 100:+.1f} {check.get('figure', 'accuracy')} points (paired 95 % CI "
+            f"{p['low'] * 100:+.1f} to {p['high'] * 100:+.1f}) and {check.get('baseline', 'the hard-label student')} "
+            "beyond noise: worth distilling.")
 
 
 def _points(paired: dict) -> str:

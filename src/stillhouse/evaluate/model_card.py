@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as markup
 
+from stillhouse.evaluate.classical import worth_distilling_sentence
 from stillhouse.spec import Spec
 
 
@@ -94,7 +95,7 @@ Data licences and terms:
 {_row("TF-IDF + logistic regression (seed only)", models["classical"]) if "classical" in models else ""}
 
 Retention of teacher accuracy: {c['student_retention']:.3f}; speed-up at batch 1: {c['speedup_batch1_p50']:.2f}×;
-parameters: {_share(c['parameter_ratio'])} of the teacher's.{_runtime(metrics)}{_intervals(models, c)}{_teacher_note(metrics)}
+parameters: {_share(c['parameter_ratio'])} of the teacher's.{_runtime(metrics)}{_intervals(models, c)}{teacher_note(metrics)}
 
 ## Limitations
 - Measured on one held-out set drawn like the seed data; quality on shifted data is unknown.
@@ -116,9 +117,14 @@ def _runtime(metrics: dict) -> str:
             f"{c['deployed_speedup_batch1_p50']:.2f}× against the teacher as deployed.")
 
 
-def _teacher_note(metrics: dict) -> str:
+def teacher_note(metrics: dict) -> str:
+    """The card's line on whether the teacher was worth distilling (any task's ``teacher_check``)."""
     check = metrics.get("teacher_check")
-    return f"\n\n**Warning:** {check['warning']}" if check and check["warning"] else ""
+    if not check:
+        return ""
+    if check["warning"]:
+        return f"\n\n**Warning:** {check['warning']}"
+    return f"\n\n{worth_distilling_sentence(check)}"
 
 
 def _calibration(student: dict) -> str:

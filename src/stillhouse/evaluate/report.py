@@ -15,7 +15,7 @@ import re
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from stillhouse.evaluate.classical import CLASSICAL_TITLE  # noqa: E402
+from stillhouse.evaluate.classical import CLASSICAL_TITLE, worth_distilling_sentence  # noqa: E402
 from stillhouse.evaluate.data_section import render_data_section
 from stillhouse.evaluate.model_card import TAG_LINE
 
@@ -300,7 +300,7 @@ def _summary(metrics: dict) -> str:
     return " ".join(lines)
 
 
-def _teacher_warning(metrics: dict) -> str:
+def teacher_warning(metrics: dict) -> str:
     """The box at the top of a report whose teacher is not clearly better than the classical baseline or the
     hard-label student (:func:`stillhouse.evaluate.classical.teacher_check`), or the check's figures in a note."""
     check = metrics.get("teacher_check")
@@ -308,10 +308,7 @@ def _teacher_warning(metrics: dict) -> str:
         return ""
     if check["warning"]:
         return f'<p class="warn"><b>Is this teacher worth distilling?</b> {_inline_code(check["warning"])}</p>'
-    p = check["teacher_vs_classical"]
-    return (f'<p class="note">The teacher beats TF-IDF + logistic regression on the same seed by '
-            f'{p["difference"] * 100:+.1f} accuracy points (paired 95 % CI {p["low"] * 100:+.1f} to '
-            f'{p["high"] * 100:+.1f}) and the hard-label student beyond noise: worth distilling.</p>')
+    return f'<p class="note">{html.escape(worth_distilling_sentence(check))}</p>'
 
 
 def _per_class_table(models: dict) -> str:
@@ -355,7 +352,7 @@ code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}
 <h1>Distillation report: {html.escape(metrics['run'])}</h1>
 <p class="note">{TAG_LINE}</p>
 <p>{_summary(metrics)}</p>
-{_teacher_warning(metrics)}
+{teacher_warning(metrics)}
 <p>Teacher: {_inline_code(metrics.get('teacher', ''))}.</p>
 <p>Held-out rows: {metrics['eval_rows']} · seed rows: {data['seed']} · unlabelled pool rows: {data['pool']} ·
 labels: {len(metrics['labels'])} · spec hash <code>{metrics['spec_hash'][:16]}</code> ·

@@ -58,12 +58,33 @@ class TabularTaskSpec(_Strict):
         "(an offer). Required with sensitive_features: the two ratios differ (approval rates of 25 % and 40 % "
         "are a ratio of 0.63; their flag rates, 75 % and 60 %, of 0.80).")
     # benchmarks/credit.py: on German credit under-25s default more (41 % vs 28 %), so at the 5:1 cost threshold a
-    # faithful student approves them at about two thirds of the others' rate (the four-fifths rule fails);
-    # reweighing by sex × age narrows the gap at a small loss of AUC (README, "Credit risk").
-    mitigation: Literal["none", "reweighing"] = Field(
-        "none", description="Fairness mitigation at training: `reweighing` weights the seed rows of the teacher, "
-        "the student and the hard-label student so that the label is independent of the sensitive groups "
-        "(Kamiran & Calders); the sensitive features are still never inputs. `none`: rows count alike.")
+    # faithful student approves them at about two thirds of the others' rate (the four-fifths rule fails, and the
+    # gate says so); the frontier says what passing costs.
+    mitigation: Literal["none", "reweighing", "reductions", "postprocessing"] = Field(
+        "none", description="Fairness mitigation at training, measured as a trade-off: the run trains a teacher and "
+        "a student for `none` and for every strength in `mitigation_grid`, reports the frontier and packages the "
+        "most accurate setting that passes the gate. `reweighing` weights the seed rows so that the label is "
+        "independent of the sensitive groups (Kamiran & Calders); `reductions` fits the teacher under a fairness "
+        "constraint (Fairlearn's ExponentiatedGradient with `fairness_constraint`; binary tasks) and the student "
+        "distils the constrained teacher's expected probabilities. Either way the sensitive features are never "
+        "inputs at decision time. `postprocessing` (Fairlearn's ThresholdOptimizer: per-group thresholds on the "
+        "unmitigated student's probabilities) *decides with* the sensitive features — every request must carry "
+        "them, and in many jurisdictions that is disparate treatment: it needs `decide_with_sensitive_features: "
+        "true`. `none`: rows count alike.")
+    decide_with_sensitive_features: bool = Field(
+        False, description="Accept that the packaged model's decisions depend on the sensitive features (mitigation "
+        "`postprocessing` only): requests must carry them, and the model card says so.")
+    fairness_constraint: Literal["demographic_parity", "equalized_odds"] = Field(
+        "demographic_parity", description="`reductions` and `postprocessing`: the constraint — "
+        "`demographic_parity` (equal flag rates across groups: the four-fifths rule's concern) or `equalized_odds` "
+        "(equal true- and false-positive rates: the fair-lending concern where base rates differ).")
+    mitigation_grid: list[float] | None = Field(
+        None, description="Constraint strengths tried besides `none`. `reweighing`: the share of the reweighing "
+        "applied, in (0, 1] (weights raised to it; default [0.5, 1.0]); `reductions`: the largest difference "
+        "across groups the constraint allows, in (0, 1) (default [0.1, 0.05, 0.02]); `postprocessing`: the "
+        "tolerance of demographic parity, in [0, 1) (0: exact; default [0.1, 0.05, 0.0]; equalized odds is exact "
+        "only). Each strength of reweighing and reductions costs a teacher and a student; post-processing only "
+        "fits a rule.")
     entity: str | None = Field(None, description="Column identifying the entity (e.g. `borrower_id`): kept out of "
                                "the inputs; the Feast join key.")
     timestamp: str | None = Field(None, description="Column with each row's event time: kept out of the inputs; "
@@ -103,6 +124,27 @@ class TabularTaskSpec(_Strict):
             raise ValueError("sensitive_features need `favourable`: the decision the four-fifths rule counts — "
                              "`not_flagged` when flagging the positive label denies or refers (credit default, "
                              "fraud), `flagged` when it grants (an offer)")
+        if self.mitigation != "none" and not self.sensitive_features:
+            raise ValueError(f"mitigation `{self.mitigation}` needs sensitive_features to mitigate over: declare "
+                             "them, or set mitigation: none")
+        if self.mitigation in ("reductions", "postprocessing") and self.labels is not None and len(self.labels) != 2:
+            raise ValueError(f"mitigation `{self.mitigation}` is for binary tasks (two labels); use reweighing")
+        if (self.mitigation == "postprocessing") != self.decide_with_sensitive_features:
+            raise ValueError("mitigation `postprocessing` decides with the sensitive features (per-group thresholds: "
+                             "disparate treatment in many jurisdictions): set decide_with_sensitive_features: true "
+                             "to accept that, or choose reductions or reweighing; decide_with_sensitive_features "
+                             "goes with postprocessing only")
+        bounds = {"reweighing": ("(0, 1]", lambda v: 0 < v <= 1), "reductions": ("(0, 1)", lambda v: 0 < v < 1),
+                  "postprocessing": ("[0, 1)", lambda v: 0 <= v < 1)}.get(self.mitigation)
+        for strength in self.mitigation_grid or []:
+            if bounds and not bounds[1](strength):
+                raise ValueError(f"mitigation_grid: {strength} is outside {bounds[0]}")
+        if (self.mitigation == "postprocessing" and self.fairness_constraint == "equalized_odds"
+                and any(self.mitigation_grid or [])):
+            raise ValueError("mitigation_grid: Fairlearn relaxes demographic parity only; post-processing under "
+                             "equalized_odds is exact (leave mitigation_grid out, or give [0])")
+        if self.mitigation_grid is not None and (self.mitigation == "none" or not self.mitigation_grid):
+            raise ValueError("mitigation_grid needs a mitigation and at least one strength (or leave it out)")
         both = set(self.sensitive_bins) & set(self.sensitive_groups)
         if both:
             raise ValueError(f"{sorted(both)}: give sensitive_bins (numeric) or sensitive_groups (categorical), "

@@ -16,10 +16,12 @@ import numpy as np
 from stillhouse import __version__
 from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, write_json
-from stillhouse.evaluate.report import _png
+from stillhouse.evaluate.classical import teacher_check
+from stillhouse.evaluate.model_card import TAG_LINE, teacher_note
+from stillhouse.evaluate.report import _png, teacher_warning
 from stillhouse.progress import say
 from stillhouse.spec import Spec
-from stillhouse.tasks.reranking.metrics import rank_ids, ranking_metrics
+from stillhouse.tasks.reranking.metrics import ndcg_at_k, rank_ids, ranking_metrics
 from stillhouse.tasks.reranking.prepare import PreparedRanking
 from stillhouse.tasks.reranking.teacher import RerankerModel, load_ranking_teacher, score_groups
 
@@ -58,14 +60,15 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
     data = PreparedRanking.load(data_dir)
     groups, qrels = data.groups("eval"), data.judgments("eval")
     query_ids = groups["query_id"].tolist()
-    models = {"first_stage": ranking_metrics(dict(zip(query_ids, groups["passage_ids"])), qrels)}
+    rankings = {"first_stage": dict(zip(query_ids, groups["passage_ids"]))}
+    models = {"first_stage": ranking_metrics(rankings["first_stage"], qrels)}
     scorers = {}
     for name, folder in zip(MODELS, (teacher_dir, student_dir, baseline_dir)):
         say(f"evaluate: {TITLES[name]} re-ranks {len(groups)} held-out queries")
         scorers[name] = load_ranking_teacher(folder) if name == "teacher" else RerankerModel(Path(folder))
         scores = score_groups(scorers[name], groups)
-        rankings = {q: rank_ids(ids, s) for q, ids, s in zip(query_ids, groups["passage_ids"], scores)}
-        models[name] = {**ranking_metrics(rankings, qrels), "kind": scorers[name].name.split(":")[0],
+        rankings[name] = {q: rank_ids(ids, s) for q, ids, s in zip(query_ids, groups["passage_ids"], scores)}
+        models[name] = {**ranking_metrics(rankings[name], qrels), "kind": scorers[name].name.split(":")[0],
                         "parameters": scorers[name].parameters, "size_mb": _size_mb(folder)}
     say("evaluate: timing the re-ranking of one query's candidates (interleaved, CPU)")
     speeds = rerank_latency(scorers, groups, spec.task.latency_candidates, spec.evaluation.latency_samples)
@@ -82,7 +85,7 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
     }
     metrics = {"run": spec.name, "task": "reranking", "spec_hash": spec.spec_hash(),
                "stillhouse_version": __version__, "eval_queries": len(groups), "models": models,
-               "comparison": comparison, "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
+               "comparison": comparison, "teacher_check": _teacher_check(rankings, qrels, spec.runtime.seed), "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir),
                "teacher": spec.teacher.describe(), "synthesis": _synthesis_report(synthetic_dir),
                "embedding_texts": spec.task.embedding_texts if spec.task.embedding_epochs else None}
     with atomic_dir(out_dir) as tmp:
@@ -92,7 +95,27 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
     say(f"evaluate: nDCG@10 first stage {models['first_stage']['ndcg@10']:.4f} | teacher {teacher['ndcg@10']:.4f} "
         f"| student {student['ndcg@10']:.4f} | qrels-only {baseline['ndcg@10']:.4f} | retention "
         f"{comparison['student_retention_ndcg@10']:.3f} | re-rank speed-up x{comparison['rerank_speedup_p50']:.2f}")
+    if metrics["teacher_check"]["warning"]:
+        say(f"evaluate: is this teacher worth distilling? {metrics['teacher_check']['warning']}")
     return metrics
+
+
+def per_query_ndcg(rankings: dict[str, list[str]], qrels: dict[str, dict[str, float]], k: int = 10) -> np.ndarray:
+    """nDCG@k of each judged query (those :func:`ranking_metrics` averages), in the rankings' order."""
+    judged = [q for q in rankings if any(g > 0 for g in qrels.get(q, {}).values())]
+    return np.array([ndcg_at_k(rankings[q], qrels[q], k) for q in judged])
+
+
+def _teacher_check(rankings: dict, qrels: dict, seed: int) -> dict:
+    """Is the teacher worth distilling: better than the first stage and the student trained on the judged queries
+    alone beyond noise, in nDCG@10 per query (paired bootstrap over the held-out queries)?"""
+    per_query = {name: per_query_ndcg(rankings[key], qrels)
+                 for name, key in (("teacher", "teacher"), ("classical", "first_stage"), ("baseline", "baseline"))}
+    return teacher_check(np.zeros(len(per_query["teacher"])), per_query, seed,
+                         metric=lambda _, values: float(np.mean(values)) if len(values) else float("nan"),
+                         figure="nDCG@10", classical="the first stage", baseline="the qrels-only student",
+                         remedy="Try a stronger teacher (a larger cross-encoder or LLM judge) or judge more queries; "
+                         "where the qrels-only student is as good, it may be the model to deploy.")
 
 
 def _synthesis_report(synthetic_dir: str | None) -> dict | None:
@@ -148,9 +171,14 @@ def render_ranking_report(metrics: dict) -> str:
              "<th>re-rank one query, p50</th></tr>"
     title = f"Stillhouse run {html.escape(metrics['run'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
-</head><body><h1>Re-ranking run {html.escape(metrics['run'])}</h1>
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}
+.warn{{background:#fff4e5;border-left:4px solid #e67e00;padding:8px 12px}}</style>
+</head><body><h1>Distillation report: {html.escape(metrics['run'])}</h1>
+<p class="note">{TAG_LINE}</p>
+{teacher_warning(metrics)}
 <p>{metrics['eval_queries']} held-out queries; teacher: {html.escape(metrics['teacher'])}; first stage:
 {html.escape(str(metrics['data'].get('first_stage', '')))}.</p>
 <p>The distilled student keeps {c['student_retention_ndcg@10']:.1%} of the teacher's nDCG@10, re-ranks
@@ -200,7 +228,7 @@ the `{spec.task.loss}` loss (T={spec.distillation.temperature}) plus the seed ju
 |---|---|---|---|---|---|
 {chr(10).join(_table_rows(metrics['models'], markdown=True))}
 
-Retention of teacher nDCG@10: {c['student_retention_ndcg@10']:.3f}; re-ranking speed-up: {c['rerank_speedup_p50']:.2f}×.
+Retention of teacher nDCG@10: {c['student_retention_ndcg@10']:.3f}; re-ranking speed-up: {c['rerank_speedup_p50']:.2f}×.{teacher_note(metrics)}
 
 ## Limitations
 - Measured on held-out queries of the same collection; quality on other collections is unknown.

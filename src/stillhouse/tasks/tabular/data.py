@@ -80,25 +80,6 @@ class TabularData:
                    report=read_json(folder / "validation.json"))
 
 
-def reweighing(schema: TabularSchema, frame: pd.DataFrame, mitigation: str, cap: float = 5.0) -> np.ndarray:
-    """Per labelled row, the weight that makes the label independent of the sensitive groups in the weighted
-    data (Kamiran & Calders 2012, "reweighing"): ``P(group) · P(label) / P(group, label)`` over the joint groups
-    of every sensitive feature, capped at ``cap`` (and ``1/cap``) so that a handful of rows in a rare cell cannot
-    dominate. ``mitigation`` ``none`` (or no sensitive feature): all ones. The sensitive features are used here,
-    at training, and never as inputs."""
-    if mitigation == "none" or not schema.sensitive:
-        return np.ones(len(frame))
-    group = pd.Series(["|".join(parts) for parts in zip(*(schema.groups(frame, c) for c in schema.sensitive))],
-                      index=frame.index)
-    label = frame["label"]
-    joint = pd.crosstab(group, label, normalize=True)
-    expected = np.outer(group.value_counts(normalize=True).reindex(joint.index),
-                        label.value_counts(normalize=True).reindex(joint.columns))
-    ratio = pd.DataFrame(expected, index=joint.index, columns=joint.columns) / joint.where(joint > 0)
-    weights = np.array([ratio.at[g, y] for g, y in zip(group, label)], dtype=np.float64)
-    return np.clip(weights, 1 / cap, cap)
-
-
 def label_indices(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     return frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
 

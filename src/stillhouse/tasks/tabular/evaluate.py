@@ -11,6 +11,8 @@ the report and the model card.
 from __future__ import annotations
 
 import html
+import json
+import pickle
 import time
 from pathlib import Path
 
@@ -21,19 +23,40 @@ from stillhouse.data.fingerprint import dir_fingerprint
 from stillhouse.data.io import atomic_dir, read_json, write_json
 from stillhouse.distill.training import HISTORY_FILE
 from stillhouse.evaluate.calibration import calibrate
+from stillhouse.evaluate.classical import teacher_check
 from stillhouse.evaluate.gate import gate_verdict
 from stillhouse.evaluate.metrics import calibration_bins, classification_metrics, softmax
-from stillhouse.evaluate.report import reliability_plot, training_loss_plot
-from stillhouse.evaluate.risk import cost_threshold, fairness, fairness_intervals, risk_metrics, roc_auc
+from stillhouse.evaluate.model_card import TAG_LINE, teacher_note
+from stillhouse.evaluate.report import reliability_plot, teacher_warning, training_loss_plot
+from stillhouse.evaluate.risk import (
+    cost_threshold,
+    cost_weighted_error,
+    fairness,
+    fairness_intervals,
+    risk_metrics,
+    roc_auc,
+)
 from stillhouse.progress import say
-from stillhouse.spec import Spec
+from stillhouse.spec import LogisticTeacherSpec, Spec
 from stillhouse.tasks.tabular.data import TabularData, label_indices
 from stillhouse.tasks.tabular.model import load_tabular
+from stillhouse.tasks.tabular.postprocess import load_rule
 from stillhouse.tasks.tabular.synthesize import load_profiles
-from stillhouse.tasks.tabular.teacher import load_tabular_teacher
+from stillhouse.tasks.tabular.frontier import (
+    FIGURES,
+    FRONTIER_HEADER,
+    choose,
+    cost_of,
+    describe_choice,
+    frontier_html,
+    frontier_rows,
+)
+from stillhouse.tasks.tabular.mitigate import SETTINGS_FOLDER, Setting, settings_of
+from stillhouse.tasks.tabular.teacher import TabularTeacher, fit_teacher, load_tabular_teacher
 
-MODELS = ("teacher", "student", "baseline")
-TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student"}
+MODELS = ("teacher", "student", "baseline", "classical")
+TITLES = {"teacher": "teacher", "student": "distilled student", "baseline": "hard-label student",
+          "classical": "logistic regression"}
 
 
 def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
@@ -43,8 +66,10 @@ def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.nanmean([roc_auc(y == k, probs[:, k]) for k in range(probs.shape[1])]))
 
 
-def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarray) -> dict:
-    """The quality, risk and fairness block of one model on the evaluation rows."""
+def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarray,
+                  flagged: np.ndarray | None = None) -> dict:
+    """The quality, risk and fairness block of one model on the evaluation rows; its decisions are ``flagged``
+    where a post-processing rule takes them, else the probability above the cost threshold."""
     schema, bins = data.schema, spec.evaluation.calibration_bins
     probs = softmax(logits)
     out = {**classification_metrics(logits, y, bins), "auc": multiclass_auc(y, probs)}
@@ -55,7 +80,12 @@ def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarr
     costs = spec.task.costs
     threshold = cost_threshold(costs.false_negative, costs.false_positive)
     out.update(risk_metrics(is_positive, p, threshold, costs.false_negative, costs.false_positive, bins))
-    flagged = p > threshold
+    if flagged is not None:  # the rule's decisions: their accuracy and cost, not the threshold's
+        out["cost_weighted_error"] = cost_weighted_error(is_positive, flagged, costs.false_negative,
+                                                         costs.false_positive)
+        out["accuracy"] = float(np.mean(flagged == is_positive))
+        out["decided_by"] = "post-processing rule"
+    flagged = p > threshold if flagged is None else flagged
     out["fairness"] = {}
     for column in schema.sensitive:
         groups = schema.groups(data.eval, column)
@@ -101,7 +131,9 @@ def scoring_latency(scorers: dict, frame, samples: int, batch_size: int) -> dict
 
 
 def _size_mb(folder: str) -> float:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
+    """Megabytes on disk of the model in ``folder`` (the other settings' models below it left out)."""
+    files = [p for p in Path(folder).rglob("*") if p.is_file() and SETTINGS_FOLDER not in p.relative_to(folder).parts]
+    return sum(p.stat().st_size for p in files) / 1e6
 
 
 def _parameters(teacher) -> int:
@@ -110,67 +142,161 @@ def _parameters(teacher) -> int:
     for model in teacher.models:
         if hasattr(model, "_predictors"):
             total += sum(len(tree.nodes) * 3 for stage in model._predictors for tree in stage)
-        else:
+        elif hasattr(model, "coef_"):
             total += int(model.coef_.size + model.intercept_.size)
+        else:  # a constant (a reductions mixture's member that flags every row, or none)
+            total += 1
     return total
+
+
+def _setting(spec: Spec, data: TabularData, y: np.ndarray, setting: Setting, teacher_dir: str,
+             student_dir: str) -> dict:
+    """One setting's teacher and (calibrated) student on the held-out rows, and the gate on its student."""
+    teacher = load_tabular_teacher(setting.folder(teacher_dir))
+    student = load_tabular(setting.folder(student_dir))
+    logits = {"teacher": teacher.logits(data.eval), "student": student.logits(data.eval)}
+    e = spec.evaluation
+    calibration = calibrate(logits["student"], y, e.calibration_bins, e.calibration_folds, spec.runtime.seed,
+                            e.calibration)
+    decisions = {"teacher": _rule_decisions(setting.folder(teacher_dir), data, logits["teacher"]),
+                 "student": _rule_decisions(setting.folder(student_dir), data, logits["student"])}
+    logits["student"] = logits["student"] / calibration["temperature"]
+    figures = {name: model_figures(spec, data, logits[name], y, decisions[name]) for name in logits}
+    figures["student"]["calibration"] = {k: v for k, v in calibration.items() if k != "bins_after"}
+    gate = _gate(spec, figures["student"], {"auc_loss": figures["teacher"]["auc"] - figures["student"]["auc"]})
+    return {"setting": setting, "teacher": teacher, "student": student, "logits": logits, "figures": figures,
+            "calibration": calibration, "gate": gate}
+
+
+def _rule_decisions(folder: Path, data: TabularData, logits: np.ndarray) -> np.ndarray | None:
+    """A post-processing rule's decisions on the evaluation rows (from the model's uncalibrated probabilities, as
+    it was fitted and as serving applies it), or None where the folder holds no rule."""
+    rule = load_rule(folder)
+    if rule is None:
+        return None
+    return rule.decide(softmax(logits)[:, data.labels.index(data.schema.positive)], data.eval)
+
+
+def _frontier_figures(figures: dict) -> dict:
+    """A model's frontier point: AUC, cost per row and the worst fairness figures with their intervals."""
+    out = {f: figures.get(f) for f in FIGURES}
+    for figure, column in figures.get("fairness_worst", {}).items():
+        out[f"{figure}_ci95"] = figures["fairness"][column].get(f"{figure}_ci95")
+    return out
+
+
+def _frontier(spec: Spec, measured: list[dict]) -> dict:
+    rows = [{"setting": m["setting"].name, "describe": m["setting"].describe(),
+             "teacher": _frontier_figures(m["figures"]["teacher"]), "student": _frontier_figures(m["figures"]["student"]),
+             "gate": m["gate"], "student_temperature": m["calibration"]["temperature"]} for m in measured]
+    choice = choose(rows)
+    return {"mitigation": spec.task.mitigation, "constraint": (spec.task.fairness_constraint
+                                                               if spec.task.mitigation == "reductions" else None),
+            "rows": rows, "choice": choice, "cost": cost_of(rows, choice["chosen"])}
+
+
+def _classical(spec: Spec, data: TabularData, y_seed: np.ndarray, preprocessor) -> TabularTeacher:
+    """Logistic regression on the same seed and preprocessing: the scorecard a credit team would otherwise fit."""
+    return fit_teacher(LogisticTeacherSpec(kind="logistic_regression"), data.seed, y_seed, preprocessor, data.labels,
+                       spec.runtime.seed)
+
+
+def _teacher_check(spec: Spec, data: TabularData, y: np.ndarray, logits: dict) -> dict:
+    """Is the (unmitigated) teacher worth distilling: better than logistic regression and the hard-label student
+    beyond noise, in AUC (accuracy for more than two labels)?"""
+    remedy = ("Try a stronger teacher (more boosting rounds, or an ensemble of trees and logistic regression) or "
+              "label more seed rows; where logistic regression is as good, it may be the model to deploy.")
+    names = ("teacher", "classical", "baseline")
+    if data.schema.binary:
+        positive = data.labels.index(data.schema.positive)
+        scores = {n: softmax(logits[n])[:, positive] for n in names}
+        return teacher_check(y == positive, scores, spec.runtime.seed, metric=roc_auc, figure="AUC",
+                             classical=TITLES["classical"], remedy=remedy)
+    return teacher_check(y, {n: logits[n].argmax(1) for n in names}, spec.runtime.seed,
+                         classical=TITLES["classical"], remedy=remedy)
 
 
 def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: str, baseline_dir: str,
                      out_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
     data = TabularData.load(data_dir)
     y = label_indices(data.eval, data.labels)
-    teacher = load_tabular_teacher(teacher_dir)
-    students = {"student": load_tabular(student_dir), "baseline": load_tabular(baseline_dir)}
-    logits = {"teacher": teacher.logits(data.eval), **{n: s.logits(data.eval) for n, s in students.items()}}
-    e = spec.evaluation
-    calibration = calibrate(logits["student"], y, e.calibration_bins, e.calibration_folds, spec.runtime.seed,
-                            e.calibration)
-    served = {**logits, "student": logits["student"] / calibration["temperature"]}
-    models = {name: model_figures(spec, data, served[name], y) for name in MODELS}
-    models["student"]["calibration"] = {k: v for k, v in calibration.items() if k != "bins_after"}
-    sizes = {"teacher": _size_mb(teacher_dir), "student": _size_mb(student_dir), "baseline": _size_mb(baseline_dir)}
-    parameters = {"teacher": _parameters(teacher),
-                  **{n: sum(p.numel() for p in s.model.parameters()) for n, s in students.items()}}
-    say(f"evaluate: timing teacher and students per scored row ({e.latency_samples} rows, interleaved, CPU)")
-    speeds = scoring_latency({"teacher": teacher.probabilities, **{n: s.logits for n, s in students.items()}},
-                             data.eval, e.latency_samples, e.throughput_batch_size)
-    for name in MODELS:
-        models[name].update(parameters=parameters[name], size_mb=sizes[name], **speeds[name])
+    measured = [_setting(spec, data, y, setting, teacher_dir, student_dir) for setting in settings_of(spec.task)]
+    frontier = _frontier(spec, measured)
+    chosen = next(m for m in measured if m["setting"].name == frontier["choice"]["chosen"])
+    baseline = load_tabular(baseline_dir)
+    classical = _classical(spec, data, label_indices(data.seed, data.labels), chosen["teacher"].preprocessor)
+    logits = {"baseline": baseline.logits(data.eval), "classical": classical.logits(data.eval)}
+    models = {**chosen["figures"], **{name: model_figures(spec, data, logits[name], y) for name in logits}}
+    models = {name: models[name] for name in MODELS}
+    check = _teacher_check(spec, data, y, {**logits, "teacher": measured[0]["logits"]["teacher"]})
+    _measure_size_and_speed(spec, data, models, {"teacher": chosen["teacher"], "student": chosen["student"],
+                                                 "baseline": baseline, "classical": classical},
+                            {"teacher": chosen["setting"].folder(teacher_dir),
+                             "student": chosen["setting"].folder(student_dir), "baseline": Path(baseline_dir)})
     headline = "auc" if data.schema.binary else "accuracy"
     comparison = _comparison(models, headline)
-    gate = _gate(spec, models["student"], comparison)
-    synthesis = load_profiles(synthetic_dir)[1] if synthetic_dir else {"enabled": False}
-    metrics = {
-        "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
-        "eval_rows": len(y), "labels": data.labels, "positive_label": data.schema.positive,
-        "favourable": spec.task.favourable,
-        "schema": {"numeric": data.schema.numeric, "categorical": data.schema.categorical,
-                   "sensitive": data.schema.sensitive, "sensitive_bins": data.schema.bins},
-        "costs": spec.task.costs.model_dump(), "models": models, "comparison": comparison, "gate": gate,
-        "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
-        "data": data.report, "teacher_fingerprint": dir_fingerprint(teacher_dir), "teacher": spec.teacher.describe(),
-        "synthesis": synthesis,
-        "soft_labels": read_json(Path(soft_labels_dir) / "summary.json") if soft_labels_dir else None,
-        "calibration": {"method": e.calibration, "fitted_on": "the held-out evaluation rows",
-                        "served_temperature": calibration["temperature"]},
-    }
-    plots = {"calibration": {n: calibration_bins(softmax(served[n]), y, e.calibration_bins) for n in MODELS},
+    metrics = _metrics_record(spec, data, models, comparison, chosen, frontier, check, teacher_dir, synthetic_dir,
+                              soft_labels_dir)
+    served = {**chosen["logits"], **logits}
+    plots = {"calibration": {n: calibration_bins(softmax(served[n]), y, spec.evaluation.calibration_bins)
+                             for n in ("teacher", "student", "baseline")},
              "training_history": {n: read_json(Path(f) / HISTORY_FILE)["epochs"]
-                                  for n, f in (("student", student_dir), ("baseline", baseline_dir))
+                                  for n, f in (("student", chosen["setting"].folder(student_dir)),
+                                               ("baseline", baseline_dir))
                                   if (Path(f) / HISTORY_FILE).is_file()}}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "plots.json", plots)
         (tmp / "report.html").write_text(render_tabular_report(metrics, plots), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_tabular_card(spec, metrics), encoding="utf-8")
-    _announce(spec, models, headline, gate)
+    _announce(spec, models, headline, chosen["gate"], frontier)
     return metrics
+
+
+def _measure_size_and_speed(spec: Spec, data: TabularData, models: dict, scorers: dict, folders: dict) -> None:
+    """Parameters, size on disk and CPU latency per model, in place."""
+    sizes = {name: _size_mb(str(folder)) for name, folder in folders.items()}
+    sizes["classical"] = len(pickle.dumps(scorers["classical"].models)) / 1e6
+    parameters = {"teacher": _parameters(scorers["teacher"]), "classical": _parameters(scorers["classical"]),
+                  **{n: sum(p.numel() for p in scorers[n].model.parameters()) for n in ("student", "baseline")}}
+    e = spec.evaluation
+    say(f"evaluate: timing teacher and students per scored row ({e.latency_samples} rows, interleaved, CPU)")
+    speeds = scoring_latency({n: (s.probabilities if n in ("teacher", "classical") else s.logits)
+                              for n, s in scorers.items()}, data.eval, e.latency_samples, e.throughput_batch_size)
+    for name in MODELS:
+        models[name].update(parameters=parameters[name], size_mb=sizes[name], **speeds[name])
+
+
+def _metrics_record(spec: Spec, data: TabularData, models: dict, comparison: dict, chosen: dict, frontier: dict,
+                    check: dict, teacher_dir: str, synthetic_dir: str | None, soft_labels_dir: str | None) -> dict:
+    e, setting = spec.evaluation, chosen["setting"]
+    synthesis = load_profiles(synthetic_dir)[1] if synthetic_dir else {"enabled": False}
+    teacher = spec.teacher.describe() + ("" if setting.name == "none" else f", {setting.describe()}")
+    return {
+        "run": spec.name, "task": spec.task.type, "spec_hash": spec.spec_hash(), "stillhouse_version": __version__,
+        "eval_rows": len(data.eval), "labels": data.labels, "positive_label": data.schema.positive,
+        "favourable": spec.task.favourable,
+        "schema": {"numeric": data.schema.numeric, "categorical": data.schema.categorical,
+                   "sensitive": data.schema.sensitive, "sensitive_bins": data.schema.bins},
+        "costs": spec.task.costs.model_dump(), "models": models, "comparison": comparison, "gate": chosen["gate"],
+        "frontier": frontier, "teacher_check": check,
+        # the student folder's model this evaluation judged (the packaged one), relative to the folder
+        "student_folder": setting.folder(".").as_posix(), "other_models": [SETTINGS_FOLDER],
+        "decides_with_sensitive_features": not setting.retrains,
+        "recipe": spec.model_dump(mode="json", include={"teacher", "student", "distillation", "synthesis"}),
+        "data": data.report, "teacher_fingerprint": dir_fingerprint(setting.folder(teacher_dir)), "teacher": teacher,
+        "synthesis": synthesis,
+        "soft_labels": read_json(Path(soft_labels_dir) / "summary.json") if soft_labels_dir else None,
+        "calibration": {"method": e.calibration, "fitted_on": "the held-out evaluation rows",
+                        "served_temperature": chosen["calibration"]["temperature"]},
+    }
 
 
 def _comparison(models: dict, headline: str) -> dict:
     t, s, b = models["teacher"], models["student"], models["baseline"]
     return {"headline": headline, "student_retention": s[headline] / t[headline] if t[headline] else None,
             "auc_loss": t["auc"] - s["auc"], "student_minus_baseline_auc": s["auc"] - b["auc"],
+            "student_minus_classical_auc": s["auc"] - models["classical"]["auc"],
             "parameter_ratio": s["parameters"] / t["parameters"] if t["parameters"] else None,
             "size_ratio": s["size_mb"] / t["size_mb"] if t["size_mb"] else None,
             "speedup_batch1_p50": t["latency_ms_p50"] / s["latency_ms_p50"]}
@@ -185,10 +311,12 @@ def _gate(spec: Spec, s: dict, comparison: dict) -> dict:
     return gate_verdict(spec.evaluation.gate.model_dump(), figures, intervals)
 
 
-def _announce(spec: Spec, models: dict, headline: str, gate: dict) -> None:
+def _announce(spec: Spec, models: dict, headline: str, gate: dict, frontier: dict) -> None:
     t, s, b = models["teacher"], models["student"], models["baseline"]
     say(f"evaluate: {headline} teacher {t[headline]:.4f} | student {s[headline]:.4f} | hard-label student "
-        f"{b[headline]:.4f} | gate {gate['verdict']}")
+        f"{b[headline]:.4f} | {TITLES['classical']} {models['classical'][headline]:.4f} | gate {gate['verdict']}")
+    if len(frontier["rows"]) > 1:
+        say(f"evaluate: {describe_choice(frontier)}")
     if gate["verdict"] != "passed":
         failed = ", ".join(f"{c['figure']} {_number(c['value'])} vs {c['limit']} {c['threshold']:g}"
                            for c in gate["checks"] if not c["passed"])
@@ -201,8 +329,9 @@ def _announce(spec: Spec, models: dict, headline: str, gate: dict) -> None:
                 f"{unmeasured[0]}: null if this table has no protected attribute (the model card then says "
                 "fairness was not checked)")
         elif fairness and spec.task.mitigation == "none":
-            say("evaluate: to train for fairness, set task.mitigation: reweighing (the sensitive features stay out "
-                "of the inputs)")
+            say("evaluate: to see what passing costs, set task.mitigation: reductions (or reweighing): the run then "
+                "trains a teacher and a student per constraint strength and reports the frontier (the sensitive "
+                "features stay out of the inputs)")
 
 
 _NAMES = {"auc": "AUC", "accuracy": "accuracy"}
@@ -308,19 +437,32 @@ def render_tabular_report(metrics: dict, plots: dict) -> str:
     loss_plot = f'<p><img alt="training loss" src="{training_loss_plot(history)}"></p>' if history else ""
     title = html.escape(metrics["run"])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Stillhouse run {title}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:13px;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+img{{max-width:100%}}code{{background:#f4f4f4;padding:1px 4px}}.note{{color:#555;font-size:13px}}
+.warn{{background:#fff4e5;border-left:4px solid #e67e00;padding:8px 12px}}
 .verdict{{font-weight:bold;color:{colour}}}</style></head><body>
-<h1>Tabular run {title}</h1>
-<p>{metrics['eval_rows']} held-out rows; labels {html.escape(', '.join(metrics['labels']))}
-{f"(positive: <code>{html.escape(str(metrics['positive_label']))}</code>)" if metrics['positive_label'] else ''};
-teacher: {html.escape(metrics['teacher'])}.</p>
+<h1>Distillation report: {title}</h1>
+<p class="note">{TAG_LINE}</p>
 <p>The distilled student keeps {c['student_retention']:.1%} of the teacher's {_NAMES[c['headline']]}
 ({c['auc_loss']:+.4f} AUC lost), is {c['student_minus_baseline_auc'] * 100:+.1f} AUC points from the same student
-trained on the labels alone, and scores a row {c['speedup_batch1_p50']:.1f}× faster than the teacher.</p>
+trained on the labels alone and {c['student_minus_classical_auc'] * 100:+.1f} from logistic regression on the same
+seed, and scores a row {c['speedup_batch1_p50']:.1f}× faster than the teacher.</p>
+{teacher_warning(metrics)}
+{'<p class="warn"><b>This model decides with the sensitive features</b> (a post-processing rule with thresholds per group): every request must carry them, and in many jurisdictions that is disparate treatment.</p>' if metrics.get('decides_with_sensitive_features') else ''}
+<p>Teacher: {html.escape(metrics['teacher'])}. Held-out rows: {metrics['eval_rows']} · seed rows:
+{metrics['data']['counts']['seed']} · unlabelled pool rows: {metrics['data']['counts']['pool']} · labels:
+{html.escape(', '.join(metrics['labels']))}
+{f"(positive: <code>{html.escape(str(metrics['positive_label']))}</code>)" if metrics['positive_label'] else ''} ·
+spec hash <code>{metrics['spec_hash'][:16]}</code> · Stillhouse {html.escape(metrics['stillhouse_version'])}</p>
 <h2>Promotion gate: <span class="verdict">{html.escape(verdict)}</span></h2>
 {_html_table(_GATE_HEADER, _gate_rows(gate, metrics['models']['student'].get('fairness_worst', {})))}
-<h2>Models</h2>{_table(metrics['models'], markdown=False)}
+<h2 id="models">Models</h2>{_table(metrics['models'], markdown=False)}
+<p class="note">The hard-label student and logistic regression learn the seed's labels without mitigation. Latency
+was measured once, interleaved, on the machine that ran the evaluation: compare the ratios, not the
+milliseconds.</p>
+{frontier_html(metrics.get('frontier'), {c['limit']: c['threshold'] for c in gate['checks']})}
 <p>Decisions are taken at the cost threshold {metrics['models']['student'].get('threshold', 0.5):.3f}
 (false negative costs {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).</p>
 <h2>Fairness by group</h2><p>{html.escape(_favourable_note(metrics))}</p>
@@ -328,7 +470,31 @@ trained on the labels alone, and scores a row {c['speedup_batch1_p50']:.1f}× fa
 <h2>Calibration</h2><p><img alt="reliability" src="{reliability_plot(plots['calibration'])}"></p>
 <h2>Synthetic profiles</h2>{synthesis_html}
 {loss_plot}
+<h2 id="recipe">Recipe</h2><details open><summary>teacher, student, distillation and synthesis settings (from the spec)</summary>
+<pre>{html.escape(json.dumps(metrics['recipe'], indent=2, sort_keys=True))}</pre></details>
 </body></html>"""
+
+
+def _disparate_treatment(metrics: dict) -> str:
+    if not metrics.get("decides_with_sensitive_features"):
+        return ""
+    return ("\n- **This model decides with the sensitive features.** Its decisions come from a post-processing rule "
+            "with thresholds per group of " + ", ".join(metrics["schema"]["sensitive"]) + ": every request must "
+            "carry them, and in many jurisdictions deciding by them is disparate treatment. The spec accepted this "
+            "(`task.decide_with_sensitive_features: true`).")
+
+
+def _mitigation_card(metrics: dict) -> str:
+    frontier = metrics.get("frontier")
+    if not frontier or len(frontier["rows"]) < 2:
+        return ""
+    used = ("The packaged rule decides with the sensitive features (see Inputs)."
+            if metrics.get("decides_with_sensitive_features") else
+            "The packaged model uses the sensitive features at training only, never at decision time.")
+    return (f"## Fairness mitigation\n{describe_choice(frontier)} {used} Every setting, measured on the held-out "
+            "rows (the choice was made on "
+            "them too, so the packaged setting's figures are optimistic by that choice):\n\n"
+            + _md_table(FRONTIER_HEADER, frontier_rows(frontier)) + "\n\n")
 
 
 def render_tabular_card(spec: Spec, metrics: dict) -> str:
@@ -355,7 +521,7 @@ law requires it.
 ## Inputs
 - numeric: {', '.join(schema['numeric']) or 'none'}
 - categorical: {', '.join(schema['categorical']) or 'none'}
-- sensitive features (fairness is measured over them; {'model inputs' if spec.task.sensitive_as_inputs else 'not model inputs'}): {', '.join(schema['sensitive']) or 'none: fairness was not checked'}
+- sensitive features (fairness is measured over them; {'model inputs' if spec.task.sensitive_as_inputs else 'not model inputs'}): {', '.join(schema['sensitive']) or 'none: fairness was not checked'}{_disparate_treatment(metrics)}
 
 ## How it was made
 Knowledge distillation with Stillhouse {metrics['stillhouse_version']}: a teacher ({metrics['teacher']}) gave
@@ -368,6 +534,7 @@ from {sources}{' and the synthetic profiles' if synthesis.get('enabled') else ''
 - spec hash: `{metrics['spec_hash']}`
 - teacher fingerprint: `{metrics['teacher_fingerprint']}`
 
+{_mitigation_card(metrics)}
 ## Promotion gate
 {_md_table(_GATE_HEADER, _gate_rows(gate, metrics['models']['student'].get('fairness_worst', {})))}
 
@@ -375,6 +542,7 @@ from {sources}{' and the synthetic profiles' if synthesis.get('enabled') else ''
 {_table(metrics['models'], markdown=True)}
 
 Retention of the teacher's {_NAMES[c['headline']]}: {c['student_retention']:.3f}; AUC lost: {c['auc_loss']:+.4f}.
+{teacher_note(metrics)}
 Decision threshold {metrics['models']['student'].get('threshold', 0.5):.3f} from the cost matrix (false negative
 {metrics['costs']['false_negative']:g}, false positive {metrics['costs']['false_positive']:g}).
 

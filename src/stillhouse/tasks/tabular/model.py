@@ -33,6 +33,7 @@ class TabularInfo:
     baseline: list[float] = field(default_factory=list)  # mean preprocessed row: what contributions are against
     temperature: float = 1.0
     contributions: int = 3  # top columns returned per scored row
+    threshold: float | None = None  # binary: the cost threshold above which the positive label is flagged
     max_length: int = 0  # the training loop's field for text; no tokens here
 
 
@@ -111,12 +112,13 @@ def feature_owners(pre: Preprocessor) -> _Owners:
 
 
 def new_student(preprocessor: Preprocessor, seed_rows: pd.DataFrame, labels: list[str], positive: str | None,
-                hidden: list[int], dropout: float, seed: int, contributions: int = 3) -> TabularStudent:
+                hidden: list[int], dropout: float, seed: int, contributions: int = 3,
+                threshold: float | None = None) -> TabularStudent:
     torch.manual_seed(seed)
     inputs = len(preprocessor.feature_names)
     baseline = preprocessor.transform(seed_rows).mean(axis=0).tolist()
     info = TabularInfo(labels=list(labels), inputs=inputs, hidden=list(hidden), dropout=dropout, positive=positive,
-                       baseline=baseline, contributions=contributions)
+                       baseline=baseline, contributions=contributions, threshold=threshold)
     return TabularStudent(TabularMLP(inputs, hidden, len(labels), dropout), preprocessor, info)
 
 

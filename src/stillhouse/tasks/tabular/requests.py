@@ -27,6 +27,9 @@ class Score(BaseModel):
     probability: float = Field(description="Binary models: probability of the positive label; else of `label`.")
     probabilities: dict[str, float]
     contributions: list[Contribution]
+    flagged: bool | None = Field(None, description="Binary models: the decision the evaluation measured — the "
+                                 "positive label's probability above the cost threshold, or the packaged "
+                                 "post-processing rule's decision.")
     entity_id: str | int | None = None
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from stillhouse.evaluate.metrics import softmax
 from stillhouse.serve.student import STUDENT_FOLDER, ServedStudent, Serving, stored_identity
 from stillhouse.tasks.tabular.model import INFO_FILE, load_tabular, read_tabular_info
+from stillhouse.tasks.tabular.postprocess import DecisionRule, load_rule
 from stillhouse.tasks.tabular.requests import ScoreResponse, check_score
 
 
@@ -19,13 +20,26 @@ from stillhouse.tasks.tabular.requests import ScoreResponse, check_score
 class ServedTabular(ServedStudent):
     model: object = None  # a TabularStudent: the MLP, its preprocessor and its info
     temperature: float = 1.0  # temperature scaling fitted at evaluation (tabular.json)
+    rule: DecisionRule | None = None  # post-processing: the per-group decision rule packaged with the student
     task = "tabular"
 
     @classmethod
     def load(cls, stored) -> ServedTabular:
-        student = load_tabular(Path(stored.path) / STUDENT_FOLDER)
+        folder = Path(stored.path) / STUDENT_FOLDER
+        student = load_tabular(folder)
         return cls(**stored_identity(stored), labels=student.info.labels, model=student,
-                   temperature=student.info.temperature)
+                   temperature=student.info.temperature, rule=load_rule(folder))
+
+    def _decisions(self, rows: list[dict], logits: np.ndarray, probs: np.ndarray) -> list[bool | None]:
+        """Binary students: flagged or not — by the packaged post-processing rule (on the uncalibrated
+        probability, as it was fitted), else the served probability above the cost threshold."""
+        info = self.model.info
+        if info.positive not in info.labels or (self.rule is None and info.threshold is None):
+            return [None] * len(rows)
+        positive = info.labels.index(info.positive)
+        if self.rule is not None:
+            return self.rule.decide(softmax(logits)[:, positive], rows).tolist()
+        return (probs[:, positive] > info.threshold).tolist()
 
     def score_rows(self, rows: list[dict]) -> list[dict]:
         """One ``{label, probability, probabilities, contributions}`` per row of raw column values; a row that lacks
@@ -33,28 +47,34 @@ class ServedTabular(ServedStudent):
         if not rows:
             return []
         student, info = self.model, self.model.info
-        probs = softmax(student.logits(rows), self.temperature)
+        logits = student.logits(rows)
+        probs = softmax(logits, self.temperature)
         positive = info.labels.index(info.positive) if info.positive in info.labels else None
         contributions = student.contributions(rows, info.contributions)
         out = []
-        for p, why in zip(probs, contributions):
+        for p, why, flagged in zip(probs, contributions, self._decisions(rows, logits, probs)):
             best = int(p.argmax())
             out.append({"label": info.labels[best], "probability": float(p[positive if positive is not None
                                                                             else best]),
                         "probabilities": {label: float(v) for label, v in zip(info.labels, np.round(p, 6))},
-                        "contributions": why})
+                        "contributions": why, **({} if flagged is None else {"flagged": bool(flagged)})})
         return out
 
     def warm_up(self, texts: list[str]) -> None:
         pre = self.model.preprocessor  # one typical row: every numeric column at its median, a known category
+        sensitive = {c: (self.rule.bins[c][0] if c in self.rule.bins else "") for c in self.rule.sensitive} \
+            if self.rule else {}
         self.score_rows([{**dict(zip(pre.numeric, pre.medians)),
-                          **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}}])
+                          **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}, **sensitive}])
 
     def describe(self) -> dict:
         """Also the raw columns it reads (the numeric ones apart) and its Feast features, if any."""
-        pre = self.model.preprocessor
-        return {**super().describe(), "columns": [*pre.numeric, *pre.categorical], "numeric": pre.numeric,
-                "features": self.metadata.get("features")}
+        pre, rule = self.model.preprocessor, self.rule
+        sensitive = [c for c in (rule.sensitive if rule else []) if c not in pre.numeric + pre.categorical]
+        return {**super().describe(), "columns": [*pre.numeric, *pre.categorical, *sensitive],
+                "numeric": [*pre.numeric, *(c for c in sensitive if c in rule.bins)],
+                "features": self.metadata.get("features"),
+                "decides_with_sensitive_features": sensitive if rule else None}
 
 
 SERVING = Serving(student_file=INFO_FILE, route="/score", service="stillhouse.serving.tabular_service:TabularScorer",

@@ -25,7 +25,8 @@ from stillhouse.tasks.tabular.preprocess import Preprocessor
 TEACHER_FILE = "teacher.json"
 
 
-def _estimator(member, seed: int):
+def member_estimator(member, seed: int):
+    """A fresh scikit-learn estimator for one teacher member of the spec."""
     if isinstance(member, GradientBoostingTeacherSpec):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -50,10 +51,17 @@ def members_of(teacher) -> tuple[list, list[float]]:
 
 @dataclass
 class TabularTeacher:
+    """Fitted members whose probabilities are averaged with ``weights``. A constrained teacher
+    (:mod:`stillhouse.tasks.tabular.mitigate`) is a mixture of many fitted on "is the row positive?":
+    ``positive_index`` says which label their class 1 is, and ``log_odds_shift`` is added to the positive label's
+    log-odds (their rows were cost-weighted; the shift undoes it)."""
+
     preprocessor: Preprocessor
     models: list
     weights: list[float]
     labels: list[str]
+    positive_index: int | None = None
+    log_odds_shift: float = 0.0
 
     def probabilities(self, frame: pd.DataFrame | list[dict]) -> np.ndarray:
         x = (self.preprocessor.transform(frame) if isinstance(frame, pd.DataFrame)
@@ -61,9 +69,15 @@ class TabularTeacher:
         out = np.zeros((len(frame), len(self.labels)))
         for model, weight in zip(self.models, self.weights):
             probs = np.zeros((len(frame), len(self.labels)))
-            probs[:, model.classes_] = model.predict_proba(x)  # classes_ are label indices
+            probs[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(x)  # label indices (or 0/1)
             out += weight * probs
-        return out
+        if self.positive_index is None:
+            return out
+        positive = np.clip(out[:, 1], 1e-7, 1 - 1e-7)
+        positive = 1 / (1 + np.exp(-(np.log(positive / (1 - positive)) + self.log_odds_shift)))
+        result = np.empty_like(out)
+        result[:, self.positive_index], result[:, 1 - self.positive_index] = positive, 1 - positive
+        return result
 
     def logits(self, frame: pd.DataFrame | list[dict]) -> np.ndarray:
         """Log-probabilities: the soft labels' logits (softmax gives the probabilities back)."""
@@ -76,21 +90,28 @@ def fit_teacher(teacher_spec, seed: pd.DataFrame, y: np.ndarray, preprocessor: P
     each seed row in every member's loss."""
     x = preprocessor.transform(seed)
     members, weights = members_of(teacher_spec)
-    models = [_estimator(member, random_seed).fit(x, y, sample_weight=sample_weight) for member in members]
+    models = [member_estimator(member, random_seed).fit(x, y, sample_weight=sample_weight) for member in members]
     return TabularTeacher(preprocessor, models, weights, list(labels))
 
 
-def save_teacher(teacher: TabularTeacher, teacher_spec, out_dir: str | Path) -> None:
+def write_teacher(teacher: TabularTeacher, describe: str, folder: str | Path) -> None:
+    """Write the teacher's files into ``folder`` (inside a step's atomic folder)."""
     import joblib
 
-    members, _ = members_of(teacher_spec)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    teacher.preprocessor.save(folder)
+    for k, model in enumerate(teacher.models):
+        joblib.dump(model, folder / f"member-{k}.joblib")
+    write_json(folder / TEACHER_FILE, {"kind": "tabular", "labels": teacher.labels,
+                                       "members": [type(m).__name__ for m in teacher.models],
+                                       "weights": teacher.weights, "positive_index": teacher.positive_index,
+                                       "log_odds_shift": teacher.log_odds_shift, "describe": describe})
+
+
+def save_teacher(teacher: TabularTeacher, describe: str, out_dir: str | Path) -> None:
     with atomic_dir(out_dir) as tmp:
-        teacher.preprocessor.save(tmp)
-        for k, model in enumerate(teacher.models):
-            joblib.dump(model, tmp / f"member-{k}.joblib")
-        write_json(tmp / TEACHER_FILE, {"kind": "tabular", "labels": teacher.labels,
-                                        "members": [m.kind for m in members], "weights": teacher.weights,
-                                        "describe": teacher_spec.describe()})
+        write_teacher(teacher, describe, tmp)
 
 
 def load_tabular_teacher(folder: str | Path) -> TabularTeacher:
@@ -99,4 +120,5 @@ def load_tabular_teacher(folder: str | Path) -> TabularTeacher:
     folder = Path(folder)
     info = read_json(folder / TEACHER_FILE)
     models = [joblib.load(folder / f"member-{k}.joblib") for k in range(len(info["members"]))]
-    return TabularTeacher(Preprocessor.load(folder), models, info["weights"], info["labels"])
+    return TabularTeacher(Preprocessor.load(folder), models, info["weights"], info["labels"],
+                          info.get("positive_index"), info.get("log_odds_shift", 0.0))
