@@ -138,10 +138,12 @@ def _frontier_scores(specs: dict, f: dict, metrics: dict, data, positive: int, t
                    "student": _probability(logits, positive)}
             served = {**raw, "student": _probability(logits, positive, temperatures[setting.name])}
             out[setting.name] = {}
-            for model, folder in folders.items():
+            for model, folder in folders.items():  # a rule is judged by what it decides with: its chance of a flag
                 rule = load_rule(folder)
-                flagged = served[model] > threshold if rule is None else rule.decide(raw[model], data.eval)
-                out[setting.name][model] = {"p": served[model], "flagged": flagged}
+                out[setting.name][model] = (
+                    {"p": served[model], "flagged": served[model] > threshold} if rule is None else
+                    {"p": rule.flag_probability(raw[model], rule.group_of(data.eval)),
+                     "flagged": rule.decide(raw[model], data.eval)})
     return out
 
 

@@ -14,7 +14,14 @@ from stillhouse.serve.config import ServeConfig, load_serve_config
 from stillhouse.serving.front import MODEL_NAME, StudentFront, front_service
 from stillhouse.serving.middleware import unavailable, unprocessable
 from stillhouse.serving.model_service import call_model, tabular_model
-from stillhouse.tasks.tabular.requests import OnlineFeatures, Score, ScoreResponse, check_rows, check_score
+from stillhouse.tasks.tabular.requests import (
+    OnlineFeatures,
+    Score,
+    ScoreResponse,
+    check_rows,
+    check_score,
+    check_sensitive,
+)
 
 CONFIG: ServeConfig = load_serve_config()
 TabularModel = tabular_model(MODEL_NAME, CONFIG.model, CONFIG.batching, CONFIG.warmup_texts)
@@ -36,6 +43,7 @@ class TabularScorer(StudentFront):
             if entity_ids is not None:
                 rows = await asyncio.to_thread(self._online_features(info).rows, entity_ids)
             check_rows(rows, info["columns"], info["numeric"])
+            check_sensitive(rows, info.get("decides_with_sensitive_features"))
         except RequestError as err:
             return unprocessable(err, ctx)
         except Unavailable as err:

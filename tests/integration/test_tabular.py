@@ -361,7 +361,7 @@ def test_reductions_raise_the_students_parity_ratio_on_a_table_with_a_planted_di
         "name": "planted", "task": {"type": "tabular", "label_field": "label", "positive_label": "bad",
                                     "sensitive_features": ["group"], "favourable": "not_flagged",
                                     "costs": {"false_negative": 1, "false_positive": 1},
-                                    "mitigation": "reductions", "mitigation_grid": [0.02]},
+                                    "mitigation": "reductions", "mitigation_grid": [0.9]},
         "data": {"seed": str(tmp_path / "seed.csv"), "sampling": {"eval_size": 200}},
         "teacher": {"kind": "logistic_regression"}, "student": {"kind": "mlp", "hidden": [8]},
         "evaluation": {"latency_samples": 3, "throughput_batch_size": 4},
@@ -377,8 +377,8 @@ def test_reductions_raise_the_students_parity_ratio_on_a_table_with_a_planted_di
     metrics = steps.evaluate_step(j, d["data"], d["teacher"], d["student"], d["baseline"], d["eval"], d["synth"],
                                   d["soft"])
     rows = {r["setting"]: r for r in metrics["frontier"]["rows"]}
-    assert list(rows) == ["none", "reductions-demographic-parity-0.02"]
-    plain, constrained = rows["none"], rows["reductions-demographic-parity-0.02"]
+    assert list(rows) == ["none", "reductions-demographic-parity-0.9"]
+    plain, constrained = rows["none"], rows["reductions-demographic-parity-0.9"]
     assert plain["student"]["demographic_parity_ratio"] < 0.6  # the planted disparity, inherited
     assert constrained["student"]["demographic_parity_ratio"] > plain["student"]["demographic_parity_ratio"] + 0.2
     assert constrained["teacher"]["demographic_parity_ratio"] > plain["teacher"]["demographic_parity_ratio"] + 0.2
@@ -423,8 +423,10 @@ def test_postprocessing_decides_with_the_sensitive_feature_only_when_the_spec_ac
     assert list(rows) == ["none", "postprocessing-demographic-parity-0"]
     exact = rows["postprocessing-demographic-parity-0"]["student"]["demographic_parity_ratio"]
     assert exact > rows["none"]["student"]["demographic_parity_ratio"] + 0.2  # per-group thresholds equalise
-    assert metrics["frontier"]["choice"] == {"chosen": "postprocessing-demographic-parity-0", "passed": True,
-                                             "misses": []}
+    # a rule is judged by what it decides: the AUC of its chance of a flag (one that approves everyone ranks no one)
+    assert rows["postprocessing-demographic-parity-0"]["student"]["auc"] < rows["none"]["student"]["auc"]
+    # the unmitigated student misses the parity limit by far more than the rule misses anything: the rule is packaged
+    assert metrics["frontier"]["choice"]["chosen"] == "postprocessing-demographic-parity-0"
     card = (run_dir / "model_card.md").read_text()
     assert "**This model decides with the sensitive features.**" in card and "disparate treatment" in card
     tag = json.loads((run_dir / "run.json").read_text())["model_tag"]
@@ -435,6 +437,10 @@ def test_postprocessing_decides_with_the_sensitive_feature_only_when_the_spec_ac
         row = {"income": 3000.0, "debt": 900.0, "region": "north"}
         missing = client.post("/score", json={"rows": [row]}, headers=auth())
         assert missing.status_code == 422 and "lacks column(s) ['group']" in missing.json()["error"]
+        for value, message in ((None, "`group` is null"), ("zz-unknown", "not one of the values")):
+            refused = client.post("/score", json={"rows": [{**row, "group": value}]}, headers=auth())
+            assert refused.status_code == 422 and message in refused.json()["error"], refused.text
+            assert "zz-unknown" not in refused.text
         scored = client.post("/score", json={"rows": [{**row, "group": "a"}, {**row, "group": "b"}] * 2},
                              headers=auth())
         assert scored.status_code == 200, scored.text

@@ -77,7 +77,7 @@ def test_a_constrained_teachers_soft_labels_are_valid_distributions(tmp_path, co
     """The randomized mixture's expected probabilities: finite, in [0, 1], summing to 1 per row, for either label
     order; and they survive the teacher's folder."""
     from stillhouse.spec import EnsembleTeacherSpec
-    from stillhouse.spec.tabular import CostSpec
+    from stillhouse.spec.tabular import TabularTaskSpec
     from stillhouse.tasks.tabular.data import TabularSchema, label_indices
     from stillhouse.tasks.tabular.mitigate import Setting, fit_setting_teacher
     from stillhouse.tasks.tabular.preprocess import Preprocessor
@@ -91,8 +91,11 @@ def test_a_constrained_teachers_soft_labels_are_valid_distributions(tmp_path, co
     for labels in (["good", "bad"], ["bad", "good"]):  # the positive label first or second
         schema = TabularSchema(labels=labels, positive="bad", numeric=["income", "debt"], categorical=["region"],
                                sensitive=["group"], bins={})
-        teacher = fit_setting_teacher(Setting("reductions", 0.05, constraint), spec, frame,
-                                      label_indices(frame, labels), pre, schema, CostSpec(), 0)
+        task = TabularTaskSpec.model_validate({"type": "tabular", "sensitive_features": ["group"],
+                                               "favourable": "not_flagged"})
+        strength = 0.9 if constraint == "demographic_parity" else 0.05
+        teacher = fit_setting_teacher(Setting("reductions", strength, constraint), spec, frame,
+                                      label_indices(frame, labels), pre, schema, task, 0)
         probs = teacher.probabilities(frame)
         assert probs.shape == (len(frame), 2) and np.isfinite(probs).all()
         assert ((probs >= 0) & (probs <= 1)).all()

@@ -259,3 +259,17 @@ def test_hard_label_loss_takes_row_weights():
     weighted = distillation_loss(logits, labels, None, 0.5, 2.0, torch.tensor([2.0, 0.5, 9.0]))
     assert weighted.item() == pytest.approx(((ce * torch.tensor([2.0, 0.5])).mean()).item())
     assert distillation_loss(logits, labels, None, 0.5, 2.0).item() == pytest.approx(ce.mean().item())
+
+
+def test_a_rule_that_decides_by_a_sensitive_feature_refuses_rows_without_a_known_value():
+    from stillhouse.errors import RequestError
+    from stillhouse.tasks.tabular.requests import check_sensitive
+
+    allowed = {"sex": ["female", "male"], "age": None}  # age: numeric, binned (any number)
+    check_sensitive([{"sex": "male ", "age": 30}], allowed)
+    check_sensitive([{"sex": None}], None)  # no rule: nothing to check
+    with pytest.raises(RequestError, match=r"rows\[0\]: `age` is null"):
+        check_sensitive([{"sex": "female", "age": None}], allowed)
+    with pytest.raises(RequestError, match="not one of the values") as err:
+        check_sensitive([{"sex": "4929-1234", "age": 30}], allowed)
+    assert "4929" not in str(err.value)

@@ -80,8 +80,10 @@ class TabularTaskSpec(_Strict):
         "(equal true- and false-positive rates: the fair-lending concern where base rates differ).")
     mitigation_grid: list[float] | None = Field(
         None, description="Constraint strengths tried besides `none`. `reweighing`: the share of the reweighing "
-        "applied, in (0, 1] (weights raised to it; default [0.5, 1.0]); `reductions`: the largest difference "
-        "across groups the constraint allows, in (0, 1) (default [0.1, 0.05, 0.02]); `postprocessing`: the "
+        "applied, in (0, 1] (weights raised to it; default [0.5, 1.0]); `reductions` under "
+        "`demographic_parity`: the ratio bound on each group's rate of the favourable decision against the overall "
+        "rate, in (0, 1) (default [0.8, 0.9, 0.95]); `equalized_odds`: the largest difference in true- and "
+        "false-positive rates, in (0, 1) (default [0.1, 0.05, 0.02]); `postprocessing`: the "
         "tolerance of demographic parity, in [0, 1) (0: exact; default [0.1, 0.05, 0.0]; equalized odds is exact "
         "only). Each strength of reweighing and reductions costs a teacher and a student; post-processing only "
         "fits a rule.")
@@ -139,6 +141,12 @@ class TabularTaskSpec(_Strict):
         for strength in self.mitigation_grid or []:
             if bounds and not bounds[1](strength):
                 raise ValueError(f"mitigation_grid: {strength} is outside {bounds[0]}")
+        names = [f"{v:g}" for v in self.mitigation_grid or []]
+        if len(set(names)) != len(names):
+            raise ValueError("mitigation_grid: give each strength once (to 6 significant digits)")
+        if self.mitigation != "none" and self.labels is not None and len(self.labels) != 2:
+            raise ValueError(f"mitigation `{self.mitigation}` needs two labels: fairness is measured for binary "
+                             "tasks; set mitigation: none")
         if (self.mitigation == "postprocessing" and self.fairness_constraint == "equalized_odds"
                 and any(self.mitigation_grid or [])):
             raise ValueError("mitigation_grid: Fairlearn relaxes demographic parity only; post-processing under "

@@ -39,9 +39,6 @@ from stillhouse.evaluate.risk import (
 from stillhouse.progress import say
 from stillhouse.spec import LogisticTeacherSpec, Spec
 from stillhouse.tasks.tabular.data import TabularData, label_indices
-from stillhouse.tasks.tabular.model import load_tabular
-from stillhouse.tasks.tabular.postprocess import load_rule
-from stillhouse.tasks.tabular.synthesize import load_profiles
 from stillhouse.tasks.tabular.frontier import (
     FIGURES,
     FRONTIER_HEADER,
@@ -52,6 +49,9 @@ from stillhouse.tasks.tabular.frontier import (
     frontier_rows,
 )
 from stillhouse.tasks.tabular.mitigate import SETTINGS_FOLDER, Setting, settings_of
+from stillhouse.tasks.tabular.model import load_tabular
+from stillhouse.tasks.tabular.postprocess import load_rule
+from stillhouse.tasks.tabular.synthesize import load_profiles
 from stillhouse.tasks.tabular.teacher import TabularTeacher, fit_teacher, load_tabular_teacher
 
 MODELS = ("teacher", "student", "baseline", "classical")
@@ -67,9 +67,11 @@ def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarray,
-                  flagged: np.ndarray | None = None) -> dict:
-    """The quality, risk and fairness block of one model on the evaluation rows; its decisions are ``flagged``
-    where a post-processing rule takes them, else the probability above the cost threshold."""
+                  rule: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """The quality, risk and fairness block of one model on the evaluation rows. Its decisions are the probability
+    above the cost threshold, or, where a post-processing ``rule`` takes them, ``(chance of a flag, flagged)``:
+    then the AUC, accuracy and cost are of the rule's decisions (a rule that approves everyone ranks no one),
+    the calibration figures still of the probabilities."""
     schema, bins = data.schema, spec.evaluation.calibration_bins
     probs = softmax(logits)
     out = {**classification_metrics(logits, y, bins), "auc": multiclass_auc(y, probs)}
@@ -80,12 +82,13 @@ def model_figures(spec: Spec, data: TabularData, logits: np.ndarray, y: np.ndarr
     costs = spec.task.costs
     threshold = cost_threshold(costs.false_negative, costs.false_positive)
     out.update(risk_metrics(is_positive, p, threshold, costs.false_negative, costs.false_positive, bins))
-    if flagged is not None:  # the rule's decisions: their accuracy and cost, not the threshold's
-        out["cost_weighted_error"] = cost_weighted_error(is_positive, flagged, costs.false_negative,
-                                                         costs.false_positive)
-        out["accuracy"] = float(np.mean(flagged == is_positive))
-        out["decided_by"] = "post-processing rule"
-    flagged = p > threshold if flagged is None else flagged
+    flagged = p > threshold
+    if rule is not None:
+        chance, flagged = rule
+        out.update(auc=roc_auc(is_positive, chance), accuracy=float(np.mean(flagged == is_positive)),
+                   cost_weighted_error=cost_weighted_error(is_positive, flagged, costs.false_negative,
+                                                           costs.false_positive),
+                   decided_by="post-processing rule")
     out["fairness"] = {}
     for column in schema.sensitive:
         groups = schema.groups(data.eval, column)
@@ -168,13 +171,15 @@ def _setting(spec: Spec, data: TabularData, y: np.ndarray, setting: Setting, tea
             "calibration": calibration, "gate": gate}
 
 
-def _rule_decisions(folder: Path, data: TabularData, logits: np.ndarray) -> np.ndarray | None:
-    """A post-processing rule's decisions on the evaluation rows (from the model's uncalibrated probabilities, as
-    it was fitted and as serving applies it), or None where the folder holds no rule."""
+def _rule_decisions(folder: Path, data: TabularData, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A post-processing rule's chance of flagging each evaluation row and its decisions (from the model's
+    uncalibrated probabilities, as it was fitted and as serving applies it), or None where the folder holds no
+    rule."""
     rule = load_rule(folder)
     if rule is None:
         return None
-    return rule.decide(softmax(logits)[:, data.labels.index(data.schema.positive)], data.eval)
+    positive = softmax(logits)[:, data.labels.index(data.schema.positive)]
+    return rule.flag_probability(positive, rule.group_of(data.eval)), rule.decide(positive, data.eval)
 
 
 def _frontier_figures(figures: dict) -> dict:
@@ -491,6 +496,9 @@ def _mitigation_card(metrics: dict) -> str:
     used = ("The packaged rule decides with the sensitive features (see Inputs)."
             if metrics.get("decides_with_sensitive_features") else
             "The packaged model uses the sensitive features at training only, never at decision time.")
+    if frontier["choice"]["chosen"].startswith("reductions"):
+        used += (" Its probabilities are the constrained teacher's scores for the decision: they move by group to "
+                 "reach parity, so they are not calibrated probabilities of the label within each group.")
     return (f"## Fairness mitigation\n{describe_choice(frontier)} {used} Every setting, measured on the held-out "
             "rows (the choice was made on "
             "them too, so the packaged setting's figures are optimistic by that choice):\n\n"

@@ -4,7 +4,8 @@ Each setting (:mod:`stillhouse.tasks.tabular.mitigate`) has a teacher and a stud
 (AUC, cost-weighted error, the worst demographic-parity ratio and equalized-odds difference with their 95 %
 intervals) and the gate's verdict on its student. The rule (:func:`choose`): the most accurate (highest student
 AUC) setting whose student passes; if none passes, the *nearest miss* — the fewest failed checks, then the
-smallest total shortfall (how far the failed figures are from their limits) — is named with what it misses by.
+smallest total shortfall (how far the failed figures are from their limits, each relative to its limit) — is named
+with what it misses by.
 The choice is made on the same held-out rows that measure it, so its figures are optimistic by the selection; the
 intervals say how far to trust them.
 """
@@ -18,11 +19,13 @@ FIGURES = ("auc", "cost_weighted_error", "demographic_parity_ratio", "equalized_
 
 
 def shortfall(gate: dict) -> float:
-    """How far the failed checks are from their limits, added up (a figure that was not measured: infinite)."""
+    """How far the failed checks are from their limits, each relative to its limit (AUC, calibration and ratio
+    misses are on different scales), added up; a figure that was not measured: infinite."""
     total = 0.0
     for check in gate["checks"]:
         if not check["passed"]:
-            total += math.inf if check["value"] is None else abs(check["value"] - check["threshold"])
+            total += (math.inf if check["value"] is None
+                      else abs(check["value"] - check["threshold"]) / max(abs(check["threshold"]), 0.01))
     return total
 
 
@@ -89,7 +92,8 @@ def frontier_plot(frontier: dict, gate_limits: dict) -> str:
                 if figures.get(figure) is None:
                     continue
                 ci = figures.get(f"{figure}_ci95")
-                xerr = [[figures[figure] - ci[0]], [ci[1] - figures[figure]]] if ci else None
+                # a percentile interval need not hold its point (a gap near 0 is biased up): never a negative bar
+                xerr = [[max(0.0, figures[figure] - ci[0])], [max(0.0, ci[1] - figures[figure])]] if ci else None
                 ax.errorbar(figures[figure], figures["auc"], xerr=xerr, fmt=marker, color=colour, capsize=3,
                             mfc=colour if model == "student" else "none",
                             label=f"{row['setting']} ({model})")

@@ -9,13 +9,18 @@ training, and never as the student's inputs:
   joint sensitive groups, raised to the strength (0.5: half-way in log-weight; 1: the label independent of the
   groups in the weighted data), capped so that a handful of rows in a rare cell cannot dominate;
 - ``reductions`` (Agarwal et al. 2018, Fairlearn's ``ExponentiatedGradient``): the teacher is fitted under a
-  ``DemographicParity`` or ``EqualizedOdds`` constraint whose difference bound is the strength, with the cost
-  matrix as its objective (``ErrorRate(costs)``). The result is a randomized mixture of teachers; its soft labels
-  are the mixture's expected probabilities. Its members were fitted on cost-weighted rows (a false negative
-  weighs ``costs.false_negative``), so a member's probability 0.5 is the cost threshold's decision: the log-odds
-  are shifted by ``log(false_positive / false_negative)`` back to the probability scale, and the cost threshold
-  then takes the constrained teacher's decision. Whether the student's decisions inherit its fairness is
-  measured by the evaluation, not assumed.
+  constraint with the cost matrix as its objective (``ErrorRate(costs)``). ``demographic_parity``: each group's
+  rate of the *favourable* decision (the one the four-fifths rule counts) at least the strength times the overall
+  rate (``DemographicParity(ratio_bound)``; the target is "favourable", so a ratio bound on Fairlearn's selection
+  rate is a bound on approvals); ``equalized_odds``: true- and false-positive rates within the strength
+  (``EqualizedOdds(difference_bound)``). Bounds are targets on the seed rows, not guarantees: the evaluation
+  measures what held. The result is a randomized mixture of teachers; its soft labels are the mixture's expected
+  probabilities. Its members were fitted on cost-weighted rows, so a member's probability 0.5 is the cost
+  threshold's decision: the log-odds are shifted by ``log(fp / fn)`` of the target back to the probability scale,
+  and the cost threshold then takes the constrained teacher's decision. That shift undoes the costs, not the
+  constraint: the constrained probabilities move by group (that is how parity is reached), so they are scores
+  for the decision, not calibrated probabilities of default per group — the card says so. Whether the
+  student's decisions inherit the teacher's fairness is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from stillhouse.tasks.tabular.postprocess import fit_rule
 from stillhouse.tasks.tabular.preprocess import Preprocessor
 from stillhouse.tasks.tabular.teacher import TabularTeacher, fit_teacher, member_estimator, members_of
 
-DEFAULT_GRIDS = {"reweighing": (0.5, 1.0), "reductions": (0.1, 0.05, 0.02),
+DEFAULT_GRIDS = {"reweighing": (0.5, 1.0),
+                 "reductions": {"demographic_parity": (0.8, 0.9, 0.95), "equalized_odds": (0.1, 0.05, 0.02)},
                  "postprocessing": {"demographic_parity": (0.1, 0.05, 0.0), "equalized_odds": (0.0,)}}
 SETTINGS_FOLDER = "settings"  # a step's folder holds `none` at its top and every other setting below this
 # ExponentiatedGradient's iterations: each fits the teacher once; its default (50) changed no figure of
@@ -70,7 +76,8 @@ class Setting:
         if self.mitigation == "postprocessing":
             return (f"post-processing under {self.constraint.replace('_', ' ')}"
                     + (f", tolerance {self.strength:g}" if self.strength else "") + " (decides with the sensitive features)")
-        return f"reductions under {self.constraint.replace('_', ' ')}, difference ≤ {self.strength:g}"
+        bound = "ratio bound" if self.constraint == "demographic_parity" else "difference bound"
+        return f"reductions under {self.constraint.replace('_', ' ')}, {bound} {self.strength:g}"
 
     def folder(self, root: str | Path) -> Path:
         """Where this setting's model or labels live in a step's folder."""
@@ -146,15 +153,18 @@ class MemberAverage:
 
 
 def fit_setting_teacher(setting: Setting, teacher_spec, seed: pd.DataFrame, y: np.ndarray, pre: Preprocessor,
-                        schema: TabularSchema, costs, random_seed: int) -> TabularTeacher:
-    """This setting's teacher on the seed (``y``: label indices)."""
+                        schema: TabularSchema, task, random_seed: int) -> TabularTeacher:
+    """This setting's teacher on the seed (``y``: label indices; ``task``: the spec's task section)."""
+    if setting.mitigation in ("reweighing", "reductions") and not schema.binary:
+        raise DataError(f"mitigation `{setting.mitigation}` needs two labels (fairness is measured for binary "
+                        f"tasks); the seed has {len(schema.labels)}", "set task.mitigation: none")
     if setting.mitigation != "reductions":
         return fit_teacher(teacher_spec, seed, y, pre, schema.labels, random_seed, row_weights(setting, schema, seed))
-    return _reductions_teacher(setting, teacher_spec, seed, y, pre, schema, costs, random_seed)
+    return _reductions_teacher(setting, teacher_spec, seed, y, pre, schema, task.costs, task.favourable, random_seed)
 
 
 def _reductions_teacher(setting: Setting, teacher_spec, seed: pd.DataFrame, y: np.ndarray, pre: Preprocessor,
-                        schema: TabularSchema, costs, random_seed: int) -> TabularTeacher:
+                        schema: TabularSchema, costs, favourable: str | None, random_seed: int) -> TabularTeacher:
     from fairlearn.reductions import DemographicParity, EqualizedOdds, ErrorRate, ExponentiatedGradient
 
     if not schema.binary:
@@ -164,13 +174,18 @@ def _reductions_teacher(setting: Setting, teacher_spec, seed: pd.DataFrame, y: n
     if len(set(groups)) < 2:
         raise DataError("the seed rows hold one sensitive group only: there is nothing to constrain",
                         "check task.sensitive_features / sensitive_bins, or set mitigation: none")
+    # The four-fifths rule compares the rates of the favourable decision: the target class 1 is that decision
+    # (not flagged, where a flag denies), so that a ratio bound on Fairlearn's selection rate is a bound on it.
     positive = schema.labels.index(schema.positive)
-    constraint = {"demographic_parity": DemographicParity,
-                  "equalized_odds": EqualizedOdds}[setting.constraint](difference_bound=setting.strength)
+    grants = favourable == "flagged"
+    target_index = positive if grants else 1 - positive
+    fp, fn = ((costs.false_positive, costs.false_negative) if grants
+              else (costs.false_negative, costs.false_positive))  # approving a defaulter is the costly error
+    constraint = (DemographicParity(ratio_bound=setting.strength) if setting.constraint == "demographic_parity"
+                  else EqualizedOdds(difference_bound=setting.strength))
     search = ExponentiatedGradient(MemberAverage(teacher_spec, random_seed), constraint,
-                                   objective=ErrorRate(costs={"fp": costs.false_positive, "fn": costs.false_negative}),
-                                   max_iter=REDUCTIONS_ITERATIONS)
-    search.fit(pre.transform(seed), (y == positive).astype(int), sensitive_features=groups)
+                                   objective=ErrorRate(costs={"fp": fp, "fn": fn}), max_iter=REDUCTIONS_ITERATIONS)
+    search.fit(pre.transform(seed), (y == target_index).astype(int), sensitive_features=groups)
     models, weights = [], []
     for predictor, share in zip(search.predictors_, search.weights_):
         if share <= 0:
@@ -179,8 +194,8 @@ def _reductions_teacher(setting: Setting, teacher_spec, seed: pd.DataFrame, y: n
         models += parts
         weights += [share * w for w in getattr(predictor, "weights_", [1.0])]
     total = sum(weights)
-    return TabularTeacher(pre, models, [w / total for w in weights], list(schema.labels), positive_index=positive,
-                          log_odds_shift=math.log(costs.false_positive / costs.false_negative))
+    return TabularTeacher(pre, models, [w / total for w in weights], list(schema.labels), target_index=target_index,
+                          log_odds_shift=math.log(fp / fn))
 
 
 def write_rule(setting: Setting, positive_seed: np.ndarray, seed: pd.DataFrame, schema: TabularSchema, costs,
@@ -194,4 +209,4 @@ def write_rule(setting: Setting, positive_seed: np.ndarray, seed: pd.DataFrame, 
                         "use mitigation: reweighing for a multi-class table")
     fit_rule(setting.constraint, setting.strength, positive_seed,
              (seed["label"] == schema.positive).to_numpy(), joint_groups(schema, seed), schema,
-             cost_threshold(costs.false_negative, costs.false_positive)).save(folder)
+             cost_threshold(costs.false_negative, costs.false_positive), seed).save(folder)

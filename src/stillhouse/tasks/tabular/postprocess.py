@@ -38,7 +38,9 @@ class DecisionRule:
     groups_of: dict[str, dict[str, str]]
     inputs: list[str]  # the columns whose values key a row's draw
     rules: dict[str, dict] = field(default_factory=dict)  # group → {"parts": [[p, op, t], ...], "p_ignore", "constant"}
-    fallback_threshold: float = 0.5  # a group the seed did not show: the cost threshold decides
+    fallback_threshold: float = 0.5  # never reached through /score (unknown values are refused there)
+    numeric: list[str] = field(default_factory=list)  # columns whose values key a draw as numbers
+    values: dict[str, list[str]] = field(default_factory=dict)  # categorical sensitive column → the seed's values
 
     def group_of(self, rows: pd.DataFrame | list[dict]) -> np.ndarray:
         """Each row's joint group over the sensitive features (binned, mapped), as at fitting."""
@@ -60,25 +62,29 @@ class DecisionRule:
     def decide(self, positive: np.ndarray, rows: pd.DataFrame | list[dict]) -> np.ndarray:
         """Flagged or not, per row: the rule's chance against a draw keyed by the row's values."""
         chance = self.flag_probability(positive, self.group_of(rows))
-        return draws(rows, self.inputs + self.sensitive) < chance
+        return draws(rows, self.inputs + self.sensitive, set(self.numeric)) < chance
 
     def save(self, folder: str | Path) -> None:
         write_json(Path(folder) / RULE_FILE, asdict(self))
 
 
-def draws(rows: pd.DataFrame | list[dict], columns: list[str]) -> np.ndarray:
-    """A uniform number in [0, 1) per row from the SHA-256 of its values (the same row always draws the same)."""
+def draws(rows: pd.DataFrame | list[dict], columns: list[str], numeric: set[str] = frozenset()) -> np.ndarray:
+    """A uniform number in [0, 1) per row from the SHA-256 of its values, written canonically (a number as a float
+    however it was sent, text stripped), so the same application always draws the same."""
     records = rows.to_dict(orient="records") if isinstance(rows, pd.DataFrame) else rows
-    keys = ("\x1f".join(_text(r.get(c)) for c in columns).encode() for r in records)
+    keys = ("\x1f".join(_text(r.get(c), c in numeric) for c in columns).encode() for r in records)
     return np.array([int.from_bytes(hashlib.sha256(k).digest()[:8], "big") / 2 ** 64 for k in keys])
 
 
-def _text(value) -> str:
+def _text(value, number: bool) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
-    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
+    if number:
+        try:
+            return repr(float(value))
+        except (TypeError, ValueError):
+            return str(value).strip()
+    return str(value).strip()
 
 
 def load_rule(folder: str | Path) -> DecisionRule | None:
@@ -107,9 +113,10 @@ def _prefit(positive: np.ndarray):
 
 
 def fit_rule(constraint: str, tolerance: float | None, positive: np.ndarray, y: np.ndarray, groups: np.ndarray,
-             schema: TabularSchema, fallback_threshold: float) -> DecisionRule:
+             schema: TabularSchema, fallback_threshold: float, seed: pd.DataFrame | None = None) -> DecisionRule:
     """ThresholdOptimizer on ``positive`` (probabilities of the positive label), ``y`` (is positive) and the rows'
-    joint sensitive ``groups``; ``tolerance`` relaxes demographic parity (None or 0: exact)."""
+    joint sensitive ``groups``; ``tolerance`` relaxes demographic parity (None or 0: exact). ``seed``: the rows,
+    whose values of each categorical sensitive feature are the only ones a request may send."""
     from fairlearn.postprocessing import ThresholdOptimizer
 
     optimizer = ThresholdOptimizer(estimator=_prefit(positive), constraints=constraint, objective="accuracy_score",
@@ -121,5 +128,7 @@ def fit_rule(constraint: str, tolerance: float | None, positive: np.ndarray, y: 
                   float(np.clip(getattr(bunch, f"operation{k}")._threshold, -_BOUND, _BOUND))] for k in (0, 1)]
         rules[str(group)] = {"parts": parts, "p_ignore": float(bunch.get("p_ignore", 0.0)),
                              "constant": float(bunch.get("prediction_constant", 0.0))}
+    values = {c: sorted({str(v).strip() for v in seed[c].dropna()}) for c in schema.sensitive
+              if c not in schema.bins} if seed is not None else {}
     return DecisionRule(constraint, tolerance, list(schema.sensitive), dict(schema.bins), dict(schema.groups_of),
-                        list(schema.inputs), rules, fallback_threshold)
+                        list(schema.inputs), rules, fallback_threshold, [*schema.numeric, *schema.bins], values)

@@ -100,6 +100,22 @@ def check_rows(rows: list[dict] | None, columns: list[str], numeric: list[str]) 
                 raise RequestError(f"rows[{i}]: `{column}` is not a finite number", f"send `{column}` as a number")
 
 
+def check_sensitive(rows: list[dict] | None, allowed: dict[str, list[str] | None] | None) -> None:
+    """A student packaged with a post-processing rule decides by the sensitive features: every row must carry each
+    one (not null) and, for a categorical one, a value the rule was fitted on — else the row could not be decided
+    by its group's rule. The value is never repeated in the error."""
+    for i, row in enumerate(rows or []):
+        for column, values in (allowed or {}).items():
+            value = row.get(column)
+            if value is None:
+                raise RequestError(f"rows[{i}]: `{column}` is null, and this model decides by it (post-processing)",
+                                   f"send `{column}`; the model card lists its values")
+            if values is not None and str(value).strip() not in values:
+                raise RequestError(f"rows[{i}]: `{column}` is not one of the values this model's decision rule was "
+                                   "fitted on", f"send `{column}` as the training data wrote it; the model card "
+                                   "lists the groups")
+
+
 @dataclass
 class OnlineFeatures:
     repo: str

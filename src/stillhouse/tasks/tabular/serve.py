@@ -62,8 +62,9 @@ class ServedTabular(ServedStudent):
 
     def warm_up(self, texts: list[str]) -> None:
         pre = self.model.preprocessor  # one typical row: every numeric column at its median, a known category
-        sensitive = {c: (self.rule.bins[c][0] if c in self.rule.bins else "") for c in self.rule.sensitive} \
-            if self.rule else {}
+        rule = self.rule
+        sensitive = {c: rule.bins[c][0] if c in rule.bins else (rule.values.get(c) or [""])[0]
+                     for c in rule.sensitive} if rule else {}
         self.score_rows([{**dict(zip(pre.numeric, pre.medians)),
                           **{c: (pre.categories[c] or [""])[0] for c in pre.categorical}, **sensitive}])
 
@@ -74,7 +75,10 @@ class ServedTabular(ServedStudent):
         return {**super().describe(), "columns": [*pre.numeric, *pre.categorical, *sensitive],
                 "numeric": [*pre.numeric, *(c for c in sensitive if c in rule.bins)],
                 "features": self.metadata.get("features"),
-                "decides_with_sensitive_features": sensitive if rule else None}
+                # a packaged post-processing rule: the sensitive columns every row must carry (a categorical one,
+                # one of the seed's values), which decide the answer
+                "decides_with_sensitive_features": ({c: rule.values.get(c) for c in rule.sensitive} if rule
+                                                    else None)}
 
 
 SERVING = Serving(student_file=INFO_FILE, route="/score", service="stillhouse.serving.tabular_service:TabularScorer",

@@ -33,6 +33,13 @@ from stillhouse.serve.student import Serving
 from stillhouse.spec import Spec
 from stillhouse.tasks.tabular.data import TabularData, label_indices, prepare_tabular, row_fingerprints
 from stillhouse.tasks.tabular.evaluate import evaluate_tabular
+from stillhouse.tasks.tabular.mitigate import (
+    Setting,
+    fit_setting_teacher,
+    row_weights,
+    settings_of,
+    write_rule,
+)
 from stillhouse.tasks.tabular.model import (
     TabularStudent,
     load_tabular,
@@ -43,14 +50,6 @@ from stillhouse.tasks.tabular.model import (
 from stillhouse.tasks.tabular.preprocess import Preprocessor
 from stillhouse.tasks.tabular.serve import SERVING
 from stillhouse.tasks.tabular.synthesize import load_profiles, synthesize_profiles, write_no_profiles
-from stillhouse.tasks.tabular.mitigate import (
-    SETTINGS_FOLDER,
-    Setting,
-    fit_setting_teacher,
-    row_weights,
-    settings_of,
-    write_rule,
-)
 from stillhouse.tasks.tabular.teacher import load_tabular_teacher, write_teacher
 from stillhouse.tasks.tabular.train import ITEMS
 from stillhouse.validate.runner import require, run_suite
@@ -126,7 +125,7 @@ class TabularTask:
         settings = settings_of(spec.task)
         with atomic_dir(out_dir) as tmp:
             for setting in settings:
-                teacher = fit_setting_teacher(setting, spec.teacher, data.seed, y, pre, data.schema, spec.task.costs,
+                teacher = fit_setting_teacher(setting, spec.teacher, data.seed, y, pre, data.schema, spec.task,
                                               spec.runtime.seed)
                 write_teacher(teacher, spec.teacher.describe(), setting.folder(tmp))
                 write_rule(setting, teacher.probabilities(data.seed)[:, data.labels.index(data.schema.positive or
@@ -186,24 +185,41 @@ class TabularTask:
 
     def distill(self, spec: Spec, data_dir: str, teacher_dir: str, soft_labels_dir: str, synthetic_dir: str,
                 out_dir: str) -> dict:
-        """Per setting, a student on the seed (label + soft label), pool and synthetic rows (soft label only)."""
+        """Per setting, a student on the seed (label + soft label), pool and synthetic rows (soft label only).
+        With a frontier every setting is trained into a staging folder beside the step's, and the step's folder
+        is assembled from them at the end: it appears whole or not at all (each ``-work`` folder keeps its
+        training rows)."""
         data = TabularData.load(data_dir)
         synthetic = load_profiles(synthetic_dir)[0]
-        d = spec.distillation
-        for setting in settings_of(spec.task):  # `none` first: it is the folder's top, the others below it
-            if not setting.retrains:  # post-processing: `none`'s student and a rule on its seed probabilities
-                folder = setting.folder(out_dir)
-                shutil.copytree(out_dir, folder, ignore=lambda d, names: [SETTINGS_FOLDER] if Path(d) == Path(out_dir)
-                                else [])
-                positive = softmax(load_tabular(folder).logits(data.seed))[:, data.labels.index(data.schema.positive)]
-                write_rule(setting, positive, data.seed, data.schema, spec.task.costs, folder)
+        settings = settings_of(spec.task)
+        if len(settings) == 1:
+            rows = self._distill_setting(spec, data, soft_labels_dir, synthetic, settings[0], out_dir)
+            return {"train_rows": rows}
+        staging = Path(out_dir).parent / f"{Path(out_dir).name}-work-settings"
+        shutil.rmtree(staging, ignore_errors=True)
+        for setting in settings:  # `none` first: post-processing settings start from its student
+            folder = staging / setting.name
+            if setting.retrains:
+                rows = self._distill_setting(spec, data, soft_labels_dir, synthetic, setting, str(folder))
                 continue
-            soft = read_soft_labels(setting.folder(soft_labels_dir) / SOFT_LABELS_FILE)
-            rows = _training_rows(spec, data, soft, synthetic, setting)
-            name = "student" if setting.name == "none" else f"student-{setting.name}"
-            self._fit(spec, name, data, rows, str(setting.folder(out_dir)), d.epochs, alpha=d.alpha,
-                      temperature=d.temperature)
-        return {"train_rows": len(rows)}
+            shutil.copytree(staging / "none", folder)
+            positive = softmax(load_tabular(folder).logits(data.seed))[:, data.labels.index(data.schema.positive)]
+            write_rule(setting, positive, data.seed, data.schema, spec.task.costs, folder)
+        with atomic_dir(out_dir) as tmp:
+            for setting in settings:
+                shutil.copytree(staging / setting.name, setting.folder(tmp), dirs_exist_ok=True)
+        for setting in settings:
+            shutil.rmtree(staging / setting.name)
+        return {"train_rows": rows, "settings": [s.name for s in settings]}
+
+    def _distill_setting(self, spec: Spec, data: TabularData, soft_labels_dir: str, synthetic: pd.DataFrame,
+                         setting: Setting, out_dir: str) -> int:
+        soft = read_soft_labels(setting.folder(soft_labels_dir) / SOFT_LABELS_FILE)
+        rows = _training_rows(spec, data, soft, synthetic, setting)
+        d = spec.distillation
+        name = "student" if setting.name == "none" else f"student-{setting.name}"
+        self._fit(spec, name, data, rows, out_dir, d.epochs, alpha=d.alpha, temperature=d.temperature)
+        return len(rows)
 
     def baseline(self, spec: Spec, data_dir: str, teacher_dir: str, out_dir: str) -> dict:
         """The same student on the seed's labels alone, unmitigated: what distillation must beat."""
@@ -228,8 +244,9 @@ class TabularTask:
         return {"labels": metrics["labels"], "auc": student["auc"], "accuracy": student["accuracy"],
                 "teacher_auc": teacher["auc"], "retention": metrics["comparison"][self.retention],
                 "gate": metrics["gate"]["verdict"], "gate_checks": metrics["gate"]["checks"],
-                "mitigation": metrics["frontier"]["choice"]["chosen"],
-                "mitigation_auc_cost": -metrics["frontier"]["cost"]["auc"],
+                **({"mitigation": metrics["frontier"]["choice"]["chosen"],
+                    "mitigation_auc_cost": -metrics["frontier"]["cost"]["auc"]}
+                   if metrics.get("frontier") else {}),  # evaluations written before the frontier have none
                 **({"features": {"repo": spec.data.features.repo, "feature_service": spec.data.features.feature_service,
                                  "entity": spec.task.entity}} if spec.data.features is not None else {})}
 

@@ -52,15 +52,15 @@ def members_of(teacher) -> tuple[list, list[float]]:
 @dataclass
 class TabularTeacher:
     """Fitted members whose probabilities are averaged with ``weights``. A constrained teacher
-    (:mod:`stillhouse.tasks.tabular.mitigate`) is a mixture of many fitted on "is the row positive?":
-    ``positive_index`` says which label their class 1 is, and ``log_odds_shift`` is added to the positive label's
-    log-odds (their rows were cost-weighted; the shift undoes it)."""
+    (:mod:`stillhouse.tasks.tabular.mitigate`) is a mixture of many fitted on a binary target (is the row
+    favourable, or positive): ``target_index`` says which label their class 1 is, and ``log_odds_shift`` is added
+    to that label's log-odds (their rows were cost-weighted; the shift undoes it)."""
 
     preprocessor: Preprocessor
     models: list
     weights: list[float]
     labels: list[str]
-    positive_index: int | None = None
+    target_index: int | None = None
     log_odds_shift: float = 0.0
 
     def probabilities(self, frame: pd.DataFrame | list[dict]) -> np.ndarray:
@@ -71,12 +71,12 @@ class TabularTeacher:
             probs = np.zeros((len(frame), len(self.labels)))
             probs[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(x)  # label indices (or 0/1)
             out += weight * probs
-        if self.positive_index is None:
+        if self.target_index is None:
             return out
-        positive = np.clip(out[:, 1], 1e-7, 1 - 1e-7)
-        positive = 1 / (1 + np.exp(-(np.log(positive / (1 - positive)) + self.log_odds_shift)))
+        target = np.clip(out[:, 1], 1e-7, 1 - 1e-7)
+        target = 1 / (1 + np.exp(-(np.log(target / (1 - target)) + self.log_odds_shift)))
         result = np.empty_like(out)
-        result[:, self.positive_index], result[:, 1 - self.positive_index] = positive, 1 - positive
+        result[:, self.target_index], result[:, 1 - self.target_index] = target, 1 - target
         return result
 
     def logits(self, frame: pd.DataFrame | list[dict]) -> np.ndarray:
@@ -105,7 +105,7 @@ def write_teacher(teacher: TabularTeacher, describe: str, folder: str | Path) ->
         joblib.dump(model, folder / f"member-{k}.joblib")
     write_json(folder / TEACHER_FILE, {"kind": "tabular", "labels": teacher.labels,
                                        "members": [type(m).__name__ for m in teacher.models],
-                                       "weights": teacher.weights, "positive_index": teacher.positive_index,
+                                       "weights": teacher.weights, "target_index": teacher.target_index,
                                        "log_odds_shift": teacher.log_odds_shift, "describe": describe})
 
 
@@ -121,4 +121,4 @@ def load_tabular_teacher(folder: str | Path) -> TabularTeacher:
     info = read_json(folder / TEACHER_FILE)
     models = [joblib.load(folder / f"member-{k}.joblib") for k in range(len(info["members"]))]
     return TabularTeacher(Preprocessor.load(folder), models, info["weights"], info["labels"],
-                          info.get("positive_index"), info.get("log_odds_shift", 0.0))
+                          info.get("target_index"), info.get("log_odds_shift", 0.0))
