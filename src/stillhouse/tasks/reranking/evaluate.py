@@ -96,7 +96,7 @@ def evaluate_ranking_run(spec: Spec, data_dir: str, teacher_dir: str, student_di
         f"| student {student['ndcg@10']:.4f} | qrels-only {baseline['ndcg@10']:.4f} | retention "
         f"{comparison['student_retention_ndcg@10']:.3f} | re-rank speed-up x{comparison['rerank_speedup_p50']:.2f}")
     if metrics["teacher_check"]["warning"]:
-        say(f"evaluate: is this teacher worth distilling? {metrics['teacher_check']['warning']}")
+        say(f"evaluate: WARNING: {metrics['teacher_check']['warning']}")
     return metrics
 
 

@@ -255,6 +255,8 @@ def evaluate_tabular(spec: Spec, data_dir: str, teacher_dir: str, student_dir: s
         (tmp / "report.html").write_text(render_tabular_report(metrics, plots), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_tabular_card(spec, metrics), encoding="utf-8")
     _announce(spec, models, headline, chosen["gate"], frontier)
+    if check["warning"]:
+        say(f"evaluate: WARNING: {check['warning']}")
     return metrics
 
 
