@@ -155,7 +155,7 @@ class MemberAverage:
 def fit_setting_teacher(setting: Setting, teacher_spec, seed: pd.DataFrame, y: np.ndarray, pre: Preprocessor,
                         schema: TabularSchema, task, random_seed: int) -> TabularTeacher:
     """This setting's teacher on the seed (``y``: label indices; ``task``: the spec's task section)."""
-    if setting.mitigation in ("reweighing", "reductions") and not schema.binary:
+    if setting.mitigation != "none" and not schema.binary:
         raise DataError(f"mitigation `{setting.mitigation}` needs two labels (fairness is measured for binary "
                         f"tasks); the seed has {len(schema.labels)}", "set task.mitigation: none")
     if setting.mitigation != "reductions":

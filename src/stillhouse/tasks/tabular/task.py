@@ -128,9 +128,9 @@ class TabularTask:
                 teacher = fit_setting_teacher(setting, spec.teacher, data.seed, y, pre, data.schema, spec.task,
                                               spec.runtime.seed)
                 write_teacher(teacher, spec.teacher.describe(), setting.folder(tmp))
-                write_rule(setting, teacher.probabilities(data.seed)[:, data.labels.index(data.schema.positive or
-                                                                                          data.labels[-1])],
-                           data.seed, data.schema, spec.task.costs, setting.folder(tmp))
+                if not setting.retrains:  # post-processing: a rule on this (unmitigated) teacher's probabilities
+                    positive = teacher.probabilities(data.seed)[:, data.labels.index(data.schema.positive)]
+                    write_rule(setting, positive, data.seed, data.schema, spec.task.costs, setting.folder(tmp))
                 say(f"teacher: {spec.teacher.describe()}, {setting.describe()}, fitted on {len(data.seed)} seed rows")
         return {"teacher": spec.teacher.kind, "seed_rows": len(data.seed), "settings": [s.name for s in settings]}
 
