@@ -111,9 +111,9 @@ def _steps(specs: dict, folder: Path) -> dict:
 
 
 def _probability(logits: np.ndarray, positive: int, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    e = np.exp(z - z.max(1, keepdims=True))
-    return (e / e.sum(1, keepdims=True))[:, positive]
+    from stillhouse.evaluate.metrics import softmax
+
+    return softmax(logits, temperature)[:, positive]
 
 
 def _frontier_scores(specs: dict, f: dict, metrics: dict, data, positive: int, threshold: float) -> dict:
